@@ -1,0 +1,16 @@
+"""The ``corral`` command: a thin typer layer over the library.
+
+Each command group lives in its own module and registers itself on ``app``.
+"""
+
+from __future__ import annotations
+
+from corral.cli._app import app
+from corral.cli import _policy, _run  # noqa: F401  (registers commands)
+
+
+def main() -> None:
+    app()
+
+
+__all__ = ["app", "main"]

@@ -1,0 +1,28 @@
+"""The root typer app and helpers shared by command modules."""
+
+from __future__ import annotations
+
+import sys
+from typing import NoReturn
+
+import typer
+from rich.console import Console
+
+from corral.errors import CorralError
+
+app = typer.Typer(
+    name="corral",
+    help="Corral: sandboxed tool calls, default-deny egress and trace-attributed detection for RL agents.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def fail(exc: CorralError | str, code: int = 2) -> NoReturn:
+    """Print a harness error to stderr and exit non-zero (never mixed into a tool's output)."""
+    text = str(exc)
+    err_console.print(f"[bold red]corral:[/] {text}", markup=True, highlight=False)
+    sys.exit(code)

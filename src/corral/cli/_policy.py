@@ -1,0 +1,30 @@
+"""``corral policy schema|check``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from corral.cli._app import app, fail
+from corral.errors import PolicyError
+from corral.policy import Policy, policy_json_schema
+
+policy_app = typer.Typer(help="Inspect and validate policies.", no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
+
+
+@policy_app.command("schema")
+def schema() -> None:
+    """Print the policy's JSON Schema."""
+    typer.echo(policy_json_schema())
+
+
+@policy_app.command("check")
+def check(file: Path = typer.Argument(..., help="Policy YAML file to validate.")) -> None:
+    """Validate a policy file; every error names its file, key path and line."""
+    try:
+        p = Policy.load(file)
+    except PolicyError as exc:
+        fail(exc)
+    typer.echo(f"{file}: ok (policy {p.name!r})")

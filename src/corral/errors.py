@@ -1,0 +1,96 @@
+"""Corral's exception hierarchy.
+
+Every failure of the harness itself is a ``CorralError``. They are kept apart
+from the failures of the agent's own command, which are data in a
+``ToolResult`` (exit code, stop reason) and never raised::
+
+    CorralError
+    ├── PolicyError              a policy file or value is invalid (names file, key path, line)
+    ├── RegistryError            a name in data (action, collector, log format) is unknown
+    ├── SandboxError             the sandbox could not do its job
+    │   ├── SandboxUnavailableError  a required kernel feature or tool is missing, or no privileges
+    │   ├── SandboxSetupError        creating the sandbox failed (nothing is left behind)
+    │   └── SandboxClosedError       the sandbox was used after destroy
+    ├── EgressError              the network layer could not be set up or failed (fail closed)
+    ├── StoreError               the event store could not be opened, written or queried
+    ├── RuleError                a detection rule is invalid (names file and rule)
+    └── InputError               malformed user input (a command, a log, a trace, a query)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+class CorralError(Exception):
+    """Base of every error Corral raises about itself."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem found in a data file: where it is and what is wrong."""
+
+    message: str
+    file: str | None = None
+    path: str | None = None  # dotted key path, e.g. "resources.memory_max_bytes"
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = self.file or "<policy>"
+        if self.line is not None:
+            where += f":{self.line}"
+        if self.path:
+            where += f": {self.path}"
+        return f"{where}: {self.message}"
+
+
+@dataclass
+class PolicyError(CorralError):
+    """A policy could not be loaded; ``problems`` lists every error found in one pass."""
+
+    problems: list[Problem] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return "\n".join(str(p) for p in self.problems) or "invalid policy"
+
+
+class RegistryError(CorralError):
+    """A type named in data is not registered."""
+
+
+class SandboxError(CorralError):
+    """The sandbox failed as a harness (not the agent's command failing)."""
+
+
+class SandboxUnavailableError(SandboxError):
+    """A kernel feature, tool or privilege the sandbox needs is missing."""
+
+
+class SandboxSetupError(SandboxError):
+    """Creating a sandbox or a call's confinement failed; what was made is undone."""
+
+
+class SandboxClosedError(SandboxError):
+    """The sandbox was used after it was destroyed."""
+
+
+class EgressError(CorralError):
+    """The egress layer could not be set up, or failed; traffic stays denied."""
+
+
+class StoreError(CorralError):
+    """The event store could not be opened, written or queried."""
+
+
+@dataclass
+class RuleError(CorralError):
+    """A detection rule could not be loaded."""
+
+    problems: list[Problem] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return "\n".join(str(p) for p in self.problems) or "invalid rule"
+
+
+class InputError(CorralError):
+    """Malformed input given to Corral: a command, a log line, a trace, a query."""

@@ -1,0 +1,234 @@
+"""Typed events with one envelope.
+
+Process and network payloads use Sigma taxonomy field names (``Image``,
+``CommandLine``, ``DestinationIp`` ...) so Sigma rules apply to them unchanged.
+``Event.flat()`` gives the dict that rules, exporters and ``corral events
+--json`` see: envelope fields plus the payload's own fields.
+"""
+
+from __future__ import annotations
+
+import time
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from corral.events._trace import TraceContext
+
+
+class Level(StrEnum):
+    """Sigma severity levels, lowest first."""
+
+    informational = "informational"
+    low = "low"
+    medium = "medium"
+    high = "high"
+    critical = "critical"
+
+    @property
+    def rank(self) -> int:
+        return _LEVEL_RANK[self]
+
+
+_LEVEL_RANK = {lv: i for i, lv in enumerate(Level)}
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ProcessStart(_Payload):
+    kind: Literal["process_start"] = "process_start"
+    ProcessId: int
+    ParentProcessId: int | None = None
+    Image: str
+    CommandLine: str
+    argv: list[str] = Field(default_factory=list)
+    ParentImage: str | None = None
+    ParentCommandLine: str | None = None
+    User: str | None = None
+    CurrentDirectory: str | None = None
+
+
+class ProcessExit(_Payload):
+    kind: Literal["process_exit"] = "process_exit"
+    ProcessId: int
+    Image: str | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    cpu_time_s: float | None = None
+
+
+Decision = Literal["allowed", "denied"]
+
+
+class NetworkConnection(_Payload):
+    """An outbound attempt seen by the egress layer (proxy, nftables or DNS)."""
+
+    kind: Literal["network_connection"] = "network_connection"
+    Protocol: str
+    DestinationIp: str | None = None
+    DestinationPort: int | None = None
+    DestinationHostname: str | None = None
+    SourceIp: str | None = None
+    SourcePort: int | None = None
+    Initiated: bool = True
+    decision: Decision
+    rule: str | None = None
+    layer: Literal["proxy", "nftables", "dns", "socket"] = "proxy"
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    # The 5-tuple the proxy used on the outside, so outside logs can be matched exactly.
+    outside_src_ip: str | None = None
+    outside_src_port: int | None = None
+    outside_dst_ip: str | None = None
+    outside_dst_port: int | None = None
+
+
+class DnsQuery(_Payload):
+    kind: Literal["dns_query"] = "dns_query"
+    QueryName: str
+    QueryType: str = "A"
+    decision: Decision
+    rule: str | None = None
+    answers: list[str] = Field(default_factory=list)
+
+
+class ResourceSample(_Payload):
+    kind: Literal["resource"] = "resource"
+    cpu_time_s: float
+    memory_bytes: int
+    memory_peak_bytes: int | None = None
+    pids: int
+    final: bool = False  # the per-call summary rather than a sample of a long call
+
+
+class FileDenied(_Payload):
+    kind: Literal["file_denied"] = "file_denied"
+    TargetFilename: str
+    operation: str
+    Image: str | None = None
+
+
+class PolicyDecision(_Payload):
+    """Something the harness decided: a call blocked, a process killed, a penalty."""
+
+    kind: Literal["policy_decision"] = "policy_decision"
+    action: str
+    reason: str
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class ToolCall(_Payload):
+    """One tool call, start to end; also the source of Corral's trace records."""
+
+    kind: Literal["tool_call"] = "tool_call"
+    command: str
+    start_ns: int
+    end_ns: int | None = None
+    exit_code: int | None = None
+    blocked: bool = False
+    stop_reason: str | None = None
+    sandbox_ip: str | None = None
+    host_ip: str | None = None
+
+
+class Alert(_Payload):
+    kind: Literal["alert"] = "alert"
+    rule_id: str
+    title: str
+    level: Level
+    category: str
+    tags: list[str] = Field(default_factory=list)
+    matched: dict[str, Any] = Field(default_factory=dict)
+    source_seq: int | None = None  # seq of the event that raised it, when from the store
+
+
+class GpuUsage(_Payload):
+    kind: Literal["gpu"] = "gpu"
+    gpu_index: int
+    ProcessId: int
+    used_memory_bytes: int | None = None
+    sm_util_pct: float | None = None
+    declared: bool = False  # part of the declared training workload
+
+
+class Health(_Payload):
+    """A component's state changed: a collector fell behind, a proxy died, a rule failed."""
+
+    kind: Literal["health"] = "health"
+    component: str
+    status: Literal["ok", "degraded", "failed", "backpressure"]
+    message: str = ""
+    count: int = 0
+
+
+Payload = Annotated[
+    ProcessStart
+    | ProcessExit
+    | NetworkConnection
+    | DnsQuery
+    | ResourceSample
+    | FileDenied
+    | PolicyDecision
+    | ToolCall
+    | Alert
+    | GpuUsage
+    | Health,
+    Field(discriminator="kind"),
+]
+
+EVENT_TYPES: tuple[str, ...] = (
+    "process_start",
+    "process_exit",
+    "network_connection",
+    "dns_query",
+    "resource",
+    "file_denied",
+    "policy_decision",
+    "tool_call",
+    "alert",
+    "gpu",
+    "health",
+)
+
+
+def now_ns() -> int:
+    return time.time_ns()
+
+
+class Event(BaseModel):
+    """The common envelope: when, where, under which trace context, and what."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    time_ns: int = Field(default_factory=now_ns)
+    host: str | None = None
+    sandbox_id: str | None = None
+    ctx: TraceContext = Field(default_factory=TraceContext)
+    seq: int | None = None  # assigned by the store on append
+    data: Payload
+
+    @property
+    def type(self) -> str:
+        return self.data.kind
+
+    def flat(self) -> dict[str, Any]:
+        """Envelope and payload as one flat dict (Sigma field names for payloads)."""
+        out: dict[str, Any] = {
+            "type": self.data.kind,
+            "time_ns": self.time_ns,
+            "seq": self.seq,
+            "host": self.host,
+            "sandbox_id": self.sandbox_id,
+            "run_id": self.ctx.run_id,
+            "step": self.ctx.step,
+            "episode_id": self.ctx.episode_id,
+            "turn": self.ctx.turn,
+            "tool_call_id": self.ctx.tool_call_id,
+        }
+        for k, v in self.data.model_dump(mode="json").items():
+            if k != "kind":
+                out[k] = v
+        return out

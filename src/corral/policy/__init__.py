@@ -1,0 +1,36 @@
+"""Policy: what a sandboxed tool call may do, validated from YAML into frozen typed objects."""
+
+from corral.policy._detection import Action, DetectionSection
+from corral.policy._loader import load_policy_file, load_policy_text
+from corral.policy._model import Policy, policy_json_schema
+from corral.policy._network import NetworkSection
+from corral.policy._sections import (
+    EnvSection,
+    FilesystemSection,
+    GpuSection,
+    IdentitySection,
+    ProcessesSection,
+    ProgramsSection,
+    ResourcesSection,
+    StoreSection,
+    WorkspaceSection,
+)
+
+__all__ = [
+    "Action",
+    "DetectionSection",
+    "EnvSection",
+    "FilesystemSection",
+    "GpuSection",
+    "IdentitySection",
+    "NetworkSection",
+    "Policy",
+    "ProcessesSection",
+    "ProgramsSection",
+    "ResourcesSection",
+    "StoreSection",
+    "WorkspaceSection",
+    "load_policy_file",
+    "load_policy_text",
+    "policy_json_schema",
+]
