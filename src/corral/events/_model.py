@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from corral.events._timefmt import rfc3339_ns
 from corral.events._trace import TraceContext
 
 
@@ -49,6 +50,7 @@ class ProcessStart(_Payload):
     ParentCommandLine: str | None = None
     User: str | None = None
     CurrentDirectory: str | None = None
+    argv_truncated: bool = False  # the collector could not read every argument in full
 
 
 class ProcessExit(_Payload):
@@ -218,6 +220,7 @@ class Event(BaseModel):
         """Envelope and payload as one flat dict (Sigma field names for payloads)."""
         out: dict[str, Any] = {
             "type": self.data.kind,
+            "time": rfc3339_ns(self.time_ns),
             "time_ns": self.time_ns,
             "seq": self.seq,
             "host": self.host,

@@ -1,0 +1,327 @@
+"""The durable event store: SQLite in WAL mode, append-only, written by one thread.
+
+Producers (collectors, the sandbox) call ``append``, which only puts the event
+on a list and returns: a tool call never waits on disk. A writer thread takes
+everything pending and commits it in one transaction. ``flush`` returns once
+every event appended before it is committed; a committed WAL transaction
+survives a kill -9 of this process (``sync="full"`` also survives power loss).
+
+Backpressure is explicit and lossless: when more than ``max_pending`` events
+wait, a producer blocks for at most ``block_s``, is counted, and its event is
+kept anyway; the writer then records a ``Health(status="backpressure")`` event
+carrying the counter.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Literal
+
+from corral.errors import InputError, StoreError
+from corral.events._model import EVENT_TYPES, Event, Health
+from corral.events._schema import COLUMNS, INSERT, SCHEMA, SCHEMA_VERSION, from_row, to_row
+
+if TYPE_CHECKING:
+    from corral.policy import Policy
+
+_BUSY_TIMEOUT_MS = 30_000
+_COMMIT_RETRIES = 5
+
+
+def default_store_path(policy: Policy | None = None) -> Path:
+    """``policy.store.path`` if set, else ``$CORRAL_HOME/events.db`` (default home ``~/.corral``)."""
+    if policy is not None and policy.store.path:
+        return Path(policy.store.path).expanduser()
+    home = os.environ.get("CORRAL_HOME") or "~/.corral"
+    return Path(home).expanduser() / "events.db"
+
+
+@dataclass(frozen=True)
+class StoreStats:
+    enqueued: int  # events appended by this process
+    committed: int  # of those, committed to disk
+    pending: int
+    backpressure: int  # appends that found the queue full
+
+
+def _connect(path: Path, sync: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(
+        path, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+    )
+    conn.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
+    return conn
+
+
+class EventStore:
+    """Append-only event store in one SQLite file; safe to open from several processes."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        max_pending: int = 200_000,
+        block_s: float = 0.05,
+        sync: Literal["normal", "full"] = "normal",
+        host: str | None = None,
+    ) -> None:
+        self.path = Path(path).expanduser()
+        self._max_pending = max_pending
+        self._block_s = block_s
+        self._sync = sync
+        self._host = host
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = _connect(self.path, sync)
+            self._conn.executescript(SCHEMA)
+            self._conn.execute(
+                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            )
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"cannot open event store {self.path}: {exc}") from exc
+        self._cond = threading.Condition()
+        self._pending: list[Event] = []
+        self._enqueued = 0
+        self._committed = 0
+        self._backpressure = 0
+        self._reported_backpressure = 0
+        self._error: BaseException | None = None
+        self._closing = False
+        self._closed = False
+        self._writer = threading.Thread(target=self._run, name=f"corral-store:{self.path.name}", daemon=True)
+        self._writer.start()
+
+    # -- writing -----------------------------------------------------------------
+
+    def append(self, event: Event) -> None:
+        """Queue one event for the writer; returns at once unless the queue is over its bound."""
+        self.append_many((event,))
+
+    def append_many(self, events: Iterable[Event]) -> None:
+        batch = list(events)
+        if not batch:
+            return
+        with self._cond:
+            self._check_open()
+            if len(self._pending) >= self._max_pending:
+                self._backpressure += 1
+                self._cond.notify_all()
+                self._cond.wait_for(lambda: len(self._pending) < self._max_pending, self._block_s)
+            was_empty = not self._pending
+            self._pending.extend(batch)
+            self._enqueued += len(batch)
+            if was_empty:
+                self._cond.notify_all()
+
+    def flush(self, timeout: float | None = 30.0) -> None:
+        """Return once every event appended before this call is committed; StoreError otherwise."""
+        with self._cond:
+            target = self._enqueued
+            self._cond.notify_all()
+            done = self._cond.wait_for(lambda: self._committed >= target or self._error is not None, timeout)
+            if self._error is not None:
+                raise StoreError(f"event store {self.path}: writer failed: {self._error}") from self._error
+            if not done:
+                raise StoreError(
+                    f"event store {self.path}: flush timed out after {timeout}s "
+                    f"({target - self._committed} events not yet committed)"
+                )
+
+    @property
+    def stats(self) -> StoreStats:
+        with self._cond:
+            return StoreStats(self._enqueued, self._committed, len(self._pending), self._backpressure)
+
+    def _check_open(self) -> None:
+        if self._closing or self._closed:
+            raise StoreError(f"event store {self.path} is closed")
+        if self._error is not None:
+            raise StoreError(f"event store {self.path}: writer failed: {self._error}") from self._error
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._closing:
+                    self._cond.wait(0.2)
+                if not self._pending:
+                    return
+                batch, self._pending = self._pending, []
+                backpressure = self._backpressure
+                self._cond.notify_all()  # wake producers blocked on a full queue
+            rows = [to_row(e) for e in batch]
+            if backpressure != self._reported_backpressure:
+                rows.append(to_row(self._backpressure_event(backpressure)))
+            try:
+                self._commit(rows)
+            except sqlite3.Error as exc:
+                with self._cond:
+                    self._error = exc
+                    self._pending[:0] = batch  # kept, never dropped: close() reports them
+                    self._cond.notify_all()
+                return
+            self._reported_backpressure = backpressure
+            with self._cond:
+                self._committed += len(batch)
+                self._cond.notify_all()
+
+    def _backpressure_event(self, count: int) -> Event:
+        msg = f"event queue over {self._max_pending} pending; producers waited, nothing was dropped"
+        return Event(
+            host=self._host,
+            data=Health(component="event_store", status="backpressure", message=msg, count=count),
+        )
+
+    def _commit(self, rows: list[tuple[object, ...]]) -> None:
+        for attempt in range(_COMMIT_RETRIES):
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    self._conn.executemany(INSERT, rows)
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+                self._conn.execute("COMMIT")
+                return
+            except sqlite3.OperationalError as exc:
+                # Another process held the lock past busy_timeout: retry, then give up loudly.
+                if ("locked" not in str(exc) and "busy" not in str(exc)) or attempt == _COMMIT_RETRIES - 1:
+                    raise
+                time.sleep(0.1 * (attempt + 1))
+
+    # -- reading -----------------------------------------------------------------
+
+    def query(
+        self,
+        *,
+        run_id: str | None = None,
+        episode_id: str | None = None,
+        sandbox_id: str | None = None,
+        tool_call_id: str | None = None,
+        type: str | Sequence[str] | None = None,
+        since_ns: int | None = None,
+        until_ns: int | None = None,
+        after_seq: int | None = None,
+        limit: int | None = None,
+    ) -> Iterator[Event]:
+        """Committed events matching every given filter, in ``seq`` order (seen by any process)."""
+        sql, params = build_query(
+            run_id=run_id,
+            episode_id=episode_id,
+            sandbox_id=sandbox_id,
+            tool_call_id=tool_call_id,
+            type=type,
+            since_ns=since_ns,
+            until_ns=until_ns,
+            after_seq=after_seq,
+            limit=limit,
+        )
+        return self._iter(sql, params)
+
+    def _iter(self, sql: str, params: list[object]) -> Iterator[Event]:
+        try:
+            conn = _connect(self.path, self._sync)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read event store {self.path}: {exc}") from exc
+        try:
+            cur = conn.execute(sql, params)
+            while rows := cur.fetchmany(1000):
+                for row in rows:
+                    yield from_row(row)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read event store {self.path}: {exc}") from exc
+        finally:
+            conn.close()
+
+    def count(self) -> int:
+        """Committed events in the store (all processes)."""
+        with _connect(self.path, self._sync) as conn:
+            return int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def close(self, timeout: float | None = 30.0) -> None:
+        """Commit what is pending, stop the writer and close the file; StoreError if events are left."""
+        if self._closed:
+            return
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._writer.join(timeout)
+        self._closed = True
+        left = len(self._pending)
+        if not self._writer.is_alive():
+            self._conn.close()
+        if self._error is not None or left:
+            raise StoreError(f"event store {self.path}: {left} events not committed ({self._error})")
+
+    def __enter__(self) -> EventStore:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def build_query(
+    *,
+    run_id: str | None = None,
+    episode_id: str | None = None,
+    sandbox_id: str | None = None,
+    tool_call_id: str | None = None,
+    type: str | Sequence[str] | None = None,
+    since_ns: int | None = None,
+    until_ns: int | None = None,
+    after_seq: int | None = None,
+    limit: int | None = None,
+) -> tuple[str, list[object]]:
+    """The SQL for a query; validates the filters (InputError on unknown types or bad bounds)."""
+    where: list[str] = []
+    params: list[object] = []
+    for col, val in (
+        ("run_id", run_id),
+        ("episode_id", episode_id),
+        ("sandbox_id", sandbox_id),
+        ("tool_call_id", tool_call_id),
+    ):
+        if val is not None:
+            where.append(f"{col} = ?")
+            params.append(val)
+    if type is not None:
+        types = [type] if isinstance(type, str) else list(type)
+        bad = [t for t in types if t not in EVENT_TYPES]
+        if bad or not types:
+            raise InputError(
+                f"unknown event type {', '.join(bad) or '(none)'}: expected one of {', '.join(EVENT_TYPES)}"
+            )
+        where.append(f"type IN ({', '.join('?' * len(types))})")
+        params.extend(types)
+    if since_ns is not None:
+        where.append("time_ns >= ?")
+        params.append(since_ns)
+    if until_ns is not None:
+        where.append("time_ns < ?")
+        params.append(until_ns)
+    if since_ns is not None and until_ns is not None and until_ns < since_ns:
+        raise InputError("the time range is empty: --until is before --since")
+    if after_seq is not None:
+        where.append("seq > ?")
+        params.append(after_seq)
+    sql = f"SELECT {COLUMNS} FROM events"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY seq"
+    if limit is not None:
+        if limit < 0:
+            raise InputError(f"bad limit {limit}: must be >= 0")
+        sql += " LIMIT ?"
+        params.append(limit)
+    return sql, params
