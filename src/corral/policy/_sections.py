@@ -59,7 +59,8 @@ class WorkspaceSection(Section):
 
     host_path: AbsPath | None = Field(
         default=None,
-        description="Existing host directory to use as the workspace. Null: a fresh size-capped tmpfs per sandbox.",
+        description="Existing host directory to use as the workspace. "
+        "Null: a fresh size-capped tmpfs per sandbox.",
     )
     size_max_bytes: int = Field(default=1 * GiB, gt=0, description="Capacity of the workspace tmpfs.")
     mount_point: AbsPath = Field(default="/workspace", description="Where the workspace appears inside.")

@@ -1,0 +1,29 @@
+"""Sandbox core: per-episode confinement of tool calls (namespaces, cgroups, seccomp, workspace)."""
+
+from corral.sandbox._bwrap import INSIDE_UID, INSIDE_USER
+from corral.sandbox._jail import CallOutcome, Jail, new_id, normalize_command
+from corral.sandbox._launch import RawOutcome
+from corral.sandbox._preflight import preflight
+from corral.sandbox._result import STOP_REASONS, ToolResult
+from corral.sandbox._scope import CallObserver, CallScope, NetworkAttachment
+from corral.sandbox._seccomp import DENIED_SYSCALLS
+from corral.sandbox._state import DEFAULT_STATE_ROOT, reap_stale
+
+__all__ = [
+    "DEFAULT_STATE_ROOT",
+    "DENIED_SYSCALLS",
+    "INSIDE_UID",
+    "INSIDE_USER",
+    "STOP_REASONS",
+    "CallObserver",
+    "CallOutcome",
+    "CallScope",
+    "Jail",
+    "NetworkAttachment",
+    "RawOutcome",
+    "ToolResult",
+    "new_id",
+    "normalize_command",
+    "preflight",
+    "reap_stale",
+]

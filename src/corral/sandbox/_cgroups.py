@@ -1,0 +1,235 @@
+"""Per-call cgroups: limits, accounting, and killing everything a call left behind.
+
+Two layouts are handled. ``hybrid``: cgroup v1 hierarchies carry memory, pids and
+cpu, and a v2 mount (no controllers) gives ``cgroup.kill``. ``unified``: one v2
+hierarchy with the controllers enabled. Each call gets a directory
+``corral/<sandbox_id>/<call_id>`` in every hierarchy used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from corral.errors import SandboxSetupError, SandboxUnavailableError
+
+ROOT = Path("/sys/fs/cgroup")
+PARENT = "corral"
+
+
+@dataclass(frozen=True)
+class Layout:
+    kind: str  # "hybrid" or "unified"
+    dirs: dict[str, Path]  # controller -> hierarchy root (for unified: all map to the same root)
+
+
+def detect_layout(root: Path = ROOT) -> Layout:
+    """Find usable hierarchies, or say exactly what is missing."""
+    v1 = {c: root / c for c in ("memory", "pids", "cpu", "cpuacct") if (root / c / "tasks").exists()}
+    unified = root / "unified"
+    if {"memory", "pids", "cpu"} <= v1.keys() and (unified / "cgroup.procs").exists():
+        return Layout("hybrid", {**v1, "unified": unified})
+    if (root / "cgroup.controllers").exists():
+        ctrls = set((root / "cgroup.controllers").read_text().split())
+        missing = {"memory", "pids", "cpu"} - ctrls
+        if missing:
+            raise SandboxUnavailableError(
+                f"cgroup v2 at {root} lacks controllers {sorted(missing)}; Corral needs memory, pids and cpu"
+            )
+        return Layout("unified", {"unified": root})
+    raise SandboxUnavailableError(
+        f"no usable cgroups under {root}: need cgroup v1 memory+pids+cpu with a v2 'unified' mount, "
+        "or cgroup v2 with memory, pids and cpu controllers"
+    )
+
+
+def _write(path: Path, value: str) -> None:
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
+def _kv(text: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].lstrip("-").isdigit():
+            out[parts[0]] = int(parts[1])
+    return out
+
+
+def ensure_parent(layout: Layout) -> None:
+    """Create ``corral/`` in every hierarchy (and enable controllers on v2)."""
+    try:
+        for d in set(layout.dirs.values()):
+            (d / PARENT).mkdir(exist_ok=True)
+        if layout.kind == "unified":
+            root = layout.dirs["unified"]
+            _write(root / "cgroup.subtree_control", "+memory +pids +cpu")
+            _write(root / PARENT / "cgroup.subtree_control", "+memory +pids +cpu")
+    except OSError as exc:
+        raise SandboxUnavailableError(f"cannot create Corral's cgroups ({exc}); run as root") from exc
+
+
+@dataclass(frozen=True)
+class Usage:
+    cpu_time_s: float
+    memory_peak_bytes: int
+    pids_current: int
+    oom_kills: int
+    pids_limit_hits: int
+
+
+@dataclass
+class CallCgroup:
+    """The cgroups of one call, in every hierarchy of the layout."""
+
+    layout: Layout
+    rel: str  # "corral/<sandbox>/<call>"
+    paths: dict[str, Path] = field(default_factory=dict)
+    _oom_base: int = 0
+
+    @classmethod
+    def create(cls, layout: Layout, sandbox_id: str, call_id: str) -> CallCgroup:
+        rel = f"{PARENT}/{sandbox_id}/{call_id}"
+        cg = cls(layout, rel)
+        try:
+            for ctrl, root in layout.dirs.items():
+                p = root / rel
+                if p not in cg.paths.values():
+                    p.parent.mkdir(exist_ok=True)
+                    p.mkdir()
+                    if layout.kind == "unified":
+                        _write(p.parent / "cgroup.subtree_control", "+memory +pids +cpu")
+                cg.paths[ctrl] = p
+        except OSError as exc:
+            cg.remove()
+            raise SandboxSetupError(f"cannot create cgroup {rel}: {exc}") from exc
+        return cg
+
+    def set_limits(self, memory_bytes: int, pids_max: int, cpu_cores: float) -> None:
+        period = 100_000
+        quota = max(1000, int(cpu_cores * period))
+        try:
+            if self.layout.kind == "hybrid":
+                _write(self.paths["memory"] / "memory.limit_in_bytes", str(memory_bytes))
+                memsw = self.paths["memory"] / "memory.memsw.limit_in_bytes"
+                if memsw.exists():
+                    _write(memsw, str(memory_bytes))
+                _write(self.paths["pids"] / "pids.max", str(pids_max))
+                _write(self.paths["cpu"] / "cpu.cfs_period_us", str(period))
+                _write(self.paths["cpu"] / "cpu.cfs_quota_us", str(quota))
+                self._oom_base = _kv(_read(self.paths["memory"] / "memory.oom_control")).get("oom_kill", 0)
+            else:
+                p = self.paths["unified"]
+                _write(p / "memory.max", str(memory_bytes))
+                if (p / "memory.swap.max").exists():
+                    _write(p / "memory.swap.max", "0")
+                _write(p / "pids.max", str(pids_max))
+                _write(p / "cpu.max", f"{quota} {period}")
+        except OSError as exc:
+            raise SandboxSetupError(f"cannot set limits on cgroup {self.rel}: {exc}") from exc
+
+    def procs_files(self) -> list[str]:
+        """The cgroup.procs files a new process must join (one per hierarchy)."""
+        return sorted({str(p / "cgroup.procs") for p in self.paths.values()})
+
+    @property
+    def unified(self) -> Path:
+        return self.paths["unified"]
+
+    def pids_limit_hits(self) -> int:
+        d = self.paths["pids"] if self.layout.kind == "hybrid" else self.unified
+        return _kv(_read(d / "pids.events")).get("max", 0)
+
+    def usage(self) -> Usage:
+        if self.layout.kind == "hybrid":
+            cpu_ns = (
+                int(_read(self.paths["cpuacct"] / "cpuacct.usage").strip() or 0)
+                if "cpuacct" in self.paths
+                else 0
+            )
+            peak = int(_read(self.paths["memory"] / "memory.max_usage_in_bytes").strip() or 0)
+            pids = int(_read(self.paths["pids"] / "pids.current").strip() or 0)
+            oom = _kv(_read(self.paths["memory"] / "memory.oom_control")).get("oom_kill", 0) - self._oom_base
+            return Usage(cpu_ns / 1e9, peak, pids, max(0, oom), self.pids_limit_hits())
+        p = self.unified
+        cpu_us = _kv(_read(p / "cpu.stat")).get("usage_usec", 0)
+        peak = int(_read(p / "memory.peak").strip() or 0) if (p / "memory.peak").exists() else 0
+        pids = int(_read(p / "pids.current").strip() or 0)
+        oom = _kv(_read(p / "memory.events")).get("oom_kill", 0)
+        return Usage(cpu_us / 1e6, peak, pids, oom, self.pids_limit_hits())
+
+    def memory_now(self) -> int:
+        if self.layout.kind == "hybrid":
+            return int(_read(self.paths["memory"] / "memory.usage_in_bytes").strip() or 0)
+        return int(_read(self.unified / "memory.current").strip() or 0)
+
+    def pids(self) -> list[int]:
+        out: set[int] = set()
+        for p in self.paths.values():
+            out.update(int(x) for x in _read(p / "cgroup.procs").split())
+        return sorted(out)
+
+    def kill(self, timeout_s: float = 5.0) -> None:
+        """SIGKILL every process in the call's cgroups and wait until they are gone."""
+        kill_file = self.paths["unified"] / "cgroup.kill" if "unified" in self.paths else None
+        deadline = time.monotonic() + timeout_s
+        while True:
+            pids = self.pids()
+            if not pids:
+                return
+            if kill_file is not None and kill_file.exists():
+                with contextlib.suppress(OSError):
+                    _write(kill_file, "1")
+            for pid in pids:  # also covers kernels without cgroup.kill
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, 9)
+            if time.monotonic() > deadline:
+                raise SandboxSetupError(f"processes {pids} in {self.rel} survived SIGKILL for {timeout_s}s")
+            time.sleep(0.001)
+
+    def remove(self) -> None:
+        """Remove the call's directories (and the sandbox parent when it is empty)."""
+        for p in sorted(set(self.paths.values()), key=lambda x: len(x.parts), reverse=True):
+            for attempt in range(200):
+                try:
+                    p.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError as exc:
+                    if exc.errno != errno.EBUSY or attempt == 199:
+                        raise SandboxSetupError(f"cannot remove cgroup {p}: {exc}") from exc
+                    time.sleep(0.002)
+
+
+def remove_sandbox_dirs(layout: Layout, sandbox_id: str) -> None:
+    """Remove ``corral/<sandbox_id>`` everywhere, killing anything still inside its call groups."""
+    roots = set(layout.dirs.values())
+    call_ids: set[str] = set()
+    for root in roots:
+        d = root / PARENT / sandbox_id
+        if d.is_dir():
+            call_ids.update(c.name for c in d.iterdir() if c.is_dir())
+    for cid in call_ids:
+        rel = f"{PARENT}/{sandbox_id}/{cid}"
+        cg = CallCgroup(layout, rel, {c: r / rel for c, r in layout.dirs.items() if (r / rel).is_dir()})
+        cg.kill()
+        cg.remove()
+    for root in roots:
+        with contextlib.suppress(FileNotFoundError):
+            (root / PARENT / sandbox_id).rmdir()
