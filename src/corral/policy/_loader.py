@@ -70,7 +70,9 @@ def load_policy_text(text: str, source: str = "<string>") -> Policy:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
-        raise PolicyError([Problem(f"not valid YAML: {getattr(exc, 'problem', exc)}", source, None, line)]) from exc
+        raise PolicyError(
+            [Problem(f"not valid YAML: {getattr(exc, 'problem', exc)}", source, None, line)]
+        ) from exc
     lines: dict[Loc, int] = {}
     data: Any = {} if root is None else _build(root, (), lines, problems, source)
     if not isinstance(data, dict):
