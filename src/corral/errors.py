@@ -13,6 +13,7 @@ from the failures of the agent's own command, which are data in a
     │   └── SandboxClosedError       the sandbox was used after destroy
     ├── EgressError              the network layer could not be set up or failed (fail closed)
     ├── StoreError               the event store could not be opened, written or queried
+    ├── CollectorError           a monitoring collector could not start, or died
     ├── RuleError                a detection rule is invalid (names file and rule)
     └── InputError               malformed user input (a command, a log, a trace, a query)
 """
@@ -80,6 +81,10 @@ class EgressError(CorralError):
 
 class StoreError(CorralError):
     """The event store could not be opened, written or queried."""
+
+
+class CollectorError(CorralError):
+    """A monitoring collector could not start, or died; its calls are not observed (fail closed)."""
 
 
 @dataclass
