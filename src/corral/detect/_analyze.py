@@ -1,0 +1,497 @@
+"""What a command would run: every simple command, payload and file write, with obfuscation undone.
+
+``analyze(text)`` lexes and parses the shell text, resolves variables assigned
+earlier in the same text, follows ``sh -c``/``eval``/``ssh host CMD``/``find
+-exec`` and wrappers (``sudo``, ``nohup``, ``timeout`` ...), decodes ``echo ... |
+base64 -d | sh`` style chains (base64, hex, rev, rot13, printf escapes), and
+extracts the shell commands inside interpreter payloads (``python -c``, ``perl
+-e``, ``node -e``, awk ``system()`` ...). Work is bounded (depth, count, size) so
+a hostile command cannot make inspection slow.
+"""
+
+from __future__ import annotations
+
+import codecs
+from dataclasses import dataclass, field
+
+from corral.detect._codeparse import code_shell_calls, decode_literals
+from corral.detect._decode import b64, printf_unescape, unhex
+from corral.detect._lexer import Word, lex
+from corral.detect._parser import Command, parse
+from corral.detect._wrappers import (
+    INTERPRETERS,
+    LOOKUP_ONLY,
+    SHELL_OPTS_WITH_ARG,
+    WRAPPERS,
+    interpreter_key,
+    shell_key,
+)
+
+MAX_DEPTH = 6
+MAX_COMMANDS = 512
+MAX_PAYLOAD_CHARS = 256 * 1024
+
+_WRITE_REDIRECTS = {
+    ">": "write",
+    ">|": "write",
+    "&>": "write",
+    ">>": "append",
+    "&>>": "append",
+    "<>": "write",
+}
+
+_SSH_OPTS = frozenset(["-p", "-i", "-l", "-o", "-L", "-R", "-D", "-J", "-F", "-b", "-c", "-e", "-m", "-O", "-S", "-W", "-w", "-E", "-B", "-Q"])
+_EXEC_END = (";", "+", "\\;")
+
+
+@dataclass(frozen=True)
+class SimpleCommand:
+    """One program the command would start, with its arguments as the kernel would see them."""
+
+    argv: tuple[str, ...]
+    parent: tuple[str, ...] | None  # argv of the wrapper or shell that starts it
+    source: str  # shell, sh -c, subst, stdin, decoded, python, wrapper ...
+    depth: int
+    background: bool = False
+    privileged: bool = False  # under sudo/doas/pkexec/su
+
+    @property
+    def name(self) -> str:
+        return basename(self.argv[0]) if self.argv else ""
+
+
+@dataclass(frozen=True)
+class FileOp:
+    path: str
+    op: str  # write, append, delete, modify, chmod, link, truncate
+    argv: tuple[str, ...]
+    contents: str | None = None
+
+
+@dataclass
+class Analysis:
+    text: str
+    commands: list[SimpleCommand] = field(default_factory=list)
+    payloads: list[tuple[str, str]] = field(default_factory=list)  # (language, text)
+    files: list[FileOp] = field(default_factory=list)
+    pipelines: list[tuple[str, ...]] = field(default_factory=list)
+    obfuscation: set[str] = field(default_factory=set)
+    incomplete: bool = False
+    truncated: bool = False
+
+
+def basename(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def skip_options(
+    argv: list[str], start: int, opts_with_arg: frozenset[str], assignments: bool = False
+) -> int:
+    """Index of the first operand after options (``--`` ends options)."""
+    j = start
+    while j < len(argv):
+        a = argv[j]
+        if a == "--":
+            return j + 1
+        if assignments and "=" in a and not a.startswith("-"):
+            j += 1
+            continue
+        if len(a) > 1 and a[0] == "-":
+            if a.startswith("--"):
+                j += 2 if ("=" not in a and a in opts_with_arg) else 1
+            elif a in opts_with_arg or (
+                len(a) > 2 and "-" + a[-1] in opts_with_arg and a[:2] not in opts_with_arg
+            ):
+                j += 2
+            else:
+                j += 1
+            continue
+        return j
+    return j
+
+
+def _c_flag(a: str) -> bool:
+    return len(a) > 1 and a[0] == "-" and a[1] != "-" and a.endswith("c")
+
+
+class _Analyzer:
+    def __init__(self, text: str) -> None:
+        self.out = Analysis(text)
+        self.env: dict[str, str] = {}
+        self.budget = MAX_PAYLOAD_CHARS
+        self.seen: set[str] = set()  # shell texts already analysed (a decoded chain is seen twice)
+
+    # -- words and text --------------------------------------------------------------------------
+
+    def resolve(self, w: Word, depth: int) -> str:
+        parts = []
+        for s in w.segs:
+            if s.kind == "lit":
+                parts.append(s.text)
+            elif s.kind == "var":
+                name = s.text
+                if name in self.env:
+                    parts.append(self.env[name])
+                    self.out.obfuscation.add("variables")
+                else:
+                    parts.append("${" + name + "}")
+            else:
+                out = self.shell(s.text, depth + 1, "subst", None)
+                parts.append(out if out is not None else "$(" + s.text + ")")
+        return "".join(parts)
+
+    def payload(self, lang: str, text: str) -> bool:
+        if not text or self.budget <= 0:
+            self.out.truncated = self.out.truncated or bool(text)
+            return False
+        self.budget -= len(text)
+        self.out.payloads.append((lang, text))
+        return True
+
+    def shell(self, text: str, depth: int, source: str, parent: tuple[str, ...] | None) -> str | None:
+        """Analyse shell text; returns its output when that is a known literal (echo, decoders)."""
+        if depth > MAX_DEPTH:
+            self.out.truncated = True
+            return None
+        if text in self.seen:
+            return None
+        self.seen.add(text)
+        lexed = lex(text)
+        self.out.incomplete = self.out.incomplete or lexed.incomplete
+        if lexed.ansi_c:
+            self.out.obfuscation.add("ansi_c")
+        last_output: str | None = None
+        for pipe in parse(lexed.tokens):
+            flow: str | None = None
+            names: list[str] = []
+            for cmd in pipe.commands:
+                argv, flow = self.command(cmd, flow, depth, source, parent, pipe.background)
+                if argv:
+                    names.append(basename(argv[0]))
+            if names:
+                self.out.pipelines.append(tuple(names))
+            last_output = flow
+        return last_output
+
+    # -- one simple command of a pipeline ---------------------------------------------------------
+
+    def command(
+        self,
+        cmd: Command,
+        flow: str | None,
+        depth: int,
+        source: str,
+        parent: tuple[str, ...] | None,
+        background: bool,
+    ) -> tuple[list[str], str | None]:
+        for w in cmd.loose:
+            self.resolve(w, depth)
+        for name, w in cmd.assigns:
+            self.env[name] = self.resolve(w, depth)
+        argv = [self.resolve(w, depth) for w in cmd.words]
+        stdin = flow
+        writes: list[tuple[str, str]] = []
+        for r in cmd.redirects:
+            target = self.resolve(r.target, depth) if r.target is not None else ""
+            if r.op in ("<<", "<<-"):
+                stdin = r.heredoc or ""
+                if r.target is not None and not r.target.quoted:
+                    self.payload("heredoc", stdin)
+            elif r.op == "<<<":
+                stdin = target
+            elif r.op in _WRITE_REDIRECTS and target and not target.startswith("&") and target != "/dev/null":
+                writes.append((target, _WRITE_REDIRECTS[r.op]))
+            elif r.op == ">&" and target and not target.isdigit() and target != "-":
+                writes.append((target, "write"))
+        if not argv:
+            for path, op in writes:
+                self.out.files.append(FileOp(path, "truncate" if op == "write" else op, (), ""))
+            return argv, None
+        output = self.run(argv, stdin, depth, source, parent, background, privileged=False)
+        for path, op in writes:
+            self.out.files.append(FileOp(path, op, tuple(argv), output if output is not None else stdin))
+        return argv, output
+
+    def run(
+        self,
+        argv: list[str],
+        stdin: str | None,
+        depth: int,
+        source: str,
+        parent: tuple[str, ...] | None,
+        background: bool,
+        privileged: bool,
+    ) -> str | None:
+        """Record ``argv`` and what it starts in turn; returns its stdout when it is knowable."""
+        while argv:
+            if len(self.out.commands) >= MAX_COMMANDS:
+                self.out.truncated = True
+                return None
+            self.out.commands.append(
+                SimpleCommand(tuple(argv), parent, source, depth, background, privileged)
+            )
+            name = basename(argv[0]).lower()
+            self.file_ops(name, argv, stdin)
+            wrapper = WRAPPERS.get(name)
+            if wrapper is not None:
+                if name in LOOKUP_ONLY and any(a in LOOKUP_ONLY[name] for a in argv[1:2]):
+                    return None
+                j = skip_options(argv, 1, wrapper.opts_with_arg, wrapper.skip_assignments)
+                j += wrapper.positional
+                if name == "env" and any(a in ("-S", "--split-string") or a.startswith("-S") for a in argv):
+                    idx = next(i for i, a in enumerate(argv) if a.startswith("-S") or a == "--split-string")
+                    rest = argv[idx][2:] if len(argv[idx]) > 2 and argv[idx] != "--split-string" else ""
+                    tail = [rest] if rest else argv[idx + 1 : idx + 2]
+                    return self.shell(" ".join(tail + argv[idx + 2 :]), depth + 1, "env -S", tuple(argv))
+                privileged = privileged or name in ("sudo", "doas", "pkexec")
+                parent, argv, source = tuple(argv), argv[j:], "wrapper"
+                continue
+            return self.special(name, argv, stdin, depth, parent, background, privileged)
+        return None
+
+    def special(
+        self,
+        name: str,
+        argv: list[str],
+        stdin: str | None,
+        depth: int,
+        parent: tuple[str, ...] | None,
+        background: bool,
+        privileged: bool,
+    ) -> str | None:
+        me = tuple(argv)
+        args = argv[1:]
+        if name in ("echo", "printf"):
+            if name == "echo":
+                words = [a for a in args if a not in ("-n", "-e", "-E", "-ne", "-en")]
+                text = " ".join(words)
+                if "-e" in args or "-ne" in args or "-en" in args:
+                    text = printf_unescape(text)
+            else:
+                fmt = args[0] if args else ""
+                text = printf_unescape(fmt) if "%" not in fmt else " ".join(args[1:])
+                if fmt != printf_unescape(fmt):
+                    self.out.obfuscation.add("printf_escapes")
+            return text
+        if name == "cat" and not [a for a in args if not a.startswith("-")]:
+            return stdin
+        if name in ("base64", "base32") or (name == "openssl" and args and args[0] in ("base64", "enc")):
+            if any(a in ("-d", "--decode", "-D") or (a.startswith("-") and "d" in a[1:]) for a in args):
+                decoded = b64(stdin) if stdin is not None and name != "base32" else None
+                if decoded is None:
+                    literal = [a for a in args if not a.startswith("-")]
+                    decoded = b64(literal[-1]) if literal and name == "base64" else None
+                return self.decoded(decoded, "base64", depth, me)
+            return None
+        if name == "xxd" and "-r" in args and stdin is not None:
+            return self.decoded(unhex(stdin), "hex", depth, me)
+        if name == "rev" and stdin is not None:
+            return self.decoded(stdin[::-1], "rev", depth, me)
+        if name == "tr" and stdin is not None and len(args) == 2 and "N-Z" in args[1] and "A-M" in args[1]:
+            return self.decoded(codecs.decode(stdin, "rot13"), "rot13", depth, me)
+        if shell_key(name):
+            return self.run_shell(argv, stdin, depth, me)
+        if name in ("eval", "source", ".") and name == "eval":
+            return self.shell(" ".join(args), depth + 1, "eval", me)
+        if name == "watch":
+            j = skip_options(argv, 1, frozenset({"-n", "-d", "--interval", "-c"}))
+            return self.shell(" ".join(argv[j:]), depth + 1, "watch", me)
+        if name in ("su", "runuser", "sg", "script", "flock") or (name == "tmux" and args):
+            return self.run_dash_c(name, argv, depth, me)
+        if name == "ssh":
+            j = skip_options(
+                argv,
+                1,
+                frozenset(
+                    [
+                        "-p",
+                        "-i",
+                        "-l",
+                        "-o",
+                        "-L",
+                        "-R",
+                        "-D",
+                        "-J",
+                        "-F",
+                        "-b",
+                        "-c",
+                        "-e",
+                        "-m",
+                        "-O",
+                        "-S",
+                        "-W",
+                        "-w",
+                        "-E",
+                        "-B",
+                        "-Q",
+                    ]
+                ),
+            )
+            if j + 1 < len(argv):
+                self.shell(" ".join(argv[j + 1 :]), depth + 1, "ssh", me)
+            return None
+        if name == "find" and ("-exec" in args or "-execdir" in args or "-ok" in args):
+            for i, a in enumerate(argv):
+                if a in ("-exec", "-execdir", "-ok", "-okdir"):
+                    end = next(
+                        (k for k in range(i + 1, len(argv)) if argv[k] in (";", "+", "\\;")), len(argv)
+                    )
+                    inner = [x for x in argv[i + 1 : end] if x != "{}"]
+                    if inner:
+                        self.run(inner, None, depth + 1, "find -exec", me, background, privileged)
+            return None
+        key = interpreter_key(name)
+        if key is not None:
+            return self.run_interpreter(key, argv, stdin, depth, me)
+        return None
+
+    def decoded(self, text: str | None, how: str, depth: int, parent: tuple[str, ...]) -> str | None:
+        if text is None:
+            return None
+        self.out.obfuscation.add(how)
+        if self.payload("decoded", text):
+            self.shell(text, depth + 1, "decoded", parent)
+        return text
+
+    def run_shell(self, argv: list[str], stdin: str | None, depth: int, me: tuple[str, ...]) -> str | None:
+        j = 1
+        code: str | None = None
+        while j < len(argv):
+            a = argv[j]
+            if a in SHELL_OPTS_WITH_ARG:
+                j += 2
+                continue
+            if a.startswith(("-", "+")) and len(a) > 1 and not a.startswith("--"):
+                if "c" in a[1:]:
+                    code = argv[j + 1] if j + 1 < len(argv) else ""
+                    break
+                j += 1
+                continue
+            if a.startswith("--"):
+                j += 1
+                continue
+            return None  # a script file: its text is not visible here
+        if code is None:
+            code = stdin
+            if code is None:
+                return None
+            src = "stdin"
+        else:
+            src = "sh -c"
+        if self.payload("shell", code):
+            return self.shell(code, depth + 1, src, me)
+        return None
+
+    def run_dash_c(self, name: str, argv: list[str], depth: int, me: tuple[str, ...]) -> str | None:
+        if name == "tmux":
+            tail = [a for a in argv[2:] if not a.startswith("-")]
+            if argv[1] in ("new-session", "new", "new-window", "neww", "split-window", "splitw", "send-keys"):
+                opts = frozenset({"-s", "-n", "-t", "-c", "-x", "-y", "-F", "-e", "-l"})
+                j = skip_options(argv, 2, opts)
+                tail = argv[j:]
+            text = " ".join(tail)
+        else:
+            idx = next(
+                (
+                    i
+                    for i, a in enumerate(argv)
+                    if a in ("-c", "--command") or (a.endswith("c") and a[:1] == "-")
+                ),
+                None,
+            )
+            if idx is None or idx + 1 >= len(argv):
+                return None
+            text = argv[idx + 1]
+        if text and self.payload("shell", text):
+            self.shell(text, depth + 1, name, me)
+        return None
+
+    def run_interpreter(
+        self, key: str, argv: list[str], stdin: str | None, depth: int, me: tuple[str, ...]
+    ) -> str | None:
+        lang, code_flags, opts_with_arg = INTERPRETERS[key]
+        code: str | None = None
+        j = 1
+        while j < len(argv):
+            a = argv[j]
+            if a in code_flags or (len(a) > 2 and a[0] == "-" and a[1] != "-" and "-" + a[-1] in code_flags):
+                code = argv[j + 1] if j + 1 < len(argv) else ""
+                break
+            if key == "perl" and a.startswith("-e") and len(a) > 2:
+                code = a[2:]
+                break
+            if a in opts_with_arg:
+                j += 2
+                continue
+            if a.startswith("-") and len(a) > 1:
+                j += 1
+                continue
+            if key == "awk":
+                code = a
+            elif a == "-" or key == "deno":
+                code = stdin
+            break
+        else:
+            code = stdin if key != "awk" else None
+        if code is None or not self.payload(lang, code):
+            return None
+        self.code(lang, code, depth + 1, me)
+        return None
+
+    def code(self, lang: str, code: str, depth: int, me: tuple[str, ...]) -> None:
+        if depth > MAX_DEPTH:
+            self.out.truncated = True
+            return
+        for text in decode_literals(code):
+            self.out.obfuscation.add("base64")
+            if self.payload("decoded", text):
+                self.shell(text, depth + 1, "decoded", me)
+                self.code(lang, text, depth + 1, me)
+        for call in code_shell_calls(code):
+            if isinstance(call, str):
+                self.shell(call, depth, lang, me)
+            else:
+                self.run(list(call), None, depth, lang, me, False, False)
+
+    # -- files ------------------------------------------------------------------------------------
+
+    def file_ops(self, name: str, argv: list[str], stdin: str | None) -> None:
+        operands = [a for a in argv[1:] if not a.startswith("-")]
+        me = tuple(argv)
+        files = self.out.files
+        if name == "tee":
+            for p in operands:
+                files.append(FileOp(p, "append" if "-a" in argv else "write", me, stdin))
+        elif name in ("cp", "mv", "install", "ln", "rsync", "scp") and len(operands) >= 2:
+            if name in ("rsync", "scp") and ":" in operands[-1]:
+                return
+            files.append(FileOp(operands[-1], "link" if name == "ln" else "write", me, None))
+        elif name in ("rm", "unlink", "shred", "rmdir", "srm", "wipe"):
+            for p in operands:
+                files.append(FileOp(p, "delete", me, None))
+        elif name in ("chmod", "chown", "chgrp", "chattr", "setfacl", "setcap") and len(operands) >= 2:
+            for p in operands[1:]:
+                files.append(FileOp(p, "chmod", me, None))
+        elif name in ("truncate", "touch"):
+            for p in operands:
+                if not p.isdigit():
+                    files.append(FileOp(p, "truncate" if name == "truncate" else "touch", me, None))
+        elif name == "sed" and any(a.startswith("-i") or a == "--in-place" for a in argv):
+            rest = operands if any(a in ("-e", "--expression") for a in argv) else operands[1:]
+            for p in rest:
+                files.append(FileOp(p, "modify", me, None))
+        elif name == "dd":
+            for a in argv[1:]:
+                if a.startswith("of="):
+                    files.append(FileOp(a[3:], "write", me, None))
+
+
+def analyze(text: str, language: str = "shell") -> Analysis:
+    """Everything ``text`` would run. ``language``: ``shell``, or the language of a code tool."""
+    a = _Analyzer(text)
+    if language == "shell":
+        a.shell(text, 0, "shell", None)
+    else:
+        a.payload(language, text)
+        a.code(language, text, 0, ("<" + language + ">",))
+    return a.out

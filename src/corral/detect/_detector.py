@@ -1,0 +1,199 @@
+"""The Detector: compiled rule sets, tool-call inspection and streaming runtime detection."""
+
+from __future__ import annotations
+
+import shlex
+import time
+from collections.abc import Mapping, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from corral.detect._analyze import analyze, basename
+from corral.detect._compile import Matcher
+from corral.detect._correlation import Correlator, Fired
+from corral.detect._loader import LoadedRules, Overrides, load_rules
+from corral.detect._model import EVENT_LOGSOURCE, LOGSOURCES, Inspection, LoadReport, RuleInfo, verdict_for
+from corral.detect._records import records
+from corral.detect._wrappers import interpreter_key, shell_key
+from corral.events import Alert, Event, Level, TraceContext
+from corral.policy import DetectionSection, Policy
+
+_MATCHED_MAX_CHARS = 512
+_ENVELOPE = ("sandbox_id", "run_id", "episode_id", "step", "turn", "tool_call_id")
+
+
+def builtin_rule_paths(maturity: Sequence[str] = ("stable", "test")) -> list[Path]:
+    root = Path(str(resources.files("corral.data").joinpath("rules")))
+    return [root / m for m in maturity if (root / m).is_dir()]
+
+
+def _clip(v: Any) -> Any:
+    if isinstance(v, str) and len(v) > _MATCHED_MAX_CHARS:
+        return v[:_MATCHED_MAX_CHARS] + "..."
+    if isinstance(v, tuple):
+        return [_clip(x) for x in v]
+    return v
+
+
+def _alert(info: RuleInfo, rec: Mapping[str, Any], seq: int | None = None) -> Alert:
+    matched = {f: _clip(rec.get(f)) for f in info.fields if rec.get(f) not in (None, "", ())}
+    return Alert(
+        rule_id=info.id,
+        title=info.title,
+        level=info.level,
+        category=info.category,
+        tags=list(info.tags),
+        matched=matched,
+        source_seq=seq,
+    )
+
+
+def _fired_alert(f: Fired, seq: int | None = None) -> Alert:
+    info = f.spec.info
+    matched: dict[str, Any] = {**f.group, "count": f.count, "rules": list(f.spec.rule_ids)}
+    return Alert(
+        rule_id=info.id,
+        title=info.title,
+        level=info.level,
+        category=info.category,
+        tags=list(info.tags),
+        matched=matched,
+        source_seq=seq,
+    )
+
+
+class Detector:
+    """Sigma rules compiled once; ``inspect_command`` before a call runs, ``observe`` on events after."""
+
+    def __init__(self, loaded: LoadedRules, section: DetectionSection | None = None) -> None:
+        self.section = section or DetectionSection()
+        self._infos = loaded.infos
+        self._matchers: dict[str, Matcher] = {ls: g.build() for ls, g in loaded.groups.items()}
+        self._correlator = Correlator(loaded.correlations)
+        self._report = loaded.report
+        self._by_id = {i.id: i for lst in loaded.infos.values() for i in lst}
+        self._by_id.update({c.info.id: c.info for c in loaded.correlations})
+
+    # -- construction -----------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, paths: Sequence[Path], section: DetectionSection | None = None) -> Detector:
+        """Rules from these files/folders only (no built-in pack unless listed)."""
+        section = section or DetectionSection()
+        ov = Overrides(frozenset(section.disabled_rules), section.level_overrides, section.exceptions)
+        return cls(load_rules([Path(p) for p in paths], ov), section)
+
+    @classmethod
+    def from_policy(cls, policy: Policy) -> Detector:
+        """The built-in pack (the maturities the policy names) plus the policy's ``rule_paths``."""
+        d = policy.detection
+        paths = builtin_rule_paths(d.builtin_maturity) + [Path(p) for p in d.rule_paths]
+        return cls.load(paths, d)
+
+    @classmethod
+    def builtin(cls) -> Detector:
+        return cls.from_policy(Policy())
+
+    @property
+    def load_report(self) -> LoadReport:
+        return self._report
+
+    @property
+    def rules(self) -> list[RuleInfo]:
+        return list(self._by_id.values())
+
+    def rule(self, rule_id: str) -> RuleInfo:
+        return self._by_id[rule_id]
+
+    # -- matching ---------------------------------------------------------------------------------
+
+    def evaluate(self, logsource: str, rec: Mapping[str, Any]) -> list[RuleInfo]:
+        """Rules of ``logsource`` whose condition matches the flat record (stateless; no correlation)."""
+        infos = self._infos[logsource]
+        return [infos[i] for i in self._matchers[logsource](rec)]
+
+    def _hits(self, recs: Mapping[str, list[dict[str, Any]]]) -> dict[str, tuple[RuleInfo, dict[str, Any]]]:
+        hits: dict[str, tuple[RuleInfo, dict[str, Any]]] = {}
+        for ls in LOGSOURCES:
+            lst = recs.get(ls)
+            if not lst:
+                continue
+            match, infos = self._matchers[ls], self._infos[ls]
+            for rec in lst:
+                for i in match(rec):
+                    info = infos[i]
+                    if info.id not in hits:
+                        hits[info.id] = (info, rec)
+        return hits
+
+    def inspect_command(
+        self, command: str, *, ctx: TraceContext, sandbox_id: str | None = None, language: str = "shell"
+    ) -> Inspection:
+        """Verdict on a tool call before it runs. Any internal error blocks the call (fail closed)."""
+        if not self.section.enabled:
+            return Inspection("allow", None, [], [])
+        try:
+            envelope = {
+                "sandbox_id": sandbox_id,
+                "run_id": ctx.run_id,
+                "episode_id": ctx.episode_id,
+                "step": ctx.step,
+                "turn": ctx.turn,
+                "tool_call_id": ctx.tool_call_id,
+            }
+            hits = self._hits(records(analyze(command, language), envelope, language))
+            alerts = [_alert(info, rec) for info, rec in hits.values() if info.generate]
+            now = time.time_ns()
+            for info, _ in hits.values():
+                alerts.extend(_fired_alert(f) for f in self._correlator.feed(info.id, envelope, now))
+        except Exception as exc:  # a bug in inspection must not let the call through
+            alerts = [
+                Alert(
+                    rule_id="corral.inspection_error",
+                    title="Command inspection failed",
+                    level=Level.critical,
+                    category="inspection_error",
+                    matched={"error": f"{type(exc).__name__}: {exc}"},
+                )
+            ]
+        level = max((a.level for a in alerts), key=lambda lv: lv.rank, default=None)
+        verdict = verdict_for(level, self.section)
+        return Inspection(verdict, level, alerts, [a.rule_id for a in alerts])
+
+    def observe(self, event: Event) -> list[Event]:
+        """Runtime detection on one collector/egress event; returns alert events (thread-safe)."""
+        ls = EVENT_LOGSOURCE.get(event.type)
+        if ls is None or not self.section.enabled:
+            return []
+        rec = event.flat()
+        found: dict[str, tuple[RuleInfo, Mapping[str, Any]]] = {}
+        infos = self._infos[ls]
+        for i in self._matchers[ls](rec):
+            found.setdefault(infos[i].id, (infos[i], rec))
+        if ls == "process_creation":
+            for rid, hit in self._payload_hits(rec).items():
+                found.setdefault(rid, hit)
+        out = [_alert(info, r, event.seq) for info, r in found.values() if info.generate]
+        for info, _ in found.values():
+            out.extend(_fired_alert(f, event.seq) for f in self._correlator.feed(info.id, rec, event.time_ns))
+        return [
+            Event(time_ns=event.time_ns, host=event.host, sandbox_id=event.sandbox_id, ctx=event.ctx, data=a)
+            for a in out
+        ]
+
+    def _payload_hits(self, rec: Mapping[str, Any]) -> dict[str, tuple[RuleInfo, dict[str, Any]]]:
+        """A started shell/interpreter with inline code: inspect the code as a tool call would be."""
+        argv = rec.get("argv") or []
+        image = rec.get("Image") or ""
+        if len(argv) < 3 or not isinstance(image, str):
+            return {}
+        name = basename(image)
+        if not (shell_key(name) or interpreter_key(name)):
+            return {}
+        envelope = {
+            k: rec.get(k) for k in ("sandbox_id", "run_id", "episode_id", "step", "turn", "tool_call_id")
+        }
+        recs = records(analyze(shlex.join(str(a) for a in argv)), envelope, "shell")
+        recs["process_creation"] = recs["process_creation"][1:]  # the first is this very process
+        return self._hits(recs)

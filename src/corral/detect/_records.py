@@ -1,0 +1,128 @@
+"""Records that rules see for a tool call, derived from its analysis.
+
+A tool call yields one ``tool_call`` record (the whole text plus what analysis
+found), one ``process_creation`` record per simple command it would start (same
+fields as the exec collector's ``process_start`` events, so process rules apply
+unchanged), and one ``file_event`` record per file it would write, delete or
+change.
+
+``tool_call`` fields (``product: corral, category: tool_call``):
+
+- ``CommandLine``: the text as the agent wrote it.
+- ``Expanded``: that text plus every payload found in it (``sh -c`` strings,
+  interpreter code, heredoc bodies, decoded base64/hex/rot13), one per line.
+  Match content here so that obfuscation does not hide it.
+- ``Image``: basename of the first program; ``Images``: basenames of every program
+  it would start, wrappers and nested payloads included (multi-valued).
+- ``Pipelines``: each pipeline's programs joined by ``|``, e.g. ``curl|bash`` (multi-valued).
+- ``Obfuscation``: techniques undone (base64, hex, rev, rot13, ansi_c, printf_escapes, variables).
+- ``Language``: ``shell`` or the code tool's language; ``Incomplete``: unbalanced quotes or heredoc.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from corral.detect._analyze import Analysis, basename
+
+# Fields holding several values: a rule matches when any value does.
+MULTI_FIELDS = frozenset({"Images", "Pipelines", "Obfuscation", "argv", "answers", "tags"})
+
+CANONICAL_FIELDS = (
+    "type",
+    "CommandLine",
+    "Expanded",
+    "Image",
+    "Images",
+    "Pipelines",
+    "Obfuscation",
+    "Language",
+    "Incomplete",
+    "ParentImage",
+    "ParentCommandLine",
+    "User",
+    "CurrentDirectory",
+    "ProcessId",
+    "TargetFilename",
+    "Operation",
+    "Contents",
+    "DestinationIp",
+    "DestinationPort",
+    "DestinationHostname",
+    "SourceIp",
+    "SourcePort",
+    "Protocol",
+    "Initiated",
+    "QueryName",
+    "QueryType",
+    "decision",
+    "rule",
+    "layer",
+    "sandbox_id",
+    "episode_id",
+    "run_id",
+    "host",
+    "Source",
+    "Privileged",
+    "argv",
+)
+CANONICAL = {name.lower(): name for name in CANONICAL_FIELDS}
+
+
+def image_path(argv0: str) -> str:
+    """A program as written, as an absolute-looking path so ``Image|endswith: /nc`` works for ``nc``."""
+    return argv0 if "/" in argv0 else "/usr/bin/" + argv0
+
+
+def records(a: Analysis, envelope: dict[str, Any], language: str) -> dict[str, list[dict[str, Any]]]:
+    images = tuple(dict.fromkeys(c.name for c in a.commands if c.argv))
+    expanded = a.text
+    if a.payloads:
+        expanded += "\n" + "\n".join(dict.fromkeys(text for _, text in a.payloads))
+    tool = {
+        **envelope,
+        "type": "tool_call",
+        "CommandLine": a.text,
+        "Expanded": expanded,
+        "Image": images[0] if images else "",
+        "Images": images,
+        "Pipelines": tuple(dict.fromkeys("|".join(p) for p in a.pipelines)),
+        "Obfuscation": tuple(sorted(a.obfuscation)),
+        "Language": language,
+        "Incomplete": a.incomplete,
+    }
+    procs = []
+    for c in a.commands:
+        if not c.argv:
+            continue
+        procs.append(
+            {
+                **envelope,
+                "type": "process_start",
+                "Image": image_path(c.argv[0]),
+                "CommandLine": " ".join(c.argv),
+                "argv": c.argv,
+                "ParentImage": image_path(c.parent[0]) if c.parent else None,
+                "ParentCommandLine": " ".join(c.parent) if c.parent else None,
+                "User": "root" if c.privileged else None,
+                "Source": c.source,
+                "Privileged": c.privileged,
+            }
+        )
+    files = [
+        {
+            **envelope,
+            "type": "file_event",
+            "TargetFilename": f.path,
+            "Operation": f.op,
+            "Image": image_path(f.argv[0]) if f.argv else "",
+            "CommandLine": " ".join(f.argv),
+            "Contents": f.contents,
+        }
+        for f in a.files
+    ]
+    return {"tool_call": [tool], "process_creation": procs, "file_event": files}
+
+
+def first_image(a: Analysis) -> str:
+    return basename(a.commands[0].argv[0]) if a.commands and a.commands[0].argv else ""
