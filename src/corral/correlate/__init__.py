@@ -1,0 +1,85 @@
+"""Correlate infrastructure logs with RL traces: which episode and tool call caused each record.
+
+Log readers (one module per format) resolve through an explicit registry and
+detect their format from content; trace readers turn Corral's store, generic
+trace files, ROLL dumps and OTLP spans into ``TraceRecord``; ``correlate``
+attributes records (strongest evidence first) and groups incidents.
+"""
+
+from corral.correlate import (  # noqa: F401  (each module registers its reader)
+    _alibaba,
+    _aws,
+    _azure,
+    _conntrack,
+    _falco,
+    _gcp,
+    _generic,
+    _hubble,
+    _netfilter,
+    _suricata,
+    _zeek,
+)
+from corral.correlate._attribute import METHODS
+from corral.correlate._correlate import CorrelationResult, correlate, correlate_tables
+from corral.correlate._incidents import is_violation
+from corral.correlate._record import RECORD_SCHEMA, LogRecord, Malformed, ReadStats
+from corral.correlate._registry import (
+    JsonLineReader,
+    LineReader,
+    LogReader,
+    detect_format,
+    iter_log,
+    log_formats,
+    make_reader,
+    read_logs,
+    register,
+)
+from corral.correlate._result import (
+    Attribution,
+    CorralAlertOut,
+    CorrelationReport,
+    Destination,
+    FileStatsOut,
+    Incident,
+    LogRecordOut,
+)
+from corral.correlate._traces import (
+    DEFAULT_OTEL_MAPPING,
+    EgressRecord,
+    StoreAlert,
+    TraceSet,
+    load_traces,
+)
+
+__all__ = [
+    "DEFAULT_OTEL_MAPPING",
+    "METHODS",
+    "RECORD_SCHEMA",
+    "Attribution",
+    "CorralAlertOut",
+    "CorrelationReport",
+    "CorrelationResult",
+    "Destination",
+    "EgressRecord",
+    "FileStatsOut",
+    "Incident",
+    "JsonLineReader",
+    "LineReader",
+    "LogReader",
+    "LogRecord",
+    "LogRecordOut",
+    "Malformed",
+    "ReadStats",
+    "StoreAlert",
+    "TraceSet",
+    "correlate",
+    "correlate_tables",
+    "detect_format",
+    "is_violation",
+    "iter_log",
+    "load_traces",
+    "log_formats",
+    "make_reader",
+    "read_logs",
+    "register",
+]
