@@ -79,6 +79,8 @@ class NetworkConnection(_Payload):
     decision: Decision
     rule: str | None = None
     layer: Literal["proxy", "nftables", "dns", "socket"] = "proxy"
+    proxy_protocol: str | None = None  # http-connect, http, socks5 (proxy layer only)
+    User: str | None = None  # uid of the sending process when the kernel reports it (nftables layer)
     bytes_sent: int = 0
     bytes_received: int = 0
     # The 5-tuple the proxy used on the outside, so outside logs can be matched exactly.

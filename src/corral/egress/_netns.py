@@ -1,0 +1,182 @@
+"""Per-sandbox network namespaces: a veth pair to the host, a route out, nftables, an NFLOG socket.
+
+Addressing: each ``Egress`` claims one /22 block (a lock file under /run/corral
+makes the claim, so several harness processes on one node never collide). The
+host side of every veth carries the block's gateway address (/32, the same on
+each veth); each sandbox gets its own /32 and a host route to it. The proxy and
+DNS resolver listen on the gateway address, and know a sandbox by its source IP.
+No forwarding, no NAT: a packet that is not for the gateway has nowhere to go.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import ipaddress
+import os
+import socket
+from dataclasses import dataclass
+
+from pyroute2 import IPRoute
+
+from corral.egress._nflog import open_nflog
+from corral.egress._nft import run_nft, sandbox_ruleset
+from corral.egress._nsutil import NETNS_DIR, create_named_netns, in_netns, remove_named_netns, write_sysctl
+from corral.errors import EgressError
+
+LOCK_DIR = "/run/corral/egress"
+DEFAULT_BASE = "10.231.0.0/16"
+BLOCK_PREFIX = 22
+LOG_GROUP = 7
+
+
+@dataclass(frozen=True)
+class Block:
+    """One Egress's share of the address space and interface names."""
+
+    index: int
+    network: ipaddress.IPv4Network
+    lock_fd: int
+    proxy_port: int
+    dns_port: int
+
+    @property
+    def gateway(self) -> str:
+        return str(self.network[1])
+
+    @property
+    def capacity(self) -> int:
+        return self.network.num_addresses - 3
+
+    def sandbox_ip(self, slot: int) -> str:
+        return str(self.network[1 + slot])
+
+    def slot_of(self, ip: str) -> int | None:
+        try:
+            a = ipaddress.IPv4Address(ip)
+        except ValueError:
+            return None
+        n = int(a) - int(self.network[1])
+        return n if a in self.network and 1 <= n <= self.capacity else None
+
+    def netns_name(self, slot: int) -> str:
+        return f"corral-{self.index:02d}-{slot}"
+
+    def host_if(self, slot: int) -> str:
+        return f"crv{self.index:02x}{slot:04x}"
+
+    @property
+    def if_prefix(self) -> str:
+        return f"crv{self.index:02x}"
+
+    @property
+    def ns_prefix(self) -> str:
+        return f"corral-{self.index:02d}-"
+
+
+def claim_block(base: str = DEFAULT_BASE, proxy_port: int = 3128, dns_port: int = 53) -> Block:
+    """Lock the first free block of ``base`` and remove whatever a dead owner left in it."""
+    net = ipaddress.IPv4Network(base)
+    os.makedirs(LOCK_DIR, exist_ok=True)
+    for i, sub in enumerate(net.subnets(new_prefix=BLOCK_PREFIX)):
+        fd = os.open(
+            os.path.join(LOCK_DIR, f"block-{sub.network_address}.lock"), os.O_RDWR | os.O_CREAT, 0o600
+        )
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        block = Block(i, sub, fd, proxy_port, dns_port)
+        sweep_block(block)
+        return block
+    raise EgressError(f"no free address block left in {base}: too many Corral egress instances on this node")
+
+
+def sweep_block(block: Block) -> None:
+    """Delete veths and netns named for ``block`` (left by a crashed owner)."""
+    with IPRoute() as ip:
+        for link in ip.get_links():
+            name = link.get_attr("IFLA_IFNAME") or ""
+            if name.startswith(block.if_prefix):
+                with contextlib.suppress(Exception):
+                    ip.link("del", index=link["index"])
+    with contextlib.suppress(FileNotFoundError):
+        for name in os.listdir(NETNS_DIR):
+            if name.startswith(block.ns_prefix):
+                remove_named_netns(name)
+
+
+@dataclass
+class Slot:
+    """One ready sandbox netns."""
+
+    index: int
+    netns_name: str
+    host_if: str
+    sandbox_ip: str
+    ns_fd: int
+    nflog: socket.socket
+
+    @property
+    def netns_path(self) -> str:
+        return os.path.join(NETNS_DIR, self.netns_name)
+
+
+def create_slot(block: Block, index: int) -> Slot:
+    """Build a sandbox netns with its rules in place; on any failure nothing is left behind."""
+    name, host_if, sip, gw = (
+        block.netns_name(index),
+        block.host_if(index),
+        block.sandbox_ip(index),
+        block.gateway,
+    )
+    ns_fd = -1
+    try:
+        ns_fd = create_named_netns(name)
+        with IPRoute() as ip:
+            ip.link("add", ifname=host_if, kind="veth", peer={"ifname": "eth0", "net_ns_fd": ns_fd})
+            idx = ip.link_lookup(ifname=host_if)[0]
+            ip.addr("add", index=idx, address=gw, prefixlen=32)
+            ip.link("set", index=idx, state="up")
+            ip.route("add", dst=f"{sip}/32", oif=idx, prefsrc=gw)
+        with in_netns(ns_fd):
+            # Rules first, then links up: no moment exists where the netns has a path and no rules.
+            run_nft(sandbox_ruleset(gw, block.proxy_port, block.dns_port, LOG_GROUP))
+            for key in ("all", "default"):
+                write_sysctl(f"net.ipv6.conf.{key}.disable_ipv6", "1")
+            nflog = open_nflog(LOG_GROUP)
+            with IPRoute() as ip:
+                ip.link("set", index=ip.link_lookup(ifname="lo")[0], state="up")
+                eth = ip.link_lookup(ifname="eth0")[0]
+                write_sysctl("net.ipv6.conf.eth0.disable_ipv6", "1")
+                ip.addr("add", index=eth, address=sip, prefixlen=32)
+                ip.link("set", index=eth, state="up")
+                ip.route("add", dst=f"{gw}/32", oif=eth, scope=253)
+                ip.route("add", dst="0.0.0.0/0", gateway=gw, oif=eth)
+        return Slot(index, name, host_if, sip, ns_fd, nflog)
+    except Exception as exc:
+        _remove(host_if, name, ns_fd)
+        if isinstance(exc, EgressError):
+            raise
+        raise EgressError(f"creating sandbox netns {name} failed: {exc}") from exc
+
+
+def _remove(host_if: str, name: str, ns_fd: int) -> None:
+    with IPRoute() as ip, contextlib.suppress(Exception):
+        found = ip.link_lookup(ifname=host_if)
+        if found:
+            ip.link("del", index=found[0])  # deleting one end removes the pair
+    if ns_fd >= 0:
+        os.close(ns_fd)
+    remove_named_netns(name)
+
+
+def destroy_slot(slot: Slot) -> None:
+    slot.nflog.close()
+    _remove(slot.host_if, slot.netns_name, slot.ns_fd)
+
+
+def release_block(block: Block) -> None:
+    sweep_block(block)
+    os.close(block.lock_fd)
