@@ -1,7 +1,9 @@
 """Corral: a safety harness for RL training of tool-using agents."""
 
 from corral.events import TraceContext
+from corral.harness import Sandbox
 from corral.policy import Policy
+from corral.sandbox import ToolResult
 
-__all__ = ["Policy", "TraceContext"]
+__all__ = ["Policy", "Sandbox", "ToolResult", "TraceContext"]
 __version__ = "0.1.0"

@@ -15,6 +15,9 @@ from corral.errors import PolicyError, Problem
 from corral.policy._model import Policy
 
 Loc = tuple[str | int, ...]
+_PLAIN_TAGS = {"!"} | {
+    f"tag:yaml.org,2002:{t}" for t in ("map", "seq", "str", "int", "float", "bool", "null")
+}
 
 
 class _LineLoader(yaml.SafeLoader):
@@ -23,6 +26,10 @@ class _LineLoader(yaml.SafeLoader):
 
 def _build(node: yaml.Node, loc: Loc, lines: dict[Loc, int], problems: list[Problem], src: str) -> Any:
     lines[loc] = node.start_mark.line + 1
+    if node.tag not in _PLAIN_TAGS:
+        # Only plain YAML types: a tag that constructs objects is refused, never run.
+        problems.append(Problem(f"YAML tag {node.tag} is not allowed", src, _dotted(loc), lines[loc]))
+        return None
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
@@ -41,10 +48,7 @@ def _build(node: yaml.Node, loc: Loc, lines: dict[Loc, int], problems: list[Prob
     if isinstance(node, yaml.SequenceNode):
         return [_build(v, (*loc, i), lines, problems, src) for i, v in enumerate(node.value)]
     if isinstance(node, yaml.ScalarNode):
-        if node.tag.startswith("tag:yaml.org,2002:") or node.tag == "!":
-            return _LineLoader("").construct_object(node)
-        problems.append(Problem(f"YAML tag {node.tag} is not allowed", src, _dotted(loc), lines[loc]))
-        return None
+        return _LineLoader("").construct_object(node)
     problems.append(Problem("unsupported YAML node", src, _dotted(loc), lines[loc]))
     return None
 

@@ -126,7 +126,7 @@ def build_argv(
     else:
         a += ["--size", str(policy.filesystem.tmp_size_max_bytes), "--tmpfs", "/tmp"]
     ws = policy.workspace.mount_point
-    a += ["--bind", str(mounts.workspace), ws, "--chdir", ws]
+    a += ["--bind", str(mounts.workspace), ws, "--remount-ro", "/", "--chdir", ws]
     a += ["--clearenv"]
     for k, v in sorted(env.items()):
         a += ["--setenv", k, v]

@@ -31,8 +31,9 @@ from corral.sandbox._bwrap import (
 from corral.sandbox._cgroups import CallCgroup
 from corral.sandbox._identity import UidLease
 from corral.sandbox._launch import RawOutcome, launch
-from corral.sandbox._mounts import mount_tmpfs
+from corral.sandbox._mounts import bind_mount, mount_tmpfs
 from corral.sandbox._preflight import preflight
+from corral.sandbox._reaper import become_subreaper, reap_orphans
 from corral.sandbox._scope import CallObserver, CallScope, NetworkAttachment
 from corral.sandbox._seccomp import filter_fd
 from corral.sandbox._state import DEFAULT_STATE_ROOT, lock_state_dir, reap_stale, remove_state
@@ -80,6 +81,7 @@ class Jail:
         if policy.network.mode != "none" and network is None:
             raise SandboxSetupError("policy network.mode is not 'none' but no network attachment was given")
         self.bwrap, self.layout = preflight()
+        become_subreaper()
         with _reap_lock:
             if state_root not in _reaped_roots:
                 reap_stale(state_root, self.layout)
@@ -93,6 +95,7 @@ class Jail:
         self._lock = threading.Lock()  # one call at a time per sandbox
         self._lease: UidLease | None = None
         self._lock_fd = -1
+        self._ws_owner: tuple[int, int] | None = None
         try:
             self._setup(state_root)
         except BaseException:
@@ -112,10 +115,15 @@ class Jail:
             ws = self.state_dir / "workspace"
             mount_tmpfs(ws, size_bytes=p.workspace.size_max_bytes, uid=uid, gid=uid, noexec=allowlist)
         else:
-            ws = Path(p.workspace.host_path)
-            if not ws.is_dir():
-                raise SandboxSetupError(f"workspace.host_path {ws} is not a directory")
-            _chown_tree(ws, uid)
+            src = Path(p.workspace.host_path)
+            if not src.is_dir():
+                raise SandboxSetupError(f"workspace.host_path {src} is not a directory")
+            st = src.stat()
+            self._ws_owner = (st.st_uid, st.st_gid)
+            _chown_tree(src, uid, uid)
+            # Bound under the state dir so the sandbox uid needs no access to the path's parents.
+            ws = self.state_dir / "workspace"
+            bind_mount(src, ws, noexec=allowlist)
         scratch = None
         if allowlist:
             scratch = self.state_dir / "scratch"
@@ -231,7 +239,12 @@ class Jail:
             if not p.processes.outlive_call:
                 cg.kill()
                 cg.remove()
+            self._reap()
         return CallOutcome(scope, raw, text)
+
+    def _reap(self) -> None:
+        ident = self.policy.identity
+        reap_orphans(ident.uid_range_start, ident.uid_range_start + ident.uid_range_size)
 
     def _wipe_scratch(self) -> None:
         # /tmp is private to each call; under an allowlist it lives on the sandbox's noexec tmpfs.
@@ -256,13 +269,14 @@ class Jail:
 
     def _teardown(self) -> None:
         errors: list[str] = []
+        self._reap()
         try:
             remove_state(self.state_dir, self.layout, self.id) if self.state_dir.exists() else None
         except Exception as exc:  # keep going: the uid and lock must still be released
             errors.append(str(exc))
-        if self.policy.workspace.host_path is not None and self._lease is not None:
+        if self._ws_owner is not None:
             with contextlib.suppress(OSError):
-                _chown_tree(Path(self.policy.workspace.host_path), 0)
+                _chown_tree(Path(str(self.policy.workspace.host_path)), *self._ws_owner)
         if self._lock_fd >= 0:
             os.close(self._lock_fd)
             self._lock_fd = -1
@@ -278,8 +292,8 @@ class Jail:
             raise SandboxSetupError(f"tearing down sandbox {self.id}: " + "; ".join(errors))
 
 
-def _chown_tree(root: Path, uid: int) -> None:
-    os.chown(root, uid, uid, follow_symlinks=False)
+def _chown_tree(root: Path, uid: int, gid: int) -> None:
+    os.chown(root, uid, gid, follow_symlinks=False)
     for dirpath, dirnames, filenames in os.walk(root):
         for name in dirnames + filenames:
-            os.chown(os.path.join(dirpath, name), uid, uid, follow_symlinks=False)
+            os.chown(os.path.join(dirpath, name), uid, gid, follow_symlinks=False)

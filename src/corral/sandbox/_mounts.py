@@ -21,6 +21,8 @@ _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 MS_NOSUID = 2
 MS_NODEV = 4
 MS_NOEXEC = 8
+MS_REMOUNT = 32
+MS_BIND = 4096
 MNT_DETACH = 2
 
 
@@ -31,6 +33,19 @@ def mount_tmpfs(target: Path, *, size_bytes: int, uid: int, gid: int, noexec: bo
     if _libc.mount(b"tmpfs", str(target).encode(), b"tmpfs", flags, opts) != 0:
         err = ctypes.get_errno()
         raise SandboxSetupError(f"cannot mount tmpfs at {target}: {os.strerror(err)}")
+
+
+def bind_mount(source: Path, target: Path, *, noexec: bool) -> None:
+    """Bind ``source`` at ``target`` (nosuid, nodev, and noexec if asked) in the host namespace."""
+    target.mkdir(parents=True, exist_ok=True)
+    if _libc.mount(str(source).encode(), str(target).encode(), None, MS_BIND, None) != 0:
+        err = ctypes.get_errno()
+        raise SandboxSetupError(f"cannot bind {source} at {target}: {os.strerror(err)}")
+    flags = MS_BIND | MS_REMOUNT | MS_NOSUID | MS_NODEV | (MS_NOEXEC if noexec else 0)
+    if _libc.mount(None, str(target).encode(), None, flags, None) != 0:
+        err = ctypes.get_errno()
+        unmount(target)
+        raise SandboxSetupError(f"cannot remount {target}: {os.strerror(err)}")
 
 
 def unmount(target: Path) -> None:

@@ -10,8 +10,8 @@ from corral.errors import SandboxUnavailableError
 from corral.sandbox._cgroups import Layout, detect_layout, ensure_parent
 
 
-@functools.cache
-def _checked() -> tuple[str, Layout]:
+def check_machine() -> tuple[str, Layout]:
+    """Uncached check (``preflight`` caches it for the life of the process)."""
     if os.geteuid() != 0:
         raise SandboxUnavailableError(
             "the sandbox needs root: it creates cgroups, tmpfs mounts and per-sandbox host uids "
@@ -34,3 +34,6 @@ def _checked() -> tuple[str, Layout]:
 def preflight() -> tuple[str, Layout]:
     """Path of bwrap and the cgroup layout, or SandboxUnavailableError naming what is missing."""
     return _checked()
+
+
+_checked = functools.cache(check_machine)

@@ -13,6 +13,7 @@ import shutil
 import time
 from pathlib import Path
 
+from corral.errors import SandboxSetupError
 from corral.sandbox._cgroups import Layout, remove_sandbox_dirs
 from corral.sandbox._mounts import mounts_under, unmount
 
@@ -32,6 +33,9 @@ def remove_state(d: Path, layout: Layout, sandbox_id: str) -> None:
     remove_sandbox_dirs(layout, sandbox_id)
     for mp in mounts_under(d):
         unmount(mp)
+    left = mounts_under(d)
+    if left:  # never delete through a mount: it could be a user's workspace directory
+        raise SandboxSetupError(f"mounts still present under {d}: {left}")
     shutil.rmtree(d, ignore_errors=True)
 
 

@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from corral import Policy, Sandbox
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture
+def policy() -> Policy:
+    return Policy.default().with_overrides(
+        resources={"memory_max_bytes": 128 * MiB, "pids_max": 64, "wall_timeout_s": 20},
+        workspace={"size_max_bytes": 64 * MiB},
+    )
+
+
+@pytest.fixture
+def sb(policy: Policy) -> Iterator[Sandbox]:
+    with Sandbox(policy) as s:
+        yield s

@@ -1,0 +1,102 @@
+"""Create/run/destroy leaves nothing behind: no cgroups, mounts, processes, uids or state."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import psutil
+import pytest
+
+from corral import Policy, Sandbox
+from corral.errors import InputError, SandboxSetupError
+from corral.sandbox import DEFAULT_STATE_ROOT, Jail
+
+CGROUP_ROOTS = [
+    Path("/sys/fs/cgroup") / c / "corral" for c in ("memory", "pids", "cpu", "cpuacct", "unified")
+]
+
+
+def _leftovers(ids: set[str], uids: set[int]) -> list[str]:
+    found: list[str] = []
+    for root in CGROUP_ROOTS:
+        found += [str(root / i) for i in ids if (root / i).exists()]
+    found += [
+        str(DEFAULT_STATE_ROOT / "sandboxes" / i)
+        for i in ids
+        if (DEFAULT_STATE_ROOT / "sandboxes" / i).exists()
+    ]
+    with open("/proc/self/mountinfo") as f:
+        found += [line.split()[4] for line in f if any(i in line for i in ids)]
+    found += [f"pid {p.pid}" for p in psutil.process_iter(["uids"]) if p.info["uids"].real in uids]
+    return found
+
+
+def test_200_cycles_leave_nothing_behind(policy: Policy) -> None:
+    ids: set[str] = set()
+    uids: set[int] = set()
+    for i in range(200):
+        with Sandbox(policy) as sb:
+            ids.add(sb.id)
+            uids.add(sb._jail.uid)
+            r = sb.run("echo $$ > pid; sleep 60 & true" if i % 2 else "true")
+            assert r.exit_code == 0
+    assert _leftovers(ids, uids) == []
+
+
+def test_bad_commands_are_rejected_before_anything_runs(policy: Policy) -> None:
+    with Sandbox(policy) as sb:
+        for bad in (42, [], "", "   ", ["ls", 3], None):
+            with pytest.raises(InputError):
+                sb.run(bad)  # type: ignore[arg-type]
+
+
+def test_failed_setup_leaves_nothing_behind(policy: Policy, tmp_path: Path) -> None:
+    before = (
+        set((DEFAULT_STATE_ROOT / "sandboxes").iterdir())
+        if (DEFAULT_STATE_ROOT / "sandboxes").exists()
+        else set()
+    )
+    bad = policy.with_overrides(workspace={"host_path": str(tmp_path / "missing")})
+    with pytest.raises(SandboxSetupError, match="not a directory"):
+        Sandbox(bad)
+    after = set((DEFAULT_STATE_ROOT / "sandboxes").iterdir())
+    assert after == before
+
+
+def test_stale_state_of_a_dead_owner_is_reaped(policy: Policy) -> None:
+    # Simulate a crashed harness: a sandbox whose lock nobody holds, with a mount and a cgroup.
+    jail = Jail(policy)
+    sid, state = jail.id, jail.state_dir
+    os.close(jail._lock_fd)  # the "owner" dies without cleaning up
+    jail._lock_fd = -1
+    from corral.sandbox import reap_stale
+
+    reaped = reap_stale(DEFAULT_STATE_ROOT, jail.layout)
+    assert sid in reaped
+    assert not state.exists()
+    assert _leftovers({sid}, set()) == []
+    jail._closed = True
+    assert jail._lease is not None
+    jail._lease.release()
+
+
+def test_workspace_on_a_host_directory(policy: Policy, tmp_path: Path) -> None:
+    ws = tmp_path / "repo"
+    ws.mkdir()
+    (ws / "README").write_text("hello\n")
+    os.chown(ws, 1234, 1234)
+    with Sandbox(policy.with_overrides(workspace={"host_path": str(ws)})) as sb:
+        r = sb.run("cat README && echo new > out")
+        assert r.stdout == "hello\n"
+    assert (ws / "out").read_text() == "new\n"
+    assert (ws.stat().st_uid, (ws / "out").stat().st_uid) == (1234, 1234)  # handed back after destroy
+
+
+def test_sandbox_is_unusable_after_close(policy: Policy) -> None:
+    from corral.errors import SandboxClosedError
+
+    sb = Sandbox(policy)
+    sb.close()
+    with pytest.raises(SandboxClosedError):
+        sb.run("true")
