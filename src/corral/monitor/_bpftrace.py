@@ -1,0 +1,115 @@
+"""The bpftrace program behind the exec collector, and how to start it.
+
+Tracepoints only (kprobes are off on the target machines). Every record is
+keyed by the ``cgroup`` builtin, the v2 cgroup id of the task, which is the
+inode of its directory under the unified mount: that is how a record is tied
+to a call. Processes in the collector's own cgroup are filtered in the kernel.
+A marker probe on ``getpriority(MAGIC, token)`` lets the collector prove that
+every record a CPU wrote before a point in time has been read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import shutil
+import subprocess
+from pathlib import Path
+
+from corral.errors import CollectorError
+
+MARKER_WHICH = 0x7C0A11  # an invalid "which": the syscall fails with EINVAL and has no effect
+TRACEFS = Path("/sys/kernel/tracing")
+
+_SCRIPT = r"""
+tracepoint:syscalls:sys_enter_getpriority /args->which == MARKER/ {
+  printf("S %llu %d %d\n", nsecs, cpu, args->who);
+}
+tracepoint:sched:sched_process_fork /cgroup != $1/ {
+  printf("K %llu %d %d %llu\n", nsecs, pid, args->child_pid, cgroup);
+}
+tracepoint:syscalls:sys_enter_execve, tracepoint:syscalls:sys_enter_execveat /cgroup != $1/ {
+  printf("E %llu %d %llu %s\n", nsecs, tid, cgroup, str(args->filename));
+  $i = 0;
+  $go = 1;
+  unroll(MAXARGS) {
+    if ($go) {
+      $p = *(uint64 *)uptr(args->argv + $i);
+      if ($p == 0) { $go = 0; } else { printf("A %d %s\n", tid, str(uptr($p))); $i++; }
+    }
+  }
+  printf("F %d %d %d\n", tid, $i, $go);
+}
+tracepoint:syscalls:sys_exit_execve, tracepoint:syscalls:sys_exit_execveat
+  /cgroup != $1 && (args->ret == -13 || args->ret == -1)/ {
+  printf("R %llu %d %llu %d\n", nsecs, tid, cgroup, args->ret);
+}
+tracepoint:sched:sched_process_exec /cgroup != $1/ {
+  printf("X %llu %d %d %d %d %llu %s\n", nsecs, pid, args->old_pid, curtask->real_parent->tgid, uid,
+         cgroup, str(args->filename));
+}
+tracepoint:sched:sched_process_exit /cgroup != $1 && pid == tid/ {
+  printf("Q %llu %d %llu %d %llu\n", nsecs, pid, cgroup, curtask->exit_code,
+         curtask->se.sum_exec_runtime + curtask->signal->sum_sched_runtime);
+}
+"""
+
+
+def script(max_args: int) -> str:
+    return _SCRIPT.replace("MARKER", str(MARKER_WHICH)).replace("MAXARGS", str(max_args))
+
+
+def own_cgroup_id() -> int:
+    """The v2 cgroup id of this process (filtered out in the kernel: the harness's own execs)."""
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        if line.startswith("0::"):
+            rel = line[3:].lstrip("/")
+            for root in (Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup")):
+                if (root / "cgroup.procs").exists():
+                    return (root / rel).stat().st_ino
+    raise CollectorError(
+        "no cgroup v2 hierarchy found: the exec collector attributes processes by v2 cgroup id"
+    )
+
+
+def ensure_tracefs() -> None:
+    if (TRACEFS / "events").is_dir():
+        return
+    try:
+        subprocess.run(["mount", "-t", "tracefs", "nodev", str(TRACEFS)], check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise CollectorError(f"cannot mount tracefs at {TRACEFS} (needed by bpftrace): {exc}") from exc
+
+
+def _unlimit_memlock() -> None:
+    # Kernels >= 5.11 account BPF memory by cgroup; the limit matters only on older ones.
+    try:
+        resource.setrlimit(resource.RLIMIT_MEMLOCK, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    except (OSError, ValueError):
+        _soft, hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+        with contextlib.suppress(OSError, ValueError):
+            resource.setrlimit(resource.RLIMIT_MEMLOCK, (hard, hard))
+
+
+def spawn(
+    max_args: int, strlen: int, exclude_cgroup: int, bpftrace: str = "bpftrace"
+) -> subprocess.Popen[str]:
+    exe = shutil.which(bpftrace)
+    if exe is None:
+        raise CollectorError(f"{bpftrace} not found: the exec collector needs it (apt install bpftrace)")
+    ensure_tracefs()
+    env = {**os.environ, "BPFTRACE_STRLEN": str(strlen), "BPFTRACE_PERF_RB_PAGES": "1024"}
+    try:
+        return subprocess.Popen(
+            [exe, "-B", "line", "-f", "json", "-e", script(max_args), str(exclude_cgroup)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            errors="surrogateescape",
+            env=env,
+            preexec_fn=_unlimit_memlock,
+        )
+    except OSError as exc:
+        raise CollectorError(f"cannot start {exe}: {exc}") from exc

@@ -1,0 +1,121 @@
+"""The exec collector against real processes in real cgroups."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+from conftest import MakeScope, run_in
+
+from corral.errors import CollectorError
+from corral.events import Event, Health, ProcessExit, ProcessStart
+from corral.monitor import ExecCollector
+
+
+@pytest.fixture(scope="module")
+def collector() -> Iterator[tuple[ExecCollector, list[Event]]]:
+    events: list[Event] = []
+    with ExecCollector(events.append) as c:
+        yield c, events
+
+
+def _starts(events: list[Event], call_id: str) -> list[ProcessStart]:
+    return [
+        e.data for e in events if isinstance(e.data, ProcessStart) and e.ctx.tool_call_id == call_id
+    ]
+
+
+def test_shell_with_background_job(collector: tuple[ExecCollector, list[Event]], make_scope: MakeScope) -> None:
+    c, events = collector
+    scope = make_scope("sbA", run_id="r1", step=3, episode_id="e7", turn=2)
+    c.call_started(scope)
+    py = shutil.which("python3") or sys.executable
+    r = run_in(scope, f"ls / >/dev/null; {py} -c 'print(1)'; (sleep 0.1 &); sleep 0.3")
+    assert r.returncode == 0, r.stderr
+    c.call_finished(scope)
+    mine = [e for e in events if e.ctx.tool_call_id == scope.ctx.tool_call_id]
+    assert all(e.sandbox_id == "sbA" and e.ctx == scope.ctx for e in mine)
+    starts = _starts(events, scope.ctx.tool_call_id or "")
+    by_argv = {tuple(s.argv): s for s in starts}
+    sh = by_argv.get(("sh", "-c", f"ls / >/dev/null; {py} -c 'print(1)'; (sleep 0.1 &); sleep 0.3"))
+    assert sh is not None and sh.Image.endswith("/sh")
+    ls = by_argv[("ls", "/")]
+    assert ls.Image == "/usr/bin/ls" and ls.ParentProcessId == sh.ProcessId
+    assert ls.ParentImage == sh.Image and ls.CommandLine == "ls /" and ls.User == "0"
+    assert any(s.argv[1:] == ["-c", "print(1)"] for s in starts)
+    bg = by_argv[("sleep", "0.1")]
+    # started by a forked subshell of sh: the parent is that subshell, which still runs sh
+    assert bg.ParentImage == sh.Image and bg.ParentProcessId != sh.ProcessId
+    exits = [e.data for e in mine if isinstance(e.data, ProcessExit)]
+    assert {x.ProcessId for x in exits} >= {ls.ProcessId, sh.ProcessId, bg.ProcessId}
+    assert all(x.exit_code == 0 for x in exits if x.ProcessId == ls.ProcessId)
+
+
+def test_exit_status_signal_and_outsiders(
+    collector: tuple[ExecCollector, list[Event]], make_scope: MakeScope
+) -> None:
+    c, events = collector
+    scope = make_scope("sbB")
+    c.call_started(scope)
+    run_in(scope, "sh -c 'exit 3'; sh -c 'kill -9 $$'; true")
+    subprocess.run(["true"], check=True)  # outside every registered cgroup: never reported
+    c.call_finished(scope)
+    exits = [e.data for e in events if isinstance(e.data, ProcessExit) and e.ctx == scope.ctx]
+    assert any(x.exit_code == 3 for x in exits)
+    assert any(x.signal == 9 for x in exits)
+    assert not any(isinstance(e.data, ProcessStart) and e.data.argv == ["true"] and e.sandbox_id is None for e in events)
+
+
+def test_long_argv_is_complete(collector: tuple[ExecCollector, list[Event]], make_scope: MakeScope) -> None:
+    c, events = collector
+    scope = make_scope("sbC")
+    c.call_started(scope)
+    args = [f"arg{i}" for i in range(100)] + ["x" * 500]
+    run_in(scope, "/bin/echo " + " ".join(args) + " >/dev/null; exec sleep 0.2")
+    c.call_finished(scope)
+    echo = [s for s in _starts(events, scope.ctx.tool_call_id or "") if s.Image == "/bin/echo"]
+    assert len(echo) == 1
+    # the probe cuts argv; either /proc completed it or the event says it is cut
+    assert echo[0].argv == ["/bin/echo", *args] or echo[0].argv_truncated
+
+
+def test_burst_across_cgroups(collector: tuple[ExecCollector, list[Event]], make_scope: MakeScope) -> None:
+    """Thousands of execs in four calls at once: each recorded once, in its own call."""
+    c, events = collector
+    n = 5000  # 20,000 execs in all
+    scopes = [make_scope(f"sb{i}") for i in range(4)]
+    for s in scopes:
+        c.call_started(s)
+    procs = []
+    for i, s in enumerate(scopes):
+        paths = [p / "cgroup.procs" for p in s.cgroup_paths.values()]
+
+        def enter(paths: list = paths) -> None:  # type: ignore[type-arg]
+            for p in paths:
+                with open(p, "w") as f:
+                    f.write("0")
+
+        script = f"i=0; while [ $i -lt {n} ]; do /bin/true tag{i} $i; i=$((i+1)); done"
+        procs.append(subprocess.Popen(["sh", "-c", script], preexec_fn=enter))
+    for p in procs:
+        assert p.wait(120) == 0
+    for s in scopes:
+        c.call_finished(s)
+    for i, s in enumerate(scopes):
+        starts = [x for x in _starts(events, s.ctx.tool_call_id or "") if x.Image == "/bin/true"]
+        seen = [x.argv for x in starts]
+        assert len(seen) == n
+        assert sorted(int(a[2]) for a in seen) == list(range(n))
+        assert all(a[1] == f"tag{i}" for a in seen)
+    assert not any(isinstance(e.data, Health) and e.data.status == "failed" for e in events)
+
+
+def test_missing_tool_fails_loudly() -> None:
+    events: list[Event] = []
+    c = ExecCollector(events.append, bpftrace="no-such-bpftrace")
+    with pytest.raises(CollectorError):
+        c.start()
+    assert any(isinstance(e.data, Health) and e.data.status == "failed" for e in events)
