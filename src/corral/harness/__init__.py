@@ -1,6 +1,7 @@
 """The harness: the public Sandbox that composes confinement, egress, monitoring and detection."""
 
+from corral.harness._harness import EventSink, Harness
 from corral.harness._host import node_address
-from corral.harness._sandbox import EventSink, Sandbox
+from corral.harness._sandbox import Sandbox
 
-__all__ = ["EventSink", "Sandbox", "node_address"]
+__all__ = ["EventSink", "Harness", "Sandbox", "node_address"]

@@ -1,30 +1,22 @@
-"""The public ``Sandbox``: one per episode, composing confinement with events and detection.
+"""The public ``Sandbox``: one per episode, composing confinement with egress, events and detection.
 
 Per call: inspect the command (a blocked call never runs), run it in the Jail,
 record the tool call, its resource use and every decision as events tagged with
-the trace context, and return a ``ToolResult``.
+the trace context, gather the runtime alerts it caused, and return a ``ToolResult``.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 
-from corral.events import (
-    Event,
-    EventStore,
-    PolicyDecision,
-    ResourceSample,
-    ToolCall,
-    TraceContext,
-)
-from corral.harness._host import node_address
+from corral.errors import EgressError
+from corral.events import Alert, Event, EventStore, PolicyDecision, ResourceSample, ToolCall, TraceContext
+from corral.harness._harness import EventSink, Harness
 from corral.policy import Policy
-from corral.sandbox import CallOutcome, Jail, ToolResult, new_id, normalize_command
-
-EventSink = Callable[[Event], None]
+from corral.sandbox import CallOutcome, Jail, NetworkAttachment, ToolResult, new_id, normalize_command
 
 _STOP_TEXT = {
     "timeout": "wall-clock limit reached; every process of the call was killed",
@@ -34,7 +26,12 @@ _STOP_TEXT = {
 
 
 class Sandbox:
-    """A sandbox for one episode. Use as a context manager; ``run`` each tool call."""
+    """A sandbox for one episode. Use as a context manager; ``run`` each tool call.
+
+    Standalone (``Sandbox(policy)``) it makes a private Harness; many sandboxes of
+    one process should share one (``harness.sandbox()``), so that rules are compiled
+    once and one egress proxy serves them all.
+    """
 
     def __init__(
         self,
@@ -44,15 +41,29 @@ class Sandbox:
         store: EventStore | None = None,
         sinks: Sequence[EventSink] = (),
         host: str | None = None,
+        harness: Harness | None = None,
     ) -> None:
-        self.policy = policy if policy is not None else Policy.default()
-        self.host = host or node_address()
-        self.store = store
-        self._sinks: list[EventSink] = list(sinks)
-        if store is not None:
-            self._sinks.append(store.append)
-        self._jail = Jail(self.policy, sandbox_id=sandbox_id)
-        self.id = self._jail.id
+        if harness is None:
+            harness = Harness(policy, store=store, sinks=sinks, host=host)
+            self._own_harness = True
+        else:
+            self._own_harness = False
+        self.harness = harness
+        self.policy = policy if policy is not None else harness.policy
+        self.host = harness.host
+        self._network: NetworkAttachment | None = None
+        sid = sandbox_id or new_id("sb")
+        try:
+            if self.policy.network.mode != "none":
+                self._network = harness.egress().attach(sid)
+            self._jail = Jail(self.policy, sandbox_id=sid, network=self._network)
+        except BaseException:
+            if self._network is not None:
+                self._network.close()
+            if self._own_harness:
+                harness.close()
+            raise
+        self.id = sid
         self._lock = threading.Lock()
 
     # -- lifecycle -----------------------------------------------------------------
@@ -66,11 +77,19 @@ class Sandbox:
         self.close()
 
     def close(self) -> None:
-        self._jail.close()
+        try:
+            self._jail.close()  # also closes the network attachment
+        finally:
+            if self._own_harness:
+                self.harness.close()
 
     @property
     def workspace(self) -> str:
         return str(self._jail.workspace)
+
+    @property
+    def sandbox_ip(self) -> str | None:
+        return self._network.sandbox_ip if self._network is not None else None
 
     # -- calls -----------------------------------------------------------------------
 
@@ -87,16 +106,84 @@ class Sandbox:
         ctx = ctx or TraceContext()
         if ctx.tool_call_id is None:
             ctx = ctx.with_tool_call(new_id("tc"))
-        normalize_command(command)  # reject malformed commands before anything happens
+        _argv, text = normalize_command(command)  # malformed commands fail before anything happens
         with self._lock:
             start_ns = time.time_ns()
-            outcome = self._jail.run(command, ctx=ctx, timeout=timeout, stdin=stdin, env=env)
-            result = self._result(outcome)
+            inspection = self.harness.detector.inspect_command(text, ctx=ctx, sandbox_id=self.id)
+            self._emit_alerts(inspection.alerts, ctx, start_ns)
+            if inspection.blocked:
+                return self._blocked(text, ctx, start_ns, inspection.alerts)
+            tcid = ctx.tool_call_id or ""
+            self.harness.begin_call(tcid)
+            egress_failed = False
+            try:
+                if self._network is not None:
+                    self._check_network()
+                outcome = self._jail.run(command, ctx=ctx, timeout=timeout, stdin=stdin, env=env)
+                if self._network is not None:
+                    egress_failed = not self._network_ok()
+            finally:
+                runtime = self.harness.end_call(tcid)
+            result = self._result(outcome, inspection.alerts + runtime, egress_failed)
             self._record(outcome, result, start_ns)
             return result
 
-    def _result(self, o: CallOutcome) -> ToolResult:
+    def _check_network(self) -> None:
+        assert self._network is not None
+        self._network.check()  # raises EgressError: the call never starts without its proxy
+
+    def _network_ok(self) -> bool:
+        assert self._network is not None
+        try:
+            self._network.check()
+        except EgressError:
+            return False
+        return True
+
+    def _env(self, ctx: TraceContext) -> dict[str, object]:
+        return {"host": self.host, "sandbox_id": self.id, "ctx": ctx}
+
+    def _emit_alerts(self, alerts: list[Alert], ctx: TraceContext, t_ns: int) -> None:
+        for a in alerts:
+            self.harness.emit(Event(time_ns=t_ns, data=a, host=self.host, sandbox_id=self.id, ctx=ctx))
+
+    def _blocked(self, text: str, ctx: TraceContext, start_ns: int, alerts: list[Alert]) -> ToolResult:
+        reason = "; ".join(f"{a.rule_id}: {a.title} ({a.level.value})" for a in alerts)
+        events = [
+            Event(
+                time_ns=start_ns,
+                data=ToolCall(
+                    command=text, start_ns=start_ns, end_ns=start_ns, blocked=True, stop_reason="policy"
+                ),
+                host=self.host,
+                sandbox_id=self.id,
+                ctx=ctx,
+            ),
+            Event(
+                time_ns=start_ns,
+                data=PolicyDecision(
+                    action="block", reason="detection", detail={"rules": [a.rule_id for a in alerts]}
+                ),
+                host=self.host,
+                sandbox_id=self.id,
+                ctx=ctx,
+            ),
+        ]
+        self.harness.emit_many(events)
+        self.harness.flush()
+        return ToolResult(
+            exit_code=None,
+            blocked=True,
+            block_reason=reason,
+            stop_reason="policy",
+            alerts=alerts,
+            ctx=ctx,
+            sandbox_id=self.id,
+        )
+
+    def _result(self, o: CallOutcome, alerts: list[Alert], egress_failed: bool) -> ToolResult:
         raw = o.raw
+        stop = raw.stop_reason or ("egress_failure" if egress_failed else None)
         return ToolResult(
             exit_code=raw.exit_code,
             stdout=raw.stdout.decode("utf-8", "replace"),
@@ -104,21 +191,17 @@ class Sandbox:
             stdout_truncated=raw.stdout_truncated,
             stderr_truncated=raw.stderr_truncated,
             duration_s=raw.duration_s,
-            stop_reason=raw.stop_reason,
+            stop_reason=stop,
+            alerts=alerts,
             ctx=o.scope.ctx,
             sandbox_id=self.id,
             cpu_time_s=raw.usage.cpu_time_s,
             memory_peak_bytes=raw.usage.memory_peak_bytes,
         )
 
-    def _emit(self, events: Sequence[Event]) -> None:
-        for ev in events:
-            for sink in self._sinks:
-                sink(ev)
-
     def _record(self, o: CallOutcome, r: ToolResult, start_ns: int) -> None:
-        env = {"host": self.host, "sandbox_id": self.id, "ctx": r.ctx}
         end_ns = start_ns + int(r.duration_s * 1e9)
+        ctx = r.ctx
         events = [
             Event(
                 time_ns=start_ns,
@@ -129,9 +212,12 @@ class Sandbox:
                     exit_code=r.exit_code,
                     blocked=r.blocked,
                     stop_reason=r.stop_reason,
+                    sandbox_ip=self.sandbox_ip,
                     host_ip=self.host,
                 ),
-                **env,
+                host=self.host,
+                sandbox_id=self.id,
+                ctx=ctx,
             ),
             Event(
                 time_ns=end_ns,
@@ -142,21 +228,21 @@ class Sandbox:
                     pids=o.raw.usage.pids_current,
                     final=True,
                 ),
-                **env,
+                host=self.host,
+                sandbox_id=self.id,
+                ctx=ctx,
             ),
         ]
-        if r.stop_reason in _STOP_TEXT:
+        if r.stop_reason in _STOP_TEXT or r.stop_reason == "egress_failure":
+            text = _STOP_TEXT.get(r.stop_reason or "", "the egress proxy or resolver failed during the call")
             events.append(
                 Event(
                     time_ns=end_ns,
-                    data=PolicyDecision(
-                        action="kill",
-                        reason=r.stop_reason or "",
-                        detail={"text": _STOP_TEXT[r.stop_reason or ""]},
-                    ),
-                    **env,
+                    data=PolicyDecision(action="kill", reason=r.stop_reason or "", detail={"text": text}),
+                    host=self.host,
+                    sandbox_id=self.id,
+                    ctx=ctx,
                 )
             )
-        self._emit(events)
-        if self.store is not None:
-            self.store.flush()
+        self.harness.emit_many(events)
+        self.harness.flush()

@@ -96,7 +96,11 @@ def build_argv(
     bwrap: str = "bwrap",
 ) -> list[str]:
     """The full bwrap argv. ``own_netns``: give the call an empty network namespace (network: none)."""
-    a: list[str] = [bwrap, "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts"]
+    a: list[str] = [bwrap, "--unshare-user", "--unshare-ipc", "--unshare-uts"]
+    if not policy.processes.outlive_call:
+        # A pid namespace per call: when the command exits, the kernel kills whatever it left.
+        # Letting processes outlive the call (a deliberately weak mode) means sharing the host's.
+        a += ["--unshare-pid"]
     a += ["--unshare-cgroup-try"]
     if own_netns:
         a += ["--unshare-net"]

@@ -1,0 +1,114 @@
+"""The Harness: services shared by every sandbox of one process.
+
+It owns the detector, the egress layer (started on first need), and the event
+path: every event from any layer goes through ``emit``, which stores it, runs
+runtime detection on it, and hands alerts to the call that caused them.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from corral.detect import Detector
+from corral.egress import Egress
+from corral.events import Alert, Event, EventStore
+from corral.harness._host import node_address
+from corral.policy import Policy
+
+if TYPE_CHECKING:
+    from corral.harness._sandbox import Sandbox
+
+EventSink = Callable[[Event], None]
+
+
+class Harness:
+    """Shared services for many sandboxes: ``with harness.sandbox() as sb: sb.run(...)``."""
+
+    def __init__(
+        self,
+        policy: Policy | None = None,
+        *,
+        store: EventStore | None = None,
+        sinks: Sequence[EventSink] = (),
+        host: str | None = None,
+        detector: Detector | None = None,
+        egress: Egress | None = None,
+    ) -> None:
+        self.policy = policy if policy is not None else Policy.default()
+        self.host = host or node_address()
+        self.store = store
+        self._sinks: list[EventSink] = list(sinks)
+        if store is not None:
+            self._sinks.append(store.append)
+        self.detector = detector if detector is not None else Detector.from_policy(self.policy)
+        self._egress = egress
+        self._own_egress = False
+        self._lock = threading.Lock()
+        self._call_alerts: dict[str, list[Alert]] = {}  # tool_call_id -> runtime alerts so far
+        self._closed = False
+
+    # -- services ------------------------------------------------------------------------
+
+    def egress(self) -> Egress:
+        """The egress layer, started on first use (only policies that allow egress need it)."""
+        with self._lock:
+            if self._egress is None:
+                self._egress = Egress.start(self.policy, self.emit, host=self.host)
+                self._own_egress = True
+            return self._egress
+
+    def sandbox(self, sandbox_id: str | None = None) -> Sandbox:
+        from corral.harness._sandbox import Sandbox
+
+        return Sandbox(self.policy, harness=self, sandbox_id=sandbox_id)
+
+    # -- the event path ----------------------------------------------------------------------
+
+    def emit(self, event: Event) -> None:
+        """Store an event, detect on it, and attach resulting alerts to their call."""
+        self._sink(event)
+        if event.type == "alert":
+            return
+        for alert_ev in self.detector.observe(event):
+            self._sink(alert_ev)
+            self._attach(alert_ev)
+
+    def emit_many(self, events: Sequence[Event]) -> None:
+        for ev in events:
+            self.emit(ev)
+
+    def _sink(self, event: Event) -> None:
+        for sink in self._sinks:
+            sink(event)
+
+    def _attach(self, alert_ev: Event) -> None:
+        tcid = alert_ev.ctx.tool_call_id
+        if tcid is None or alert_ev.data.kind != "alert":
+            return
+        with self._lock:
+            bucket = self._call_alerts.get(tcid)
+            if bucket is not None:
+                bucket.append(alert_ev.data)
+
+    def begin_call(self, tool_call_id: str) -> None:
+        with self._lock:
+            self._call_alerts[tool_call_id] = []
+
+    def end_call(self, tool_call_id: str) -> list[Alert]:
+        with self._lock:
+            return self._call_alerts.pop(tool_call_id, [])
+
+    def flush(self) -> None:
+        if self.store is not None:
+            self.store.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            egress, own = self._egress, self._own_egress
+        if egress is not None and own:
+            egress.close()
