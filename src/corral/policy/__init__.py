@@ -4,6 +4,18 @@ from corral.policy._detection import Action, DetectionSection
 from corral.policy._loader import load_policy_file, load_policy_text
 from corral.policy._model import Policy, policy_json_schema
 from corral.policy._network import NetworkSection
+from corral.policy._response import (
+    CircuitBreakerSection,
+    EndEpisodeSection,
+    GroupingSection,
+    PenaltySection,
+    QuarantineSection,
+    ResponseSection,
+    SinkConfig,
+    StdoutSinkConfig,
+    SyslogSinkConfig,
+    WebhookSinkConfig,
+)
 from corral.policy._sections import (
     EnvSection,
     FilesystemSection,
@@ -18,17 +30,27 @@ from corral.policy._sections import (
 
 __all__ = [
     "Action",
+    "CircuitBreakerSection",
     "DetectionSection",
+    "EndEpisodeSection",
     "EnvSection",
     "FilesystemSection",
     "GpuSection",
+    "GroupingSection",
     "IdentitySection",
     "NetworkSection",
+    "PenaltySection",
     "Policy",
     "ProcessesSection",
     "ProgramsSection",
+    "QuarantineSection",
     "ResourcesSection",
+    "ResponseSection",
+    "SinkConfig",
+    "StdoutSinkConfig",
     "StoreSection",
+    "SyslogSinkConfig",
+    "WebhookSinkConfig",
     "WorkspaceSection",
     "load_policy_file",
     "load_policy_text",

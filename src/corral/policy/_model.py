@@ -12,6 +12,7 @@ from pydantic import Field
 from corral.policy._base import Section
 from corral.policy._detection import DetectionSection
 from corral.policy._network import NetworkSection
+from corral.policy._response import ResponseSection
 from corral.policy._sections import (
     EnvSection,
     FilesystemSection,
@@ -41,6 +42,7 @@ class Policy(Section):
     identity: IdentitySection = Field(default_factory=IdentitySection)
     store: StoreSection = Field(default_factory=StoreSection)
     detection: DetectionSection = Field(default_factory=DetectionSection)
+    response: ResponseSection = Field(default_factory=ResponseSection)
 
     @classmethod
     def load(cls, path: str | Path) -> Policy:
