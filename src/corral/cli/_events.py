@@ -70,8 +70,8 @@ def events(
     since: str | None = typer.Option(None, "--since", help="From this time (RFC 3339 or epoch seconds)."),
     until: str | None = typer.Option(None, "--until", help="Before this time (RFC 3339 or epoch seconds)."),
     limit: int | None = typer.Option(None, "--limit", help="At most this many events."),
-    store: Path | None = typer.Option(None, "--store", help="Event store file (default $CORRAL_HOME/events.db)."),
-    export: str | None = typer.Option(None, "--export", help=f"Write to --out as {'|'.join(EXPORT_FORMATS)}."),
+    store: Path | None = typer.Option(None, "--store", help="Store file (default $CORRAL_HOME/events.db)."),
+    export: str | None = typer.Option(None, "--export", help="Write to --out as jsonl|parquet|ocsf."),
     out: Path | None = typer.Option(None, "--out", help="Output file for --export."),
 ) -> None:
     """Read the event store: filter by run, episode, sandbox, call, type and time."""
@@ -107,7 +107,8 @@ def events(
 
                 write_jsonl(found, sys.stdout)
             else:
-                Console(highlight=False).print(_table(list(found)))
+                wide = None if sys.stdout.isatty() else 250  # piped: do not fold to 80 columns
+                Console(highlight=False, width=wide).print(_table(list(found)))
         finally:
             es.close()
     except CorralError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 
 from corral.errors import InputError
 
@@ -22,8 +23,8 @@ def parse_time_ns(text: str) -> int:
     """Parse epoch seconds (``1714564800.5``) or RFC 3339 (a naive time is UTC) into epoch ns."""
     s = text.strip()
     try:
-        return round(float(s) * _NS) if "." in s else int(s) * _NS
-    except ValueError:
+        return int(Decimal(s) * _NS)  # exact: a float would lose the nanoseconds
+    except (InvalidOperation, ValueError):
         pass
     m = _RFC3339.match(s)
     if not m:
