@@ -183,7 +183,7 @@ def metadata(private_host: None) -> Iterator[OutsideHost]:
 def sandbox_run(
     att: NetworkAttachment, argv: Sequence[str], timeout: float = 15, env: Mapping[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Launch like the sandbox will: setns into the attachment's netns, bind its files, drop to a non-root uid."""
+    """Launch as the sandbox does: setns into the attachment's netns, bind its files, drop to a non-root uid."""
     fd = os.open(att.netns_path, os.O_RDONLY)
     files = dict(att.files)
 

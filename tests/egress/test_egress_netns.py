@@ -86,7 +86,7 @@ def test_direct_paths_all_fail_and_listener_sees_nothing(
         _py(_connect_code(outside.ip, 3333)),
         ["nc", "-z", "-w", "2", outside.ip, "3333"],
         ["bash", "-c", f"echo hi > /dev/tcp/{outside.ip}/22"],
-        _py(f"import socket;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.sendto(b'x',({outside.ip!r},5353))"),
+        _py(f"import socket;socket.socket(socket.AF_INET,socket.SOCK_DGRAM).sendto(b'x',({outside.ip!r},5353))"),
         ["ping", "-c", "1", "-W", "1", outside.ip],
         _py(_connect_code(outside.ip6, 2222, "AF_INET6")),
         ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=3", "-o", "StrictHostKeyChecking=no",

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import psutil
 
@@ -162,7 +162,7 @@ class Egress:
         await self.proxy.start(self.block.gateway, self.block.proxy_port)
         sock = listening_socket(socket.SOCK_DGRAM, self.block.gateway, self.block.dns_port)
         transport, _ = await self.loop.create_datagram_endpoint(lambda: DnsProtocol(self._dns), sock=sock)
-        self._dns_transport = cast(asyncio.DatagramTransport, transport)
+        self._dns_transport = transport
 
     def _call(self, coro: Any, timeout: float = 10.0) -> Any:
         if not self._thread.is_alive():

@@ -394,6 +394,11 @@ class Flow:
             self.out.append(SendServer(data))
 
     def _relay_down(self, data: bytes) -> None:
+        if self.state == "sni":  # the server spoke first: not TLS, nothing to check
+            if self._buf:
+                self._deny("sni:server-spoke-during-client-hello", reply=b"")
+                return
+            self.state = "relay"
         if self.state == "relay" and data and self._charge(len(data)):
             self.bytes_received += len(data)
             self.out.append(SendClient(data))

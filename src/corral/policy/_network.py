@@ -47,6 +47,8 @@ _LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
 
 def _check_domain(d: str) -> str:
     d = d.strip().lower().rstrip(".")
+    if d in ("*", "*.", ""):
+        raise ValueError(f"{d!r} is too broad: it would allow every host")
     wildcard = d.startswith("*.")
     base = d[2:] if wildcard else d
     if "*" in base:
