@@ -118,7 +118,8 @@ def attribute(
 
         CREATE OR REPLACE TEMP TABLE cand AS
         SELECT s.rid, s.side, e.cid, 1 AS rank FROM sides s
-          JOIN egress e ON s.lip = e.src_ip AND s.lport = e.src_port AND s.rip = e.dst_ip AND s.rport = e.dst_port
+          JOIN egress e ON s.lip = e.src_ip AND s.lport = e.src_port
+                       AND s.rip = e.dst_ip AND s.rport = e.dst_port
           WHERE s.t0 IS NULL
              OR e.time BETWEEN s.t0 - {sk} - {TUPLE_SLACK_S} AND s.t1 + {sk} + {TUPLE_SLACK_S}
         UNION ALL
@@ -154,7 +155,8 @@ def attribute(
         ), best AS (
           SELECT * FROM pairs QUALIFY r = min(r) OVER (PARTITION BY rid)
         ), j AS (
-          SELECT b.rid, b.r AS rank, b.sd AS side, c.*, coalesce(c.run_id, '') || chr(31) || coalesce(c.episode_id, '') AS ep
+          SELECT b.rid, b.r AS rank, b.sd AS side, c.*,
+                 coalesce(c.run_id, '') || chr(31) || coalesce(c.episode_id, '') AS ep
           FROM best b JOIN calls c USING (cid)
         )
         SELECT rid,

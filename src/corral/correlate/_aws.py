@@ -24,13 +24,25 @@ import pyarrow.csv as pacsv
 from corral.correlate._record import RECORD_SCHEMA, LogRecord, ReadStats, is_gzip, proto_name, to_int
 from corral.correlate._registry import LineReader, register
 
-V2_FIELDS = (
-    "version account-id interface-id srcaddr dstaddr srcport dstport protocol "
-    "packets bytes start end action log-status"
-).split()
-V3_FIELDS = "vpc-id subnet-id instance-id tcp-flags type pkt-srcaddr pkt-dstaddr".split()
-V4_FIELDS = "region az-id sublocation-type sublocation-id".split()
-V5_FIELDS = "pkt-src-aws-service pkt-dst-aws-service flow-direction traffic-path".split()
+V2_FIELDS = [
+    "version",
+    "account-id",
+    "interface-id",
+    "srcaddr",
+    "dstaddr",
+    "srcport",
+    "dstport",
+    "protocol",
+    "packets",
+    "bytes",
+    "start",
+    "end",
+    "action",
+    "log-status",
+]
+V3_FIELDS = ["vpc-id", "subnet-id", "instance-id", "tcp-flags", "type", "pkt-srcaddr", "pkt-dstaddr"]
+V4_FIELDS = ["region", "az-id", "sublocation-type", "sublocation-id"]
+V5_FIELDS = ["pkt-src-aws-service", "pkt-dst-aws-service", "flow-direction", "traffic-path"]
 KNOWN_FIELDS = frozenset(V2_FIELDS + V3_FIELDS + V4_FIELDS + V5_FIELDS)
 _STATUS = {"OK", "NODATA", "SKIPDATA", "-"}
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from corral.correlate._record import LogRecord, ReadStats, open_text, records_to_batch, proto_name, to_int
+from corral.correlate._record import LogRecord, ReadStats, open_text, proto_name, records_to_batch, to_int
 from corral.correlate._registry import BATCH_ROWS, LogReader, register
 
 

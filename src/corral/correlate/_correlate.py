@@ -46,7 +46,7 @@ class CorrelationResult:
 
     @property
     def record_count(self) -> int:
-        return self.attributed.num_rows + self.unattributed_table.num_rows
+        return int(self.attributed.num_rows + self.unattributed_table.num_rows)
 
     @cached_property
     def attributions(self) -> list[Attribution]:

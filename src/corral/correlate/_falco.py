@@ -48,9 +48,9 @@ class FalcoReader(JsonLineReader):
         if ts is None:
             raise ValueError("alert without time")
         cip, cport, sip, sport = of.get("fd.cip"), of.get("fd.cport"), of.get("fd.sip"), of.get("fd.sport")
-        if not (cip and sip) and isinstance(of.get("fd.name"), str):
-            if m := _FD_NAME.match(of["fd.name"]):
-                cip, cport, sip, sport = m["cip"], m["cport"], m["sip"], m["sport"]
+        fd_name = of.get("fd.name")
+        if not (cip and sip) and isinstance(fd_name, str) and (m := _FD_NAME.match(fd_name)):
+            cip, cport, sip, sport = m["cip"], m["cport"], m["sip"], m["sport"]
         workload = of.get("container.id") or of.get("k8s.pod.name") or of.get("container.name")
         cmd = of.get("proc.cmdline")
         return [

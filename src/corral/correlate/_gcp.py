@@ -23,9 +23,9 @@ from corral.correlate._record import (
     LogRecord,
     ReadStats,
     open_text,
-    records_to_batch,
     parse_time,
     proto_name,
+    records_to_batch,
     to_int,
 )
 from corral.correlate._registry import JsonLineReader, register

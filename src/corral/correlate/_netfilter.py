@@ -23,7 +23,7 @@ _BSD = re.compile(
 )
 _ISO = re.compile(r"^(?:<\d+>\d? ?)?(?P<ts>\d{4}-\d\d-\d\dT\S+) (?P<host>\S+) ")
 _PREFIX = re.compile(r"kernel(?:\[\d+\])?:? (?:-\s+-\s+-\s+)?(?:\[\s*[\d.]+\] )?(?P<prefix>.*?)\s*IN=")
-_MONTHS = {m: i for i, m in enumerate("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), 1)}
+_MONTHS = {m: i for i, m in enumerate("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), 1)}  # noqa: SIM905
 
 
 def _action(prefix: str) -> str:

@@ -82,7 +82,7 @@ RECORD_SCHEMA = pa.schema(
     ]
 )
 _FIELD_NAMES = [f.name for f in fields(LogRecord)]
-assert _FIELD_NAMES == RECORD_SCHEMA.names
+assert RECORD_SCHEMA.names == _FIELD_NAMES
 
 
 def records_to_batch(records: list[LogRecord]) -> pa.RecordBatch:

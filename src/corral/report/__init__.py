@@ -1,0 +1,52 @@
+"""Reports people can read: self-contained HTML, terminal summaries, and sharing exports.
+
+``corral.report._html`` is a small toolkit (``page``, ``table``, ``Cell``,
+``cards``, ``details``, ``section``, ``scatter_svg``, ``bars_svg``, ``badge``,
+``code``, ``esc``, ``fmt_time``) that other reports (red-team scorecard, demo)
+build on; it is re-exported here.
+"""
+
+from corral.report._correlation_html import render_correlation_html
+from corral.report._html import (
+    LEVEL_COLORS,
+    Cell,
+    Point,
+    badge,
+    bars_svg,
+    cards,
+    code,
+    details,
+    esc,
+    fmt_time,
+    page,
+    scatter_svg,
+    section,
+    table,
+)
+from corral.report._redact import Redactor, redact_report, redactor_for
+from corral.report._stix import stix_bundle, write_stix
+from corral.report._terminal import print_correlation_summary
+
+__all__ = [
+    "LEVEL_COLORS",
+    "Cell",
+    "Point",
+    "Redactor",
+    "badge",
+    "bars_svg",
+    "cards",
+    "code",
+    "details",
+    "esc",
+    "fmt_time",
+    "page",
+    "print_correlation_summary",
+    "redact_report",
+    "redactor_for",
+    "render_correlation_html",
+    "scatter_svg",
+    "section",
+    "stix_bundle",
+    "table",
+    "write_stix",
+]
