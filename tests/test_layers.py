@@ -22,6 +22,7 @@ LAYERS = [
     "report",
     "integrations",
     "redteam",
+    "demo",
     "cli",
 ]
 RANK = {name: i for i, name in enumerate(LAYERS)}
