@@ -15,6 +15,7 @@ from the failures of the agent's own command, which are data in a
     ├── StoreError               the event store could not be opened, written or queried
     ├── CollectorError           a monitoring collector could not start, or died
     ├── RuleError                a detection rule is invalid (names file and rule)
+    ├── CircuitBreakerTripped    too many alerts of a level in a window; the run must stop
     └── InputError               malformed user input (a command, a log, a trace, a query)
 """
 
@@ -95,6 +96,10 @@ class RuleError(CorralError):
 
     def __str__(self) -> str:
         return "\n".join(str(p) for p in self.problems) or "invalid rule"
+
+
+class CircuitBreakerTripped(CorralError):
+    """Alerts at or above a level exceeded the policy's threshold in its window (action: raise)."""
 
 
 class InputError(CorralError):
