@@ -40,7 +40,7 @@ _WRITE_REDIRECTS = {
     "<>": "write",
 }
 
-_SSH_OPTS = frozenset(["-p", "-i", "-l", "-o", "-L", "-R", "-D", "-J", "-F", "-b", "-c", "-e", "-m", "-O", "-S", "-W", "-w", "-E", "-B", "-Q"])
+_SSH_OPTS = frozenset("-p -i -l -o -L -R -D -J -F -b -c -e -m -O -S -W -w -E -B -Q".split())  # noqa: SIM905
 _EXEC_END = (";", "+", "\\;")
 
 

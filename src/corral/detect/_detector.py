@@ -113,6 +113,10 @@ class Detector:
         infos = self._infos[logsource]
         return [infos[i] for i in self._matchers[logsource](rec)]
 
+    def match_command(self, command: str, language: str = "shell") -> list[RuleInfo]:
+        """Every rule a tool call's records match, including rules that only feed correlations."""
+        return [info for info, _ in self._hits(records(analyze(command, language), {}, language)).values()]
+
     def _hits(self, recs: Mapping[str, list[dict[str, Any]]]) -> dict[str, tuple[RuleInfo, dict[str, Any]]]:
         hits: dict[str, tuple[RuleInfo, dict[str, Any]]] = {}
         for ls in LOGSOURCES:

@@ -145,7 +145,8 @@ def load_rules(paths: Sequence[Path], ov: Overrides) -> LoadedRules:
                 RuleProblem(str(path), None, None, f"not a Sigma rule file: {exc}", "invalid")
             )
             continue
-        for err in coll.errors:
+        in_rules = {id(e) for r in coll.rules for e in r.errors}
+        for err in (e for e in coll.errors if id(e) not in in_rules):
             report.problems.append(RuleProblem(str(path), None, None, str(err), "invalid"))
         for r in coll.rules:
             origin[id(r)] = str(path)
