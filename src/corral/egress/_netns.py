@@ -145,6 +145,7 @@ def create_slot(block: Block, index: int) -> Slot:
             run_nft(sandbox_ruleset(gw, block.proxy_port, block.dns_port, LOG_GROUP))
             for key in ("all", "default"):
                 write_sysctl(f"net.ipv6.conf.{key}.disable_ipv6", "1")
+            write_sysctl("net.ipv4.icmp_ratelimit", "0")  # our own rejects, to ourselves: never delay them
             nflog = open_nflog(LOG_GROUP)
             with IPRoute() as ip:
                 ip.link("set", index=ip.link_lookup(ifname="lo")[0], state="up")

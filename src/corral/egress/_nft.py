@@ -16,6 +16,8 @@ def sandbox_ruleset(gateway: str, proxy_port: int, dns_port: int, log_group: int
 
     ``inet`` covers IPv4 and IPv6. Denied packets are logged to NFLOG and rejected (not dropped), so
     a tool fails at once instead of hanging, and a TCP connect sends one SYN: one attempt, one log.
+    TCP gets a reset (ICMP errors are rate limited per destination, and a limited one means a
+    retransmitted SYN a second later).
     """
     return f"""
 table inet {TABLE} {{
@@ -25,6 +27,7 @@ table inet {TABLE} {{
     ip daddr {gateway} tcp dport {proxy_port} accept
     ip daddr {gateway} udp dport {dns_port} accept
     log prefix "corral-deny " group {log_group}
+    meta l4proto tcp reject with tcp reset
     reject with icmpx admin-prohibited
   }}
   chain input {{
