@@ -124,14 +124,15 @@ def attribute(
              OR e.time BETWEEN s.t0 - {sk} - {TUPLE_SLACK_S} AND s.t1 + {sk} + {TUPLE_SLACK_S}
         UNION ALL
         SELECT m.rid, m.side, cb.cid, 2 FROM (
-            SELECT s.rid, s.side, n.in_ip, coalesce(n.t, s.t0) AS t FROM sides s
+            SELECT s.rid, s.side, n.in_ip, n.out_ip, coalesce(n.t, s.t0) AS t FROM sides s
             JOIN nat n ON s.lip = n.out_ip AND s.lport = n.out_port AND s.rip = n.r_ip AND s.rport = n.r_port
               AND (s.proto IS NULL OR n.proto IS NULL OR s.proto = n.proto) AND s.rid <> n.nrid
             WHERE n.t IS NULL OR s.t0 IS NULL
                OR n.t BETWEEN s.t0 - {sk} - {TUPLE_SLACK_S} AND s.t1 + {sk} + {TUPLE_SLACK_S}
           ) m
           JOIN call_buckets cb ON cb.sandbox_ip = m.in_ip AND cb.b = CAST(floor(m.t / {width}) AS BIGINT)
-          WHERE m.t BETWEEN cb.start - {sk} AND cb."end" + {sk}
+          -- Sandbox addresses may repeat across nodes: the NAT address names the node.
+          WHERE m.t BETWEEN cb.start - {sk} AND cb."end" + {sk} AND (cb.host IS NULL OR cb.host = m.out_ip)
         UNION ALL
         SELECT s.rid, s.side, cb.cid, 3 FROM sides s
           JOIN call_buckets cb ON cb.sandbox_ip = s.lip AND cb.b = CAST(floor(s.t0 / {width}) AS BIGINT)

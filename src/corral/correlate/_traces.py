@@ -22,7 +22,6 @@ from corral.errors import InputError
 from corral.events import Alert, EventStore, NetworkConnection, TraceRecord, trace_records
 
 _ROLL_NAME = re.compile(r"rollout_dump_data\.step_(\d+)\.jsonl(\.gz)?$")
-_ROLL_IDS = re.compile(r"(env|group|episode)[_-]?(\d+)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)

@@ -77,6 +77,7 @@ document.querySelectorAll('input.filter').forEach(function(inp){
       r.style.display=r.textContent.toLowerCase().indexOf(q)>=0?'':'none';});
   });
 });
+document.body.setAttribute('data-ready','1');
 """
 
 

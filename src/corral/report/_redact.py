@@ -41,7 +41,8 @@ _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ("host", re.compile(r"\b(?:i|eni|vpc|subnet|vsw|sg|ngw|nat|acl|vm)-[0-9a-z]{6,}\b")),
 ]
 _IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
-_IPV6 = re.compile(r"(?<![0-9A-Fa-f:])(?:[0-9A-Fa-f]{1,4}:){2,7}[0-9A-Fa-f]{0,4}(?![0-9A-Fa-f:])")
+_IPV6 = re.compile(r"(?<![0-9A-Za-z:.])(?=[0-9A-Fa-f:]*:[0-9A-Fa-f:]*:)[0-9A-Fa-f:]{2,39}(?![0-9A-Za-z:])")
+_PSEUDONYM = re.compile(r"(?:int-ip|host|account|wallet|secret)-\d+")
 _INTERNAL_NETS = [
     ipaddress.ip_network(n)
     for n in (
@@ -66,6 +67,8 @@ class Redactor:
         self._names = re.compile("|".join(re.escape(n) for n in names_sorted)) if names_sorted else None
 
     def pseudonym(self, kind: str, value: str) -> str:
+        if _PSEUDONYM.fullmatch(value):
+            return value  # already redacted by an earlier pattern
         key = (kind, value)
         if key not in self._map:
             self._counts[kind] = self._counts.get(kind, 0) + 1
