@@ -78,15 +78,7 @@ class EventStore:
         self._block_s = block_s
         self._sync = sync
         self._host = host
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = _connect(self.path, sync)
-            self._conn.executescript(SCHEMA)
-            self._conn.execute(
-                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-            )
-        except (sqlite3.Error, OSError) as exc:
-            raise StoreError(f"cannot open event store {self.path}: {exc}") from exc
+        self._conn = self._open(sync)
         self._cond = threading.Condition()
         self._pending: list[Event] = []
         self._enqueued = 0
@@ -98,6 +90,29 @@ class EventStore:
         self._closed = False
         self._writer = threading.Thread(target=self._run, name=f"corral-store:{self.path.name}", daemon=True)
         self._writer.start()
+
+    def _open(self, sync: str) -> sqlite3.Connection:
+        # Two processes creating the same store race on the switch to WAL, which does not wait
+        # on the busy handler: retry for a while before giving up.
+        deadline = time.monotonic() + _BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                conn = _connect(self.path, sync)
+                try:
+                    conn.executescript(SCHEMA)
+                    version = (str(SCHEMA_VERSION),)
+                    conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", version)
+                except BaseException:
+                    conn.close()
+                    raise
+                return conn
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise StoreError(f"cannot open event store {self.path}: {exc}") from exc
+                time.sleep(0.05)
+            except (sqlite3.Error, OSError) as exc:
+                raise StoreError(f"cannot open event store {self.path}: {exc}") from exc
 
     # -- writing -----------------------------------------------------------------
 

@@ -11,6 +11,7 @@ every record a CPU wrote before a point in time has been read.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import resource
 import shutil
@@ -99,9 +100,11 @@ def spawn(
     if exe is None:
         raise CollectorError(f"{bpftrace} not found: the exec collector needs it (apt install bpftrace)")
     ensure_tracefs()
-    env = {**os.environ, "BPFTRACE_STRLEN": str(strlen), "BPFTRACE_PERF_RB_PAGES": "1024"}
+    # Ring buffers absorb bursts while the reader catches up: 64 MiB in all, 1-16 MiB per CPU.
+    pages = max(256, min(4096, (64 << 20) // 4096 // max(1, os.cpu_count() or 1)))
+    env = {**os.environ, "BPFTRACE_STRLEN": str(strlen), "BPFTRACE_PERF_RB_PAGES": str(pages)}
     try:
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             [exe, "-B", "line", "-f", "json", "-e", script(max_args), str(exclude_cgroup)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -113,3 +116,7 @@ def spawn(
         )
     except OSError as exc:
         raise CollectorError(f"cannot start {exe}: {exc}") from exc
+    if proc.stdout is not None:  # a deeper pipe, so a slow reader stalls bpftrace less
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(proc.stdout.fileno(), fcntl.F_SETPIPE_SZ, 1 << 20)
+    return proc
