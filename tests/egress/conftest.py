@@ -8,12 +8,18 @@ namespace (the "host" of these tests), so nothing here can reach a real network;
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import http.server
+import io
 import os
+import shutil
 import socket
 import socketserver
+import ssl
 import subprocess
+import tempfile
 import threading
+import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -92,12 +98,17 @@ def _recording_udp(listener: Listener) -> type[socketserver.BaseRequestHandler]:
     return H
 
 
-def _http_handler(peers: list[tuple[str, int]], body: bytes) -> type[http.server.BaseHTTPRequestHandler]:
+def _http_handler(
+    peers: list[tuple[str, int]], body: bytes, routes: Mapping[str, bytes]
+) -> type[http.server.BaseHTTPRequestHandler]:
     class H(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             peers.append(self.client_address[:2])
-            data = body + self.path.encode()
+            data = routes.get(self.path, body + self.path.encode())
             self.send_response(200)
+            self.send_header(
+                "Content-Type", "text/html" if self.path.endswith("/") else "application/octet-stream"
+            )
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
@@ -122,7 +133,7 @@ class _UDP(socketserver.ThreadingUDPServer):
 
 
 def make_outside(
-    name: str, host_if: str, subnet: int, ips: Sequence[str] = (), http_port: int = 80
+    name: str, host_if: str, subnet: int, ips: Sequence[str] = (), tls: tuple[str, str] | None = None
 ) -> OutsideHost:
     """A namespace reachable from the test's host netns over a veth: 198.18.<subnet>.0/30 (+ extra IPs)."""
     host_ip, ip = f"198.18.{subnet}.1", f"198.18.{subnet}.2"
@@ -149,12 +160,47 @@ def make_outside(
         servers.append(_TCP(("0.0.0.0", 3333), _recording_tcp(listeners["pool"])))
         servers.append(_UDP(("0.0.0.0", 5353), _recording_udp(listeners["udp"])))
         servers.append(_TCP6(("::", 2222), _recording_tcp(listeners["ssh6"])))
+        routes = package_index()
         servers.append(
-            http.server.ThreadingHTTPServer(("0.0.0.0", http_port), _http_handler(peers, b"hello from "))
+            http.server.ThreadingHTTPServer(("0.0.0.0", 80), _http_handler(peers, b"hello from ", routes))
         )
+        if tls is not None:
+            https = http.server.ThreadingHTTPServer(
+                ("0.0.0.0", 443), _http_handler(peers, b"tls hello from ", routes)
+            )
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*tls)
+            https.socket = ctx.wrap_socket(https.socket, server_side=True)
+            servers.append(https)
     for s in servers:
         _serve(s)
     return OutsideHost(name, fd, host_ip, ip, ip6, listeners, peers, servers)
+
+
+def _wheel() -> bytes:
+    files = {
+        "tinypkg/__init__.py": b"VALUE = 42\n",
+        "tinypkg-0.1.dist-info/METADATA": b"Metadata-Version: 2.1\nName: tinypkg\nVersion: 0.1\n",
+        "tinypkg-0.1.dist-info/WHEEL": b"Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = "".join(f"{n},,\n" for n in files) + "tinypkg-0.1.dist-info/RECORD,,\n"
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for n, data in files.items():
+            z.writestr(n, data)
+        z.writestr("tinypkg-0.1.dist-info/RECORD", record)
+    return buf.getvalue()
+
+
+def package_index() -> dict[str, bytes]:
+    """A PEP 503 simple index with one wheel, served by the outside host."""
+    wheel = _wheel()
+    digest = hashlib.sha256(wheel).hexdigest()
+    page = f'<a href="/files/tinypkg-0.1-py3-none-any.whl#sha256={digest}">tinypkg-0.1-py3-none-any.whl</a>'
+    return {
+        "/simple/tinypkg/": f"<html><body>{page}</body></html>".encode(),
+        "/files/tinypkg-0.1-py3-none-any.whl": wheel,
+    }
 
 
 def remove_outside(o: OutsideHost) -> None:
@@ -166,8 +212,27 @@ def remove_outside(o: OutsideHost) -> None:
 
 
 @pytest.fixture(scope="module")
-def outside(private_host: None) -> Iterator[OutsideHost]:
-    o = make_outside(f"ct-out-{os.getpid()}", "ctouth", 7)
+def tls_cert() -> Iterator[tuple[str, str]]:
+    d = shared_tmpdir()
+    cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+    sh("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+       "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=pkg.test",
+       "-addext", "subjectAltName=DNS:pkg.test")  # fmt: skip
+    os.chmod(cert, 0o644)
+    yield cert, key
+    shutil.rmtree(d)
+
+
+def shared_tmpdir(mode: int = 0o755) -> str:
+    """A directory the sandbox uid can reach (pytest's tmp dirs sit under a root-only parent)."""
+    d = tempfile.mkdtemp(prefix="corral-egress-test-")
+    os.chmod(d, mode)
+    return d
+
+
+@pytest.fixture(scope="module")
+def outside(private_host: None, tls_cert: tuple[str, str]) -> Iterator[OutsideHost]:
+    o = make_outside(f"ct-out-{os.getpid()}", "ctouth", 7, tls=tls_cert)
     yield o
     remove_outside(o)
 
@@ -183,7 +248,7 @@ def metadata(private_host: None) -> Iterator[OutsideHost]:
 def sandbox_run(
     att: NetworkAttachment, argv: Sequence[str], timeout: float = 15, env: Mapping[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Launch as the sandbox does: setns into the attachment's netns, bind its files, drop to a non-root uid."""
+    """Launch as the sandbox does: setns into the netns, bind the attachment's files, drop to uid 65534."""
     fd = os.open(att.netns_path, os.O_RDONLY)
     files = dict(att.files)
 

