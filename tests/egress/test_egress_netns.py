@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from dnslib import QTYPE, RCODE, DNSRecord
+from egress_support import OutsideHost, sandbox_run, shared_tmpdir
 
-from conftest import OutsideHost, sandbox_run, shared_tmpdir
 from corral.egress import Egress, NetworkAttachment
 from corral.errors import EgressError
 from corral.events import Event, TraceContext
