@@ -209,7 +209,10 @@ class _Analyzer:
             return argv, None
         output = self.run(argv, stdin, depth, source, parent, background, privileged=False)
         for path, op in writes:
-            self.out.files.append(FileOp(path, op, tuple(argv), output if output is not None else stdin))
+            contents = output if output is not None else stdin
+            self.out.files.append(FileOp(path, op, tuple(argv), contents))
+            if contents and contents not in self.seen:
+                self.payload("file", contents)
         return argv, output
 
     def run(
