@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from corral.detect import EVENT_LOGSOURCE, Detector, RuleInfo
-from corral.events import Event, TraceContext, ToolCall
+from corral.events import Alert, Event, TraceContext
 
 DETECTOR = Detector.builtin()
 RULES = sorted(DETECTOR.rules, key=lambda r: r.path)
@@ -50,32 +50,30 @@ def test_rule_examples(rule: RuleInfo) -> None:
     "rule", [r for r in RULES if r.logsource == "correlation"], ids=lambda r: r.path.rsplit("rules/", 1)[-1]
 )
 def test_correlation_examples(rule: RuleInfo) -> None:
-    """A fresh detector: the rule fires exactly when the count is reached, for the same group only."""
+    """A fresh detector: the rule fires exactly when the threshold is reached, and per group."""
     spec = rule.tests
     det = Detector.builtin()
-    count = int(spec["count"])
     ctx = TraceContext(run_id="r", episode_id="e1", step=1)
-    fired_at = []
-    for i in range(count):
-        ev = _event(spec["event"], i, ctx)
-        if rule.id in {a.data.rule_id for a in det.observe(ev)}:  # type: ignore[union-attr]
-            fired_at.append(i + 1)
+    if "sequence" in spec:
+        steps = spec["sequence"]
+        fired = [rule.id in _feed(det, step, i, ctx) for i, step in enumerate(steps)]
+        assert fired == [False] * (len(steps) - 1) + [True]
+        return
+    count = int(spec["count"])
+    fired_at = [i + 1 for i in range(count) if rule.id in _feed(det, spec["event"], i, ctx)]
     assert fired_at == [count]
     other = TraceContext(run_id="r", episode_id="e2", step=1)
-    assert not any(
-        rule.id in {a.data.rule_id for a in det.observe(_event(spec["event"], i, other))}  # type: ignore[union-attr]
-        for i in range(count - 1)
-    )
+    for i in range(count - 1):  # a second group starts from zero
+        assert rule.id not in _feed(det, spec["event"], i, other, sandbox="sb2")
 
 
-def _event(template: dict[str, Any], i: int, ctx: TraceContext) -> Event:
-    data = {k: (v.format(i=i) if isinstance(v, str) else v) for k, v in template.items()}
-    if "DestinationPort" in data and data["DestinationPort"] == "{i}":
+def _feed(det: Detector, step: Any, i: int, ctx: TraceContext, sandbox: str = "sb1") -> set[str]:
+    if isinstance(step, str):
+        return set(det.inspect_command(step, ctx=ctx, sandbox_id=sandbox).rules)
+    data = {k: (v.format(i=i) if isinstance(v, str) else v) for k, v in step.items()}
+    if data.get("DestinationPort") == str(i):
         data["DestinationPort"] = 1000 + i
-    return Event.model_validate(
-        {"time_ns": 1_000_000_000 * (1000 + i), "sandbox_id": "sb1", "ctx": ctx, "data": data}
+    ev = Event.model_validate(
+        {"time_ns": 1_000_000_000 * (1000 + i), "sandbox_id": sandbox, "ctx": ctx, "data": data}
     )
-
-
-def test_toolcall_import_is_used() -> None:
-    assert ToolCall(command="x", start_ns=0).command == "x"
+    return {a.data.rule_id for a in det.observe(ev) if isinstance(a.data, Alert)}
