@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -13,6 +14,7 @@ from dnslib import QTYPE, RCODE, DNSRecord
 from egress_support import OutsideHost, sandbox_run, shared_tmpdir
 
 from corral.egress import Egress, NetworkAttachment
+from corral.egress._nsutil import in_netns
 from corral.errors import EgressError
 from corral.events import Event, TraceContext
 from corral.policy import Policy
@@ -336,3 +338,29 @@ def test_pip_installs_from_a_local_index_through_the_proxy(
     )
     assert r.returncode != 0
     shutil.rmtree(dest)
+
+
+def test_flow_that_outlives_its_call_keeps_the_calls_context(
+    att: NetworkAttachment, outside: OutsideHost
+) -> None:
+    a, b = TraceContext(run_id="r1", tool_call_id="call-a"), TraceContext(run_id="r1", tool_call_id="call-b")
+    fd = os.open(att.netns_path, os.O_RDONLY)
+    try:
+        att.begin_call(a)
+        with in_netns(fd):
+            s = socket.create_connection((att.gateway, att.proxy_port), timeout=5)
+        s.sendall(f"CONNECT {outside.ip}:80 HTTP/1.1\r\n\r\n".encode())
+        assert s.recv(100).startswith(b"HTTP/1.1 200")
+        att.end_call()
+        att.begin_call(b)
+        s.sendall(b"GET /late HTTP/1.0\r\n\r\n")
+        assert b"hello from /late" in s.recv(1000)
+        s.close()
+        time.sleep(0.2)
+        att.end_call()
+    finally:
+        os.close(fd)
+    evs = [
+        e for e in att_events(att) if e.data.proxy_protocol == "http-connect" and e.data.DestinationPort == 80
+    ]  # type: ignore[union-attr]
+    assert evs and evs[-1].ctx == a

@@ -60,7 +60,7 @@ class _Attached:
     seen: dict[tuple[object, ...], float] = field(default_factory=dict)
 
     # FlowOwner protocol (used by the proxy)
-    def record(self, rec: Record, start_ns: int, client: tuple[str, int]) -> None:
+    def record(self, rec: Record, start_ns: int, client: tuple[str, int], ctx: TraceContext) -> None:
         host_is_ip = rec.host is not None and parse_ip(rec.host) is not None
         out = rec.outside
         self.egress.emit_event(
@@ -84,6 +84,7 @@ class _Attached:
                 outside_dst_port=out.remote_port if out else None,
             ),
             start_ns,
+            ctx,
         )
 
     def track(self, closer: Callable[[], None]) -> Callable[[], None]:
@@ -318,13 +319,17 @@ class Egress:
         return await self.resolver(name)
 
     def emit_event(
-        self, st: _Attached, payload: NetworkConnection | DnsQuery, time_ns: int | None = None
+        self,
+        st: _Attached,
+        payload: NetworkConnection | DnsQuery,
+        time_ns: int | None = None,
+        ctx: TraceContext | None = None,
     ) -> None:
         ev = Event(
             time_ns=time_ns or time.time_ns(),
             host=self.host,
             sandbox_id=st.sandbox_id,
-            ctx=st.ctx,
+            ctx=ctx or st.ctx,
             data=payload,
         )
         with contextlib.suppress(Exception):  # a failing sink must not kill the loop; the store reports it
@@ -375,6 +380,8 @@ class Egress:
         if st is None:
             return
         now = time.monotonic()
+        if len(st.seen) > 4096:  # forget attempts older than the window
+            st.seen = {k: t for k, t in st.seen.items() if now - t < DEDUP_WINDOW_S}
         for p in packets:
             key = p.attempt_key()
             last = st.seen.get(key)
@@ -436,4 +443,6 @@ class Egress:
             "NO_PROXY": no_proxy,
             "no_proxy": no_proxy,
             "PIP_PROXY": http,
+            "npm_config_proxy": http,
+            "npm_config_https_proxy": http,
         }

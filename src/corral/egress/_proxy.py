@@ -30,6 +30,7 @@ from corral.egress._flow import (
     ServerData,
 )
 from corral.egress._rules import Rules
+from corral.events import TraceContext
 
 IP_FREEBIND = 15
 DIAL_TIMEOUT_S = 10.0
@@ -56,8 +57,9 @@ class FlowOwner(Protocol):
     """What the proxy needs to know about the sandbox a connection came from."""
 
     account: Account
+    ctx: TraceContext
 
-    def record(self, rec: Record, start_ns: int, client: tuple[str, int]) -> None: ...
+    def record(self, rec: Record, start_ns: int, client: tuple[str, int], ctx: TraceContext) -> None: ...
 
     def track(self, closer: Callable[[], None]) -> Callable[[], None]: ...
 
@@ -99,6 +101,7 @@ class _Conn:
         self.server_writer: asyncio.StreamWriter | None = None
         self.tasks: set[asyncio.Task[None]] = set()
         self.start_ns = time.time_ns()
+        self.ctx = owner.ctx  # the call that opened the flow owns it, even if the flow outlives the call
         self.closed = False
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -169,7 +172,7 @@ class _Conn:
         elif isinstance(cmd, Dial):
             self._spawn(self._do_dial(cmd.ip, cmd.port))
         elif isinstance(cmd, Record):
-            self.owner.record(cmd, self.start_ns, self.client)
+            self.owner.record(cmd, self.start_ns, self.client, self.ctx)
         elif isinstance(cmd, CloseAll):
             if self.server_writer is not None and self.server_writer.can_write_eof():
                 with contextlib.suppress(Exception):
