@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from corral.errors import InputError, SandboxClosedError
-from corral.events import EventStore, TraceContext
+from corral.events import Event, EventStore, TraceContext
 from corral.harness import Harness, Sandbox
 from corral.integrations.service._metrics import ServiceMetrics
 from corral.integrations.service._models import SandboxInfo
@@ -44,6 +44,7 @@ class NodeService:
         max_sandboxes: int = 4096,
         reap_interval_s: float = 1.0,
         host: str | None = None,
+        event_sinks: Sequence[Callable[[Event], None]] = (),
     ) -> None:
         if "default" not in policies:
             raise InputError("the service needs a policy named 'default'")
@@ -53,7 +54,7 @@ class NodeService:
         self.default_lease_s = default_lease_s
         self.max_sandboxes = max_sandboxes
         self._harnesses = {
-            name: Harness(p, store=store, sinks=[self.metrics.observe], host=host)
+            name: Harness(p, store=store, sinks=[self.metrics.observe, *event_sinks], host=host)
             for name, p in policies.items()
         }
         self._leases: dict[str, _Lease] = {}
