@@ -365,3 +365,14 @@ def test_flow_that_outlives_its_call_keeps_the_calls_context(
         os.close(fd)
     flows = [e for e in att_events(att) if e.type == "network_connection" and e.data.layer == "proxy"]  # type: ignore[union-attr]
     assert flows[-1].data.DestinationPort == 80 and flows[-1].ctx == a  # type: ignore[union-attr]
+
+
+def test_host_side_link_never_forwards(egress: Egress, att: NetworkAttachment) -> None:
+    assert att.sandbox_ip is not None
+    slot = egress.block.slot_of(att.sandbox_ip)
+    assert slot is not None
+    name = egress.block.host_if(slot)
+    with open(f"/proc/sys/net/ipv4/conf/{name}/forwarding") as f:
+        assert f.read().strip() == "0"
+    with open(f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6") as f:
+        assert f.read().strip() == "1"

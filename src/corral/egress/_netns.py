@@ -137,6 +137,10 @@ def create_slot(block: Block, index: int) -> Slot:
         with IPRoute() as ip:
             ip.link("add", ifname=host_if, kind="veth", peer={"ifname": "eth0", "net_ns_fd": ns_fd})
             idx = ip.link_lookup(ifname=host_if)[0]
+            # Defence in depth: even on a node with forwarding on, nothing that arrives from a sandbox
+            # is ever forwarded (the per-interface flag is checked on input), and no IPv6 on the link.
+            write_sysctl(f"net.ipv4.conf.{host_if}.forwarding", "0")
+            write_sysctl(f"net.ipv6.conf.{host_if}.disable_ipv6", "1")
             ip.addr("add", index=idx, address=gw, prefixlen=32)
             ip.link("set", index=idx, state="up")
             ip.route("add", dst=f"{sip}/32", oif=idx, prefsrc=gw)
