@@ -469,6 +469,8 @@ class _Analyzer:
             if name in ("rsync", "scp") and ":" in operands[-1]:
                 return
             files.append(FileOp(operands[-1], "link" if name == "ln" else "write", me, None))
+            if name == "mv":  # the source is gone from where the tests (or logs) expect it
+                files.extend(FileOp(p, "delete", me, None) for p in operands[:-1])
         elif name in ("rm", "unlink", "shred", "rmdir", "srm", "wipe"):
             for p in operands:
                 files.append(FileOp(p, "delete", me, None))
