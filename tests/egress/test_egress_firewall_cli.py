@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from click.testing import Result
+from typer.testing import CliRunner
 
+from corral.cli import app
 from corral.egress._export import render
+from corral.egress._nsutil import in_netns
 from corral.errors import RegistryError
 from corral.policy import Policy
 
@@ -21,7 +24,6 @@ network:
   allow: [pypi.org, "*.pythonhosted.org:443,80", "198.18.7.2:80", {cidr: 10.20.0.0/16, ports: [5432]}]
   deny: [evil.pythonhosted.org, 10.20.30.0/24]
 """
-CORRAL = [str(Path(sys.executable).parent / "corral")]
 
 
 @pytest.fixture
@@ -31,9 +33,8 @@ def policy_file(tmp_path: Path) -> Path:
     return p
 
 
-def corral(*args: str, netns: str | None = None) -> subprocess.CompletedProcess[str]:
-    prefix = ["ip", "netns", "exec", netns] if netns else []
-    return subprocess.run([*prefix, *CORRAL, *args], capture_output=True, text=True, timeout=30)
+def corral(*args: str) -> Result:
+    return CliRunner().invoke(app, list(args))
 
 
 def test_networkpolicy_form() -> None:
@@ -74,29 +75,29 @@ def test_cli_export_and_dry_run(policy_file: Path) -> None:
     r = corral(
         "firewall", "export", "--format", "cilium", "--policy", str(policy_file), "--selector", "team=rl"
     )
-    assert r.returncode == 0, r.stderr
+    assert r.exit_code == 0, r.output
     assert yaml.safe_load(r.stdout)["spec"]["endpointSelector"] == {"matchLabels": {"team": "rl"}}
     r = corral("firewall", "apply", "--dry-run", "--policy", str(policy_file))
-    assert (
-        r.returncode == 0
-        and r.stdout.startswith("# corral node firewall")
-        and "198.18.7.2/32 . 80" in r.stdout
-    )
+    assert r.exit_code == 0 and r.stdout.startswith("# corral node firewall")
+    assert "198.18.7.2/32 . 80" in r.stdout
     r = corral("firewall", "export", "--format", "pf", "--policy", str(policy_file))
-    assert r.returncode == 2 and "unknown firewall format" in r.stderr
+    assert r.exit_code == 2 and "unknown firewall format" in r.output
 
 
 def test_cli_apply_installs_own_table_in_a_private_netns(policy_file: Path) -> None:
     ns = f"ct-fw-{os.getpid()}"
     subprocess.run(["ip", "netns", "add", ns], check=True)
+    fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
     try:
         for _ in range(2):  # applying twice replaces the table, never duplicates it
-            r = corral("firewall", "apply", "--policy", str(policy_file), netns=ns)
-            assert r.returncode == 0, r.stderr
+            with in_netns(fd):  # this thread only; nft talks to the netns it is in
+                r = corral("firewall", "apply", "--policy", str(policy_file))
+            assert r.exit_code == 0, r.output
         out = subprocess.run(
             ["ip", "netns", "exec", ns, "nft", "list", "ruleset"], capture_output=True, text=True
         )
         assert out.stdout.count("table inet corral_node") == 1
         assert "10.20.30.0/24" in out.stdout and "log prefix" in out.stdout
     finally:
+        os.close(fd)
         subprocess.run(["ip", "netns", "del", ns], check=False)

@@ -72,9 +72,9 @@ def _py(code: str) -> list[str]:
     return ["python3", "-c", code]
 
 
-def _connect_code(host: str, port: int, family: str = "AF_INET") -> str:
+def _connect_code(host: str, port: int, family: str = "AF_INET", timeout: float = 3) -> str:
     return (
-        f"import socket,sys\ns=socket.socket(socket.{family});s.settimeout(3)\n"
+        f"import socket,sys\ns=socket.socket(socket.{family});s.settimeout({timeout})\n"
         f"try:\n s.connect(({host!r},{port}));print('CONNECTED')\nexcept OSError as e:\n print('FAIL',e)"
     )
 
@@ -376,3 +376,26 @@ def test_host_side_link_never_forwards(egress: Egress, att: NetworkAttachment) -
         assert f.read().strip() == "0"
     with open(f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6") as f:
         assert f.read().strip() == "1"
+
+
+def test_check_fails_closed_when_the_rules_are_gone(
+    private_host: None, outside: OutsideHost, sink: Sink
+) -> None:
+    with Egress.start(Policy.from_yaml(POLICY), sink, pool_size=0) as eg:
+        att = eg.attach("sb-norules")
+        att.check()
+        subprocess.run(
+            ["ip", "netns", "exec", os.path.basename(att.netns_path), "nft", "flush", "ruleset"], check=True
+        )
+        with pytest.raises(EgressError, match="nftables rules are missing"):
+            att.check()
+        # the host-side table still holds: only the proxy and DNS answer, nothing else on the host
+        with socket.create_server(("0.0.0.0", 18080)) as host_service:
+            host_service.settimeout(0.5)
+            for host in (att.gateway, "198.18.7.1"):
+                assert sandbox_run(att, _py(_connect_code(host, 18080, timeout=1))).stdout.startswith("FAIL")
+            with pytest.raises(TimeoutError):
+                host_service.accept()
+        r = sandbox_run(att, ["curl", "-sS", "--max-time", "5", "http://pkg.test/still"])
+        assert r.stdout == "hello from /still"
+        att.close()

@@ -9,6 +9,7 @@ import typer
 
 from corral.cli._app import app, fail
 from corral.egress._export import FORMATS, ExportOptions, apply_script, render, render_nftables
+from corral.egress._netns import DEFAULT_BASE
 from corral.egress._nft import run_nft
 from corral.errors import CorralError
 from corral.policy import Policy
@@ -20,7 +21,7 @@ app.add_typer(firewall_app, name="firewall")
 
 _POLICY = typer.Option(None, "--policy", "-p", help="Policy YAML (default: the embedded default).")
 _SOURCE = typer.Option(
-    ["10.231.0.0/16"], "--source", help="Sandbox source addresses on the node (repeatable; the egress base)."
+    [DEFAULT_BASE], "--source", help="Sandbox source addresses on the node (repeatable; the egress base)."
 )
 
 

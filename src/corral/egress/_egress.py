@@ -36,6 +36,8 @@ from corral.egress._netns import (
     release_block,
 )
 from corral.egress._nflog import LoggedPacket, parse_messages
+from corral.egress._nft import TABLE, run_nft
+from corral.egress._nsutil import in_netns
 from corral.egress._proxy import ProxyServer, listening_socket
 from corral.egress._rules import Rules, parse_ip
 from corral.errors import EgressError
@@ -426,6 +428,12 @@ class Egress:
         problem = self._call(self._health(), timeout=2.0)
         if problem is None and not os.path.exists(st.slot.netns_path):
             problem = f"sandbox netns {st.slot.netns_path} is gone"
+        if problem is None:
+            try:
+                with in_netns(st.slot.ns_fd):
+                    run_nft(f"list chain inet {TABLE} output")
+            except EgressError as exc:
+                problem = f"the sandbox's nftables rules are missing ({exc})"
         if problem is not None:
             raise EgressError(f"egress failed ({problem}); the sandbox has no network")
 

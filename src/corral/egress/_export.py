@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from corral.egress._netns import DEFAULT_BASE
 from corral.egress._rules import ALWAYS_DENIED, DEFAULT_PORTS
 from corral.policy import NetworkSection
 from corral.policy._network import NetworkEntry
@@ -22,7 +23,7 @@ METADATA = tuple(str(net) for net, why in ALWAYS_DENIED if why == "metadata")
 
 @dataclass(frozen=True)
 class ExportOptions:
-    sources: tuple[str, ...] = ("10.231.0.0/16",)  # sandbox addresses on the node (the egress base)
+    sources: tuple[str, ...] = (DEFAULT_BASE,)  # sandbox addresses on the node (the egress base)
     proxy_port: int = 3128
     dns_port: int = 53
     log_group: int = 7

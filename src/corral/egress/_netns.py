@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pyroute2 import IPRoute
 
 from corral.egress._nflog import open_nflog
-from corral.egress._nft import run_nft, sandbox_ruleset
+from corral.egress._nft import host_ruleset, host_table, run_nft, sandbox_ruleset
 from corral.egress._nsutil import NETNS_DIR, create_named_netns, in_netns, remove_named_netns, write_sysctl
 from corral.errors import EgressError
 
@@ -88,13 +88,20 @@ def claim_block(base: str = DEFAULT_BASE, proxy_port: int = 3128, dns_port: int 
             os.close(fd)
             continue
         block = Block(i, sub, fd, proxy_port, dns_port)
-        sweep_block(block)
+        try:
+            sweep_block(block)
+            run_nft(host_ruleset(i, block.if_prefix, block.gateway, proxy_port, dns_port))
+        except BaseException:
+            os.close(fd)
+            raise
         return block
     raise EgressError(f"no free address block left in {base}: too many Corral egress instances on this node")
 
 
 def sweep_block(block: Block) -> None:
-    """Delete veths and netns named for ``block`` (left by a crashed owner)."""
+    """Delete veths, netns and the host table named for ``block`` (left by a crashed owner)."""
+    t = host_table(block.index)
+    run_nft(f"add table inet {t}\ndelete table inet {t}\n")
     with IPRoute() as ip:
         for link in ip.get_links():
             name = link.get_attr("IFLA_IFNAME") or ""

@@ -39,6 +39,34 @@ table inet {TABLE} {{
 """
 
 
+def host_table(block_index: int) -> str:
+    return f"corral_host_{block_index:02d}"
+
+
+def host_ruleset(block_index: int, if_prefix: str, gateway: str, proxy_port: int, dns_port: int) -> str:
+    """The host side of the same rule, in the host netns, for this egress's veths only: a sandbox whose
+    own rules were lost still reaches nothing on the host but the proxy and DNS, and is never forwarded."""
+    t = host_table(block_index)
+    return f"""
+add table inet {t}
+delete table inet {t}
+table inet {t} {{
+  chain input {{
+    type filter hook input priority -10; policy accept;
+    iifname != "{if_prefix}*" accept
+    ct state established,related accept
+    ip daddr {gateway} tcp dport {proxy_port} accept
+    ip daddr {gateway} udp dport {dns_port} accept
+    drop
+  }}
+  chain forward {{
+    type filter hook forward priority -10; policy accept;
+    iifname "{if_prefix}*" drop
+  }}
+}}
+"""
+
+
 class _Lib:
     _lock = threading.Lock()
     _lib: ctypes.CDLL | None = None
