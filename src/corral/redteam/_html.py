@@ -70,7 +70,8 @@ def policy_in_words(p: dict[str, Any]) -> list[tuple[str, str]]:
 
 def _entry(e: dict[str, Any]) -> str:
     target = e.get("domain") or e.get("cidr") or "?"
-    return f"{target}:{','.join(map(str, e['ports']))}" if e.get("ports") else str(target)
+    ports = e.get("ports") or (443,)  # an allow entry without ports means 443
+    return f"{target}:{','.join(map(str, ports))}"
 
 
 def _mark(ok: bool) -> str:

@@ -27,6 +27,19 @@ def _line_of(text: str, name: object) -> int | None:
     return None
 
 
+def _field_line(text: str, start: int | None, key: object) -> int | None:
+    """The line of ``key:`` inside the scenario starting at ``start`` (else the scenario's own line)."""
+    if start is None:
+        return None
+    lines = text.splitlines()
+    for i in range(start, len(lines)):
+        if re.match(r"\s*-\s*name:", lines[i]):
+            break  # the next scenario
+        if re.match(rf"\s+{re.escape(str(key))}\s*:", lines[i]):
+            return i + 1
+    return start
+
+
 def _load_file(path: Path, problems: list[Problem]) -> list[Scenario]:
     text = path.read_text("utf-8")
     try:
@@ -51,7 +64,8 @@ def _load_file(path: Path, problems: list[Problem]) -> list[Scenario]:
         except ValidationError as exc:
             for e in exc.errors():
                 loc = ".".join(str(x) for x in e["loc"])
-                problems.append(Problem(e["msg"], str(path), f"{name or f'scenarios[{i}]'}.{loc}", line))
+                where = f"{name or f'scenarios[{i}]'}.{loc}"
+                problems.append(Problem(e["msg"], str(path), where, _field_line(text, line, e["loc"][0])))
             continue
         for rel in sc.files.values():
             if not rel.startswith("@") and not (path.parent / rel).is_file():
