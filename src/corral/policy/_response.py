@@ -141,9 +141,7 @@ class StdoutSinkConfig(Section):
     min_level: LevelName = "medium"
 
 
-SinkConfig = Annotated[
-    WebhookSinkConfig | SyslogSinkConfig | StdoutSinkConfig, Field(discriminator="type")
-]
+SinkConfig = Annotated[WebhookSinkConfig | SyslogSinkConfig | StdoutSinkConfig, Field(discriminator="type")]
 
 
 class GroupingSection(Section):
