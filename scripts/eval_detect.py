@@ -57,7 +57,9 @@ def main() -> int:
             if r.alerts:
                 fp_alert += 1
                 fp_block += r.verdict == "block"
-                fps.append(f"  [{r.verdict}] {item['command']!r} <- {', '.join(titles.get(x, x) for x in r.rules)}")
+                fps.append(
+                    f"  [{r.verdict}] {item['command']!r} <- {', '.join(titles.get(x, x) for x in r.rules)}"
+                )
     total_hit = sum(h for h, _ in hits.values())
     total = sum(n for _, n in hits.values())
     print(f"{'category':<22}{'recall':>8}{'detected':>10}{'other-cat':>11}")
@@ -65,8 +67,10 @@ def main() -> int:
         h, n = hits[cat]
         print(f"{cat:<22}{h / n:>8.1%}{f'{h}/{n}':>10}{wrong_category[cat]:>11}")
     print(f"{'ALL':<22}{total_hit / max(total, 1):>8.1%}{f'{total_hit}/{total}':>10}")
-    print(f"benign: {benign}, false positives alerting: {fp_alert} ({fp_alert / max(benign, 1):.1%}), "
-          f"blocking: {fp_block} ({fp_block / max(benign, 1):.1%})")
+    print(
+        f"benign: {benign}, false positives alerting: {fp_alert} ({fp_alert / max(benign, 1):.1%}), "
+        f"blocking: {fp_block} ({fp_block / max(benign, 1):.1%})"
+    )
     if args.show_misses:
         print("missed:", *misses, sep="\n")
         print("false positives:", *fps, sep="\n")

@@ -21,7 +21,7 @@ _CALLS = (
     r"call|check_call|check_output|run|Popen|getoutput|getstatusoutput|shell_exec|passthru|proc_open|"
     r"pcntl_exec|popen3|capture[23]e?|pipeline|execute|spawn"
 )
-_CALL_RE = re.compile(r"(?<![\w.])(?:[\w.]+\.)?(?:" + _CALLS + r")\s*(?:\(\s*|\s+(?=['\"]))")
+_CALL_RE = re.compile(r"(?<!\w)(?:" + _CALLS + r")\s*(?:\(\s*|\s+(?=['\"]))")
 _BACKTICK_RE = re.compile(r"`([^`\n]{2,})`|\bqx\s*[({\[/]([^)}\]/]+)[)}\]/]|%x\(([^)]+)\)")
 _B64_CALL_RE = re.compile(
     r"(?:b64decode|decodebytes|decode_base64|base64_decode|base64\.decode|atob|unpack1?\s*\(?\s*['\"]m0?['\"]\s*,?|"
@@ -101,6 +101,6 @@ def decode_literals(code: str) -> Iterator[str]:
     """Texts of base64 string literals the code decodes."""
     for rx in (_B64_CALL_RE, _BUFFER_RE):
         for m in rx.finditer(code):
-            text = b64(unquote(m.group(1)))
+            text = b64(unquote(m.group(1)), min_len=4)  # an explicit decode call: short is fine
             if text is not None:
                 yield text

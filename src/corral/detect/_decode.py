@@ -6,7 +6,7 @@ import base64
 import binascii
 import re
 
-_B64_RE = re.compile(r"^[A-Za-z0-9+/=\s_-]{8,}$")
+_B64_RE = re.compile(r"^[A-Za-z0-9+/=\s_-]+$")
 _HEX_RE = re.compile(r"^(?:[0-9a-fA-F]{2}|\\x[0-9a-fA-F]{2}|\s)+$")
 
 
@@ -17,9 +17,9 @@ def _printable(text: str) -> bool:
     return bad <= len(text) // 20
 
 
-def b64(text: str) -> str | None:
+def b64(text: str, min_len: int = 8) -> str | None:
     t = "".join(text.split())
-    if not _B64_RE.match(t) or len(t) < 8:
+    if not _B64_RE.match(t) or len(t) < min_len:
         return None
     t = t.replace("-", "+").replace("_", "/")
     t += "=" * (-len(t) % 4)

@@ -54,6 +54,8 @@ def logsource_key(rule: SigmaRule) -> str:
         return str(cat)
     if cat in ("dns", "dns_query"):
         return "dns_query"
+    if cat is None and product in ("linux", "corral"):
+        return "tool_call"  # generic Linux shell logs (keywords): the agent's command text is that log
     raise Unsupported(f"log source category {cat!r}: Corral has no such events (has {', '.join(LOGSOURCES)})")
 
 

