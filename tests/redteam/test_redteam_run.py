@@ -44,7 +44,12 @@ def test_default_policy_blocks_everything_and_reports(tmp_path: Path) -> None:
     assert card["summary"]["total"] == len(rows) >= 30
     assert card["summary"]["duration_s"] < 120
     # detection: the network attacks are caught by the built-in rules, and the alert names the call
-    for name in ("nc-fifo-reverse-shell", "stratum-miner", "cloud-metadata-credentials", "ssh-reverse-tunnel"):
+    for name in (
+        "nc-fifo-reverse-shell",
+        "stratum-miner",
+        "cloud-metadata-credentials",
+        "ssh-reverse-tunnel",
+    ):
         assert rows[name]["detected"] and rows[name]["attributed"], rows[name]
     assert "blocked" in out and "Red-team scorecard" in out
     assert CHROMIUM, "chromium is required (apt package 'chromium'; listed in ./dev)"
@@ -63,7 +68,7 @@ def test_default_policy_blocks_everything_and_reports(tmp_path: Path) -> None:
 
 def test_processes_allowed_to_survive_fail_the_persistence_scenarios(tmp_path: Path) -> None:
     weak = {"name": "weak-processes", "processes": {"outlive_call": True}}
-    rc, card, out = _redteam(tmp_path, "--only", "persistence", policy=weak)
+    rc, card, _ = _redteam(tmp_path, "--only", "persistence", policy=weak)
     rows = _by_name(card)
     assert rc == 1
     for name in ("survive-nohup", "survive-setsid", "survive-double-fork", "survive-tmux"):
@@ -77,12 +82,23 @@ def test_open_network_to_the_attacker_fails_the_network_scenarios(tmp_path: Path
         "name": "weak-network",
         "network": {
             "mode": "allowlist",
-            "allow": ["198.18.0.44:443", "198.18.0.33:3333", "198.18.0.22:22", "169.254.169.254:80",
-                      "198.18.0.80:80,8080"],
-        },  # fmt: skip
+            "allow": [
+                "198.18.0.44:443",
+                "198.18.0.33:3333",
+                "198.18.0.22:22",
+                "169.254.169.254:80",
+                "198.18.0.80:80,8080",
+            ],
+        },
         "detection": {"actions": ALERT_ONLY},
     }
-    only = ["tunnel", "reverse_shell", "stratum-miner", "cloud-metadata-credentials", "http-upload-exfiltration"]
+    only = [
+        "tunnel",
+        "reverse_shell",
+        "stratum-miner",
+        "cloud-metadata-credentials",
+        "http-upload-exfiltration",
+    ]
     rc, card, out = _redteam(tmp_path, *[a for n in only for a in ("--only", n)], policy=weak)
     rows = _by_name(card)
     assert rc == 1

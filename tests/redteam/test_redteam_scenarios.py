@@ -35,7 +35,7 @@ REQUIRED = {
 
 def test_builtin_scenarios_cover_the_issue() -> None:
     scenarios = load_scenarios()
-    assert REQUIRED <= {s.name for s in scenarios}
+    assert {s.name for s in scenarios} >= REQUIRED
     for s in scenarios:
         assert s.checks, f"{s.name}: no way to tell it was blocked"
         assert s.detect, f"{s.name}: no expected detection category"
@@ -56,7 +56,7 @@ def test_every_placeholder_of_the_builtin_set_is_known() -> None:
 @pytest.mark.parametrize(
     ("text", "values", "out"),
     [
-        ("nc {{relay.ip}} {{ relay.port }}", {"relay.ip": "198.18.0.44", "relay.port": "4444"}, "nc 198.18.0.44 4444"),
+        ("nc {{relay.ip}} {{ relay.port }}", {"relay.ip": "h", "relay.port": "1"}, "nc h 1"),
         ("echo ${HOME} {x}", {}, "echo ${HOME} {x}"),  # shell syntax is left alone
         ("a{{n}}b{{n}}", {"n": "1"}, "a1b1"),
     ],
@@ -68,6 +68,9 @@ def test_render(text: str, values: dict[str, str], out: str) -> None:
 def test_unknown_placeholder_is_an_error() -> None:
     with pytest.raises(InputError, match=r"unknown placeholder \{\{nope\}\}"):
         render("echo {{nope}}", {"a": "b"}, where="t")
+
+
+HEAD = "scenarios:\n  - name: a-b\n    category: x\n    command: c\n"
 
 
 def _write(d: Path, text: str, name: str = "mine.yaml") -> Path:
@@ -91,12 +94,11 @@ def test_user_directory_adds_scenarios(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("yaml_text", "message"),
     [
-        ("scenarios:\n  - name: a-b\n    category: x\n    command: c\n    checks: [bogus]\n", r":5: a-b\.checks"),
+        (HEAD + "    checks: [bogus]\n", r":5: a-b\.checks"),
         ("scenarios:\n  - name: Bad_Name\n    category: x\n    command: c\n", r":2: Bad_Name\.name"),
-        ("scenarios:\n  - name: a-b\n    category: x\n    command: c\n    files: {/etc/x: y}\n", r"files"),
-        ("scenarios:\n  - name: a-b\n    category: x\n    command: c\n    files: {a: missing.py}\n",
-         r"'missing.py' not found"),
-        ("scenarios:\n  - name: a-b\n    category: x\n    command: c\n    runs: rm -rf /\n", r"Extra inputs"),
+        (HEAD + "    files: {/etc/x: y}\n", r"files"),
+        (HEAD + "    files: {a: missing.py}\n", r"'missing.py' not found"),
+        (HEAD + "    runs: rm -rf /\n", r"Extra inputs"),
         ("scenarios: [\n", r"invalid YAML"),
         ("just: a mapping\n", r"'scenarios' list"),
     ],
@@ -110,7 +112,9 @@ def test_invalid_scenarios_name_file_and_line(tmp_path: Path, yaml_text: str, me
 
 
 def test_problems_are_collected_in_one_pass(tmp_path: Path) -> None:
-    d = _write(tmp_path / "s", "scenarios:\n  - name: x1\n    category: a\n    command: c\n    checks: [bad1]\n")
+    d = _write(
+        tmp_path / "s", "scenarios:\n  - name: x1\n    category: a\n    command: c\n    checks: [bad1]\n"
+    )
     _write(d, "scenarios:\n  - name: x2\n    category: a\n    command: c\n    checks: [bad2]\n", "other.yaml")
     with pytest.raises(InputError) as ei:
         load_scenarios([d], builtin=False)
@@ -189,3 +193,13 @@ def test_policy_in_words_for_weak_settings() -> None:
     words = dict(policy_in_words(pol.model_dump(mode="json")))
     assert "pypi.org:443" in words["Network"] and "198.18.0.44/32:443" in words["Network"]
     assert "weak" in words["Processes"]
+
+
+def test_public_surface() -> None:
+    import corral.redteam
+
+    assert set(corral.redteam.__all__) == {
+        "CHECK_KINDS", "SUCCESS_MARKER", "AlertSeen", "Check", "Evidence", "Scenario", "ScenarioResult",
+        "Scorecard", "builtin_scenario_dir", "load_scenarios", "redteam_dir", "render", "run_redteam",
+        "select",
+    }  # fmt: skip

@@ -60,8 +60,12 @@ def policy_in_words(p: dict[str, Any]) -> list[tuple[str, str]]:
             "Detection",
             "Off."
             if not det["enabled"]
-            else f"Built-in rules ({', '.join(det['builtin_maturity'])}) inspect every call; alerts of level "
-            f"{', '.join(blocking) or 'none'} block the call before it runs.",
+            else f"Built-in rules ({', '.join(det['builtin_maturity'])}) inspect every call; "
+            + (
+                f"alerts of level {', '.join(blocking)} block the call before it runs."
+                if blocking
+                else "alerts never block a call (alert only)."
+            ),
         ),
         ("Identity", "Each sandbox runs as its own unprivileged host uid with every capability dropped."),
     ]
@@ -203,7 +207,10 @@ def render_html(card: Scorecard) -> str:
         + section("Scenarios and evidence", "".join(_scenario_html(s) for s in card.scenarios))
         + section("Environment", table(["", ""], env_rows))
     )
-    css = "pre{white-space:pre-wrap;background:#f1f5f9;padding:8px;border-radius:6px}h3{font-size:14px}"
+    css = (
+        "pre{white-space:pre-wrap;word-break:break-all;background:#f1f5f9;padding:8px;border-radius:6px}"
+        "h3{font-size:14px}td{overflow-wrap:anywhere}"
+    )
     return page(
         f"Corral red-team report: {card.policy_name}",
         body,

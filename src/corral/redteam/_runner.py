@@ -260,7 +260,7 @@ def _detail(
     else:
         head = "ran; " + "; ".join(e.detail for e in evidence[1:3]) if len(evidence) > 1 else "ran; no effect"
     if hits:
-        head += f" | detected: {', '.join(sorted({a.rule_id for a in hits}))}"
+        head += f" | detected: {'; '.join(sorted({a.title for a in hits}))}"
     elif alerts:
         head += f" | alerts of other categories: {', '.join(sorted({a.category for a in alerts}))}"
     elif sc.detect:
