@@ -18,10 +18,13 @@ looks up the bucket of its start, and the exact overlap is checked after.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from typing import Any
 
 import duckdb
 import pyarrow as pa
+
+from corral.events import TraceRecord
 
 METHODS: dict[str, tuple[int, float]] = {
     # name: (rank, confidence when exactly one candidate)
@@ -40,6 +43,7 @@ TUPLE_SLACK_S = 30.0
 CALL_SCHEMA = pa.schema(
     [
         ("cid", pa.int64()),
+        ("eid", pa.int64()),  # dense id of (run_id, episode_id)
         ("tool_call_id", pa.string()),
         ("run_id", pa.string()),
         ("step", pa.int64()),
@@ -66,22 +70,17 @@ EGRESS_SCHEMA = pa.schema(
 )
 
 
-@dataclass(frozen=True)
-class AttributionTables:
-    """Per-record attribution (``rid`` = row of the records table), and the calls table."""
-
-    by_record: pa.Table
-    calls: pa.Table
-
-
 def attribute(
     records: pa.Table, calls: pa.Table, egress: pa.Table, skew_s: float, con: duckdb.DuckDBPyConnection
 ) -> pa.Table:
     """One row per attributed record: rid, method, confidence, candidates and what they agree on."""
-    con.register("recs_in", records)
+    # Only the columns the joins need, with the row index as the record id (no copy of the rest).
+    cols = ["src_ip", "src_port", "dst_ip", "dst_port", "proto", "start", "end", "kind", "workload"]
+    cols += ["reply_src_ip", "reply_src_port", "reply_dst_ip", "reply_dst_port"]
+    recs = records.select(cols).append_column("rid", pa.array(range(records.num_rows), pa.int64()))
+    con.register("recs", recs)
     con.register("calls", calls)
     con.register("egress_in", egress)
-    con.execute("CREATE OR REPLACE TEMP TABLE recs AS SELECT row_number() OVER () - 1 AS rid, * FROM recs_in")
     span = con.execute(
         'SELECT coalesce(max(least(coalesce("end", start) - start, ?)), 0) FROM recs WHERE start IS NOT NULL',
         [MAX_SPAN_S],
@@ -91,14 +90,6 @@ def attribute(
     sk = float(skew_s)
     con.execute(
         f"""
-        CREATE OR REPLACE TEMP TABLE sides AS
-        SELECT rid, 0 AS side, src_ip AS lip, src_port AS lport, dst_ip AS rip, dst_port AS rport, proto,
-               start AS t0, coalesce("end", start) AS t1, workload
-        FROM recs
-        UNION ALL
-        SELECT rid, 1, dst_ip, dst_port, src_ip, src_port, proto, start, coalesce("end", start), NULL
-        FROM recs;
-
         CREATE OR REPLACE TEMP TABLE egress AS
         SELECT c.cid, e.* FROM egress_in e JOIN calls c USING (tool_call_id);
 
@@ -108,6 +99,21 @@ def attribute(
         FROM recs
         WHERE kind = 'conntrack' AND reply_dst_ip IS NOT NULL
           AND (reply_dst_ip <> src_ip OR reply_dst_port IS DISTINCT FROM src_port);
+
+        -- Each record from both ends, keeping the ends whose address (or workload) the traces know.
+        CREATE OR REPLACE TEMP TABLE keys AS
+        SELECT DISTINCT ip FROM (
+          SELECT sandbox_ip AS ip FROM calls UNION ALL SELECT host FROM calls
+          UNION ALL SELECT src_ip FROM egress UNION ALL SELECT out_ip FROM nat
+        ) WHERE ip IS NOT NULL;
+        CREATE OR REPLACE TEMP TABLE sides AS
+        SELECT rid, 0 AS side, src_ip AS lip, src_port AS lport, dst_ip AS rip, dst_port AS rport, proto,
+               start AS t0, coalesce("end", start) AS t1, workload
+        FROM recs WHERE src_ip IN (SELECT ip FROM keys)
+           OR workload IN (SELECT sandbox_id FROM calls WHERE sandbox_id IS NOT NULL)
+        UNION ALL
+        SELECT rid, 1, dst_ip, dst_port, src_ip, src_port, proto, start, coalesce("end", start), NULL
+        FROM recs WHERE dst_ip IN (SELECT ip FROM keys);
 
         -- Calls spread over the time buckets a record starting in them could overlap.
         CREATE OR REPLACE TEMP TABLE call_buckets AS
@@ -149,43 +155,45 @@ def attribute(
     )
     ranks = " ".join(f"WHEN {r} THEN '{name}'" for name, (r, _) in METHODS.items())
     confs = " ".join(f"WHEN {r} THEN {c}" for _, (r, c) in METHODS.items())
+    # cids are numbered in start order, so the candidate list sorts on integers.
     return con.sql(
         f"""
         WITH pairs AS (
           SELECT rid, cid, min(rank) AS r, min(side) AS sd FROM cand GROUP BY rid, cid
         ), best AS (
           SELECT * FROM pairs QUALIFY r = min(r) OVER (PARTITION BY rid)
-        ), j AS (
-          SELECT b.rid, b.r AS rank, b.sd AS side, c.*,
-                 coalesce(c.run_id, '') || chr(31) || coalesce(c.episode_id, '') AS ep
-          FROM best b JOIN calls c USING (cid)
+        ), agg AS (
+          SELECT rid, min(r) AS rank, count(*) AS n, min(sd) AS local_side,
+                 list(cid ORDER BY cid)[1:{MAX_CANDIDATES}] AS candidate_cids, min(cid) AS cid0,
+                 count(DISTINCT eid) AS ne, count(DISTINCT step) AS ns, count(step) AS cs, min(step) AS s0
+          FROM best JOIN (SELECT cid, eid, step FROM calls) c USING (cid) GROUP BY rid
         )
-        SELECT rid,
-          CASE min(rank) {ranks} END AS method,
-          (CASE min(rank) {confs} END) / count(*) AS confidence,
-          count(*) AS candidate_count,
-          count(DISTINCT ep) AS episode_count,
-          min(side) AS local_side,
-          list(DISTINCT ep ORDER BY ep)[1:{MAX_CANDIDATES}] AS episodes,
-          list(tool_call_id ORDER BY start, tool_call_id)[1:{MAX_CANDIDATES}] AS candidates,
-          CASE WHEN count(*) = 1 THEN min(tool_call_id) END AS tool_call_id,
-          CASE WHEN count(DISTINCT ep) = 1 THEN min(run_id) END AS run_id,
-          CASE WHEN count(DISTINCT ep) = 1 THEN min(episode_id) END AS episode_id,
-          CASE WHEN count(DISTINCT step) = 1 AND count(step) = count(*) THEN min(step) END AS step,
-          CASE WHEN count(*) = 1 THEN min(turn) END AS turn
-        FROM j GROUP BY rid
+        SELECT a.rid,
+          CASE a.rank {ranks} END AS method,
+          (CASE a.rank {confs} END) / a.n AS confidence,
+          a.n AS candidate_count,
+          a.ne AS episode_count,
+          a.local_side,
+          a.candidate_cids,
+          CASE WHEN a.n = 1 THEN c.tool_call_id END AS tool_call_id,
+          CASE WHEN a.ne = 1 THEN c.run_id END AS run_id,
+          CASE WHEN a.ne = 1 THEN c.episode_id END AS episode_id,
+          CASE WHEN a.ns = 1 AND a.cs = a.n THEN a.s0 END AS step,
+          CASE WHEN a.n = 1 THEN c.turn END AS turn
+        FROM agg a JOIN calls c ON c.cid = a.cid0
         """
     ).to_arrow_table()
 
 
-def calls_table(calls: list[object]) -> pa.Table:
-    """The calls as an Arrow table with a dense ``cid``."""
-    from corral.events import TraceRecord
-
-    cols: dict[str, list[object]] = {name: [] for name in CALL_SCHEMA.names}
-    for i, c in enumerate(calls):
-        assert isinstance(c, TraceRecord)
-        cols["cid"].append(i)
-        for name in CALL_SCHEMA.names[1:]:
-            cols[name].append(getattr(c, name))
+def calls_table(calls: Sequence[TraceRecord]) -> pa.Table:
+    """The calls as an Arrow table; ``cid`` numbers them in start order, ``eid`` their episodes."""
+    order = sorted(range(len(calls)), key=lambda i: (calls[i].start, calls[i].tool_call_id))
+    ordered = [calls[i] for i in order]
+    episodes: dict[tuple[str | None, str | None], int] = {}
+    cols: dict[str, list[Any]] = {
+        "cid": list(range(len(ordered))),
+        "eid": [episodes.setdefault((c.run_id, c.episode_id), len(episodes)) for c in ordered],
+    }
+    for name in CALL_SCHEMA.names[2:]:
+        cols[name] = [getattr(c, name) for c in ordered]
     return pa.table(cols, schema=CALL_SCHEMA)

@@ -21,8 +21,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from corral.correlate._record import RECORD_SCHEMA, LogRecord, ReadStats, is_gzip, proto_name, to_int
+from corral.correlate._record import (
+    RECORD_SCHEMA,
+    LogRecord,
+    ReadStats,
+    head_lines,
+    is_gzip,
+    proto_name,
+    to_int,
+)
 from corral.correlate._registry import LineReader, register
+from corral.errors import InputError
 
 V2_FIELDS = [
     "version",
@@ -86,56 +95,66 @@ class AwsVpcFlowReader(LineReader):
             yield from super().read(path, stats)
 
     def _read_vectorised(self, path: Path, stats: ReadStats) -> Iterator[pa.RecordBatch]:
+        head = head_lines(path, 1)
+        tokens = head[0].split(" ") if head else []
+        header = _is_header(tokens)
+        fields = tokens if header else (self.fields or V2_FIELDS)
+        if len(set(fields)) != len(fields):
+            raise InputError(f"{path}:1: repeated field names in {fields}")
+        # Rows with the wrong field count: the handler sees them with their physical line number.
+        skipped: list[tuple[int, str]] = []
+
+        def on_invalid(row: pacsv.InvalidRow) -> str:
+            skipped.append((row.number or 0, row.text))
+            return "skip"
+
         stream = pa.input_stream(str(path), compression="gzip" if is_gzip(path) else None)
         reader = pacsv.open_csv(
             stream,
-            read_options=pacsv.ReadOptions(column_names=["l"], block_size=16 << 20),
+            read_options=pacsv.ReadOptions(
+                column_names=fields, skip_rows=1 if header else 0, use_threads=False, block_size=16 << 20
+            ),
             parse_options=pacsv.ParseOptions(
-                delimiter="\x1f", quote_char=False, escape_char=False, ignore_empty_lines=False
+                delimiter=" ",
+                quote_char=False,
+                escape_char=False,
+                ignore_empty_lines=False,
+                invalid_row_handler=on_invalid,
             ),
             convert_options=pacsv.ConvertOptions(
-                column_types={"l": pa.string()}, strings_can_be_null=False, quoted_strings_can_be_null=False
+                column_types=dict.fromkeys(fields, pa.string()),
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
             ),
         )
         con = duckdb.connect()
         con.execute("SET threads TO 1")
-        fields = self.fields
-        offset = 0
-        sql: str | None = None
+        sql = _batch_sql(fields, str(path))
+        next_line = 2 if header else 1
+        reported = 0
         for batch in reader:
-            lines = batch.column(0)
-            n = len(lines)
-            start_line = 0
-            if offset == 0 and n:
-                tokens = str(lines[0]).strip().split(" ")
-                if _is_header(tokens):
-                    fields = tokens
-                    start_line = 1
-            if sql is None:
-                sql = _batch_sql(fields or V2_FIELDS, str(path))
-            chunk = pa.table(
-                {
-                    "l": lines.slice(start_line),
-                    "n": pa.array(range(offset + 1 + start_line, offset + n + 1), pa.int64()),
-                }
-            )
+            line_numbers, next_line = _line_numbers(batch.num_rows, next_line, skipped, reported)
+            for number, text in skipped[reported:]:
+                if number < next_line and text.strip():
+                    stats.bad(number, text, f"{len(text.split(' '))} fields, expected {len(fields)}")
+            reported = sum(1 for number, _ in skipped if number < next_line)
+            chunk = pa.Table.from_batches([batch]).append_column("n", line_numbers)
             con.register("chunk", chunk)
-            offset += n
             out = con.sql(sql).to_arrow_table()
-            good = out.filter(pc.invert(out.column("bad")))
             bad = out.filter(out.column("bad"))
             for i in range(bad.num_rows):
                 if len(stats.samples) >= stats.max_samples:
                     stats.malformed += bad.num_rows - i
                     break
-                stats.bad(
-                    bad.column("line")[i].as_py(), bad.column("raw")[i].as_py(), "bad field count or value"
-                )
-            good = good.filter(pc.invert(good.column("skip")))
+                stats.bad(bad.column("line")[i].as_py(), bad.column("raw")[i].as_py(), "bad field value")
+            good = out.filter(pc.invert(pc.or_(out.column("bad"), out.column("skip"))))
             if good.num_rows:
                 table = good.select(RECORD_SCHEMA.names).cast(RECORD_SCHEMA)
                 stats.records += table.num_rows
                 yield from table.to_batches()
+        for number, text in skipped[reported:]:
+            if text.strip():
+                stats.bad(number, text, f"{len(text.split(' '))} fields, expected {len(fields)}")
 
     # -- line path (fallback and reference) ---------------------------------------------------
 
@@ -190,45 +209,72 @@ def _account(v: str | None) -> str | None:
     return f"account={v}" if _nz(v) else None
 
 
+def _line_numbers(n: int, first: int, skipped: list[tuple[int, str]], done: int) -> tuple[pa.Array, int]:
+    """Physical line numbers of ``n`` parsed rows from ``first`` on, stepping over skipped lines."""
+    parts: list[pa.Array] = []
+    cur, left = first, n
+    for number, _ in skipped[done:]:
+        if left == 0:
+            break
+        if number < cur:
+            continue
+        take = min(left, number - cur)
+        if take:
+            parts.append(pa.array(range(cur, cur + take), pa.int64()))
+            left -= take
+            cur += take
+        if cur == number:
+            cur += 1  # step over the skipped line
+    if left:
+        parts.append(pa.array(range(cur, cur + left), pa.int64()))
+        cur += left
+    return pa.concat_arrays(parts) if parts else pa.array([], pa.int64()), cur
+
+
 def _batch_sql(fields: list[str], src: str) -> str:
-    """One query that splits, casts and validates a block of lines (1-based list indexes)."""
-    idx = {name: i + 1 for i, name in enumerate(fields)}
+    """One query that casts and validates a block of rows already split into fields.
+
+    Each text field is cast once; the raw line is rebuilt only for rows that are bad.
+    """
+    present = set(fields)
+    numeric = [n for n in ("srcport", "dstport", "packets", "bytes", "start", "end") if n in present]
 
     def f(name: str) -> str:
-        return f"NULLIF(f[{idx[name]}], '-')" if name in idx else "NULL"
+        return f"NULLIF(\"{name}\", '-')" if name in present else "NULL"
 
-    def num(name: str, typ: str) -> str:
-        return f"TRY_CAST({f(name)} AS {typ})"
+    def num(name: str) -> str:
+        return f"_{name}" if name in present else "NULL"
 
-    def bad_num(name: str, typ: str) -> str:
-        return f"({f(name)} IS NOT NULL AND {num(name, typ)} IS NULL)" if name in idx else "false"
-
+    casts = ", ".join(f"TRY_CAST({f(n)} AS BIGINT) AS _{n}" for n in numeric) or "NULL AS _none"
+    checks = " OR ".join(f"({f(n)} IS NOT NULL AND _{n} IS NULL)" for n in numeric) or "false"
     src_ip = f"COALESCE({f('pkt-srcaddr')}, {f('srcaddr')})"
     dst_ip = f"COALESCE({f('pkt-dstaddr')}, {f('dstaddr')})"
     status = f("log-status")
-    checks = " OR ".join(
-        [f"len(f) <> {len(fields)}"]
-        + [bad_num(n, "BIGINT") for n in ("srcport", "dstport", "packets", "bytes", "start", "end")]
-    )
+    raw = " || ' ' || ".join(f'"{name}"' for name in fields)
+    first, last = fields[0], fields[-1]
     src_lit = src.replace("'", "''")
     return f"""
-    WITH s AS (SELECT n, l, string_split(trim(l), ' ') AS f FROM chunk WHERE trim(l) <> '')
+    WITH c AS (SELECT *, {casts} FROM chunk WHERE NOT ("{first}" = '' AND "{last}" = '')),
+    v AS (
+      SELECT *, ({checks})
+             OR (COALESCE({status}, 'OK') = 'OK' AND ({src_ip} IS NULL OR {dst_ip} IS NULL)) AS bad
+      FROM c
+    )
     SELECT
-      n AS line, l AS raw,
-      ({checks}) OR (COALESCE({status}, 'OK') = 'OK' AND ({src_ip} IS NULL OR {dst_ip} IS NULL)) AS bad,
+      n AS line, CASE WHEN bad THEN {raw} END AS raw, bad,
       COALESCE({status} IN ('NODATA', 'SKIPDATA'), false) AS skip,
       '{src_lit}' AS file, 'aws-vpc-flow' AS format, 'flow' AS kind,
-      CAST({num("start", "BIGINT")} AS DOUBLE) AS start, CAST({num("end", "BIGINT")} AS DOUBLE) AS "end",
-      {src_ip} AS src_ip, {num("srcport", "BIGINT")} AS src_port,
-      {dst_ip} AS dst_ip, {num("dstport", "BIGINT")} AS dst_port,
+      CAST({num("start")} AS DOUBLE) AS start, CAST({num("end")} AS DOUBLE) AS "end",
+      {src_ip} AS src_ip, {num("srcport")} AS src_port,
+      {dst_ip} AS dst_ip, {num("dstport")} AS dst_port,
       CASE {f("protocol")} WHEN '6' THEN 'tcp' WHEN '17' THEN 'udp' WHEN '1' THEN 'icmp'
         WHEN '58' THEN 'icmpv6' ELSE {f("protocol")} END AS proto,
       CASE {f("action")} WHEN 'ACCEPT' THEN 'accept' WHEN 'REJECT' THEN 'deny' END AS action,
-      {num("bytes", "BIGINT")} AS bytes, {num("packets", "BIGINT")} AS packets,
+      {num("bytes")} AS bytes, {num("packets")} AS packets,
       COALESCE({f("instance-id")}, {f("interface-id")}) AS reporter,
       NULL AS signature, NULL AS severity,
       CASE {f("flow-direction")} WHEN 'ingress' THEN 'in' WHEN 'egress' THEN 'out' END AS direction,
       NULL AS reply_src_ip, NULL AS reply_src_port, NULL AS reply_dst_ip, NULL AS reply_dst_port,
       'account=' || {f("account-id")} AS detail, NULL AS workload
-    FROM s
+    FROM v
     """

@@ -11,8 +11,9 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from corral.correlate._attribute import EGRESS_SCHEMA, METHODS, attribute, calls_table
+from corral.correlate._attribute import EGRESS_SCHEMA, METHODS, attribute
 from corral.correlate._incidents import build_incidents
 from corral.correlate._record import RECORD_SCHEMA, ReadStats
 from corral.correlate._registry import LogReader, read_logs
@@ -41,6 +42,7 @@ class CorrelationResult:
     traces: TraceSet
     log_stats: list[ReadStats]
     skew_s: float
+    call_ids: list[str]  # tool_call_id by cid (the ``candidate_cids`` column holds cids)
     include_allowed: bool = False
     generated_at: float = field(default_factory=time.time)
 
@@ -50,7 +52,10 @@ class CorrelationResult:
 
     @cached_property
     def attributions(self) -> list[Attribution]:
-        return [_attribution(row) for row in self.attributed.to_pylist()]
+        ids = self.call_ids
+        return [
+            _attribution(row, [ids[c] for c in row["candidate_cids"]]) for row in self.attributed.to_pylist()
+        ]
 
     @cached_property
     def unattributed(self) -> list[LogRecordOut]:
@@ -122,7 +127,7 @@ def correlate_tables(
     """The attribution step alone, over records already read (``RECORD_SCHEMA``)."""
     con = duckdb.connect()
     con.execute("SET threads TO 1")
-    calls = calls_table(list(ts.calls))
+    calls = ts.calls_table()
     egress = pa.table(
         {
             "tool_call_id": [e.tool_call_id for e in ts.egress],
@@ -135,18 +140,20 @@ def correlate_tables(
         },
         schema=EGRESS_SCHEMA,
     )
-    by_record = attribute(records.cast(RECORD_SCHEMA), calls, egress, skew_s, con)
-    con.register("by_record", by_record)
-    attributed = con.sql(
-        """
-        SELECT r.*, a.* EXCLUDE (rid) FROM recs r JOIN by_record a USING (rid) ORDER BY r.rid
-        """
-    ).to_arrow_table()
-    unattributed = con.sql(
-        "SELECT r.* FROM recs r ANTI JOIN by_record a USING (rid) ORDER BY r.rid"
-    ).to_arrow_table()
+    records = records.cast(RECORD_SCHEMA)
+    by_record = attribute(records, calls, egress, skew_s, con).sort_by("rid")
     con.close()
-    return CorrelationResult(attributed, unattributed, ts, stats, skew_s, include_allowed)
+    rids = by_record.column("rid")
+    attributed = records.take(rids)
+    for name in by_record.column_names:
+        if name != "rid":
+            attributed = attributed.append_column(name, by_record.column(name))
+    unattributed = records
+    if by_record.num_rows:
+        all_rids = pa.array(range(records.num_rows), pa.int64())
+        unattributed = records.filter(pc.invert(pc.is_in(all_rids, value_set=rids.combine_chunks())))
+    call_ids = calls.column("tool_call_id").to_pylist()
+    return CorrelationResult(attributed, unattributed, ts, stats, skew_s, call_ids, include_allowed)
 
 
 def _record_out(row: dict[str, Any]) -> LogRecordOut:
@@ -161,7 +168,7 @@ def _record_fields(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _attribution(row: dict[str, Any]) -> Attribution:
+def _attribution(row: dict[str, Any], candidates: list[str]) -> Attribution:
     side = row["local_side"]
     remote_ip = row["dst_ip"] if side == 0 else row["src_ip"]
     remote_port = row["dst_port"] if side == 0 else row["src_port"]
@@ -175,7 +182,7 @@ def _attribution(row: dict[str, Any]) -> Attribution:
         tool_call_id=row["tool_call_id"],
         method=row["method"],
         confidence=round(float(row["confidence"]), 4),
-        candidates=list(row["candidates"]),
+        candidates=candidates,
         candidate_count=int(row["candidate_count"]),
         episode_count=int(row["episode_count"]),
         remote_ip=remote_ip,

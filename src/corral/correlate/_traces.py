@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 from pydantic import ValidationError
 
+from corral.correlate._attribute import calls_table
 from corral.correlate._record import ReadStats, open_text, parse_time
 from corral.errors import InputError
 from corral.events import Alert, EventStore, NetworkConnection, TraceRecord, trace_records
@@ -61,8 +63,16 @@ class TraceSet:
     egress: list[EgressRecord] = field(default_factory=list)
     alerts: list[StoreAlert] = field(default_factory=list)
     stats: list[ReadStats] = field(default_factory=list)
+    _table: pa.Table | None = field(default=None, repr=False, compare=False)
+
+    def calls_table(self) -> pa.Table:
+        """The calls as Arrow (built once, reused for every correlation over this set)."""
+        if self._table is None or self._table.num_rows != len(self.calls):
+            self._table = calls_table(self.calls)
+        return self._table
 
     def extend(self, other: TraceSet) -> None:
+        self._table = None
         self.calls += other.calls
         self.egress += other.egress
         self.alerts += other.alerts
@@ -123,16 +133,39 @@ def _json_lines(path: Path, stats: ReadStats) -> Iterator[tuple[int, Any]]:
 
 def read_trace_jsonl(path: Path, stats: ReadStats) -> Iterator[TraceRecord]:
     """Generic trace records, one JSON object per line; start/end as epoch seconds or RFC 3339."""
-    for n, obj in _json_lines(path, stats):
-        try:
-            if not isinstance(obj, dict):
-                raise ValueError("not an object")
-            obj = dict(obj)
-            for k in ("start", "end"):
-                obj[k] = parse_time(obj.get(k))
-            yield TraceRecord.model_validate(obj)
-        except (ValidationError, ValueError, TypeError) as exc:
-            stats.bad(n, json.dumps(obj)[:300], str(exc).splitlines()[0])
+    with open_text(path) as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                # Fast path: epoch seconds validated straight from JSON by pydantic.
+                rec = TraceRecord.model_validate_json(line)
+                if rec.start < _EPOCH_S_MAX and rec.end < _EPOCH_S_MAX:
+                    yield rec
+                    continue
+            except ValidationError:
+                pass
+            yield from _slow_trace_line(n, line, stats)
+
+
+_EPOCH_S_MAX = 1e11  # larger values are milliseconds or finer: converted by parse_time
+
+
+def _slow_trace_line(n: int, line: str, stats: ReadStats) -> Iterator[TraceRecord]:
+    try:
+        obj = json.loads(line)
+    except ValueError as exc:
+        stats.bad(n, line.rstrip("\r\n"), f"invalid JSON: {exc}")
+        return
+    try:
+        if not isinstance(obj, dict):
+            raise ValueError("not an object")
+        obj = dict(obj)
+        for k in ("start", "end"):
+            obj[k] = parse_time(obj.get(k))
+        yield TraceRecord.model_validate(obj)
+    except (ValidationError, ValueError, TypeError) as exc:
+        stats.bad(n, line.rstrip("\r\n"), str(exc).splitlines()[0])
 
 
 # -- Corral's event store --------------------------------------------------------------------
