@@ -83,31 +83,35 @@ def _mark(ok: bool) -> str:
 
 
 def print_scorecard(card: Scorecard, console: Console | None = None) -> None:
+    """The scorecard as a table; a detail column only on wide terminals, failures spelled out below."""
     console = console or Console()
-    t = Table(title=f"Red-team scorecard: policy {card.policy_name!r}", show_lines=False)
-    for col in ("scenario", "category", "blocked", "detected", "attributed", "detect s", "detail"):
-        t.add_column(col, overflow="ellipsis" if col == "detail" else "fold", no_wrap=col == "detail")
+    wide = console.width >= 140
+    t = Table(title=f"Red-team scorecard: policy {card.policy_name!r}")
+    for col in ("scenario", "category", "blocked", "detected", "attributed", "detect s"):
+        t.add_column(col, no_wrap=True)
+    if wide:
+        t.add_column("detail", no_wrap=True, overflow="ellipsis", max_width=console.width - 100)
     for s in card.scenarios:
-        style = "red" if not s.blocked else None
         ttd = f"{s.time_to_detect_s:.3f}" if s.time_to_detect_s is not None else "-"
-        t.add_row(
+        row = [
             s.name,
             s.category,
             "[green]yes[/]" if s.blocked else "[bold red]NO[/]",
             "[green]yes[/]" if s.detected else "[yellow]no[/]",
             "yes" if s.attributed else "no",
             ttd,
-            s.detail[:_DETAIL_CHARS],
-            style=style,
-        )
+        ]
+        t.add_row(*row, *([s.detail[:_DETAIL_CHARS]] if wide else []))
     console.print(t)
     m = card.summary()
     console.print(
         f"{m['blocked']}/{m['total']} blocked, {m['detected']} detected, {m['attributed']} attributed "
-        f"in {m['duration_s']} s (Corral {m['corral_version']}, {m['kernel']})"
+        f"in {m['duration_s']} s (Corral {m['corral_version']}, {m['kernel']})",
+        highlight=False,
     )
-    if m["not_blocked"]:
-        console.print(f"[bold red]NOT BLOCKED:[/] {', '.join(m['not_blocked'])}")
+    for s in card.scenarios:
+        if not s.blocked:
+            console.print(f"[bold red]NOT BLOCKED[/] {s.name}: {s.detail}", highlight=False)
 
 
 def _scenario_html(s: ScenarioResult) -> str:
