@@ -39,11 +39,11 @@ def test_run_then_events_finds_the_call(tmp_path: Path) -> None:
 def test_run_with_invalid_policy_stops_before_any_sandbox(tmp_path: Path) -> None:
     f = tmp_path / "bad.yaml"
     f.write_text("resources:\n  memory_max_bytes: -5\n")
-    before = set(os.listdir("/run/corral/sandboxes")) if os.path.isdir("/run/corral/sandboxes") else set()
-    r = corral("run", "--policy", str(f), "--", "true")
+    state = tmp_path / "state"
+    r = corral("run", "--policy", str(f), "--", "true", env=dict(os.environ, CORRAL_STATE_DIR=str(state)))
     assert r.returncode == 2
     assert f"{f}:2: resources.memory_max_bytes" in r.stderr
-    assert set(os.listdir("/run/corral/sandboxes")) == before
+    assert not state.exists()  # nothing was created: no uid lease, no sandbox state
 
 
 def test_policy_check_and_schema(tmp_path: Path) -> None:

@@ -11,9 +11,12 @@ MiB = 1024 * 1024
 
 @pytest.fixture
 def policy() -> Policy:
+    # Detection off: these tests prove the kernel-level confinement on its own, so no rule may
+    # block the hostile commands before they meet it.
     return Policy.default().with_overrides(
         resources={"memory_max_bytes": 128 * MiB, "pids_max": 64, "wall_timeout_s": 20},
         workspace={"size_max_bytes": 64 * MiB},
+        detection={"enabled": False},
     )
 
 

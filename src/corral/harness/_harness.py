@@ -15,12 +15,33 @@ from corral.detect import Detector
 from corral.egress import Egress
 from corral.events import Alert, Event, EventStore
 from corral.harness._host import node_address
+from corral.harness._services import shared_exec
+from corral.monitor import ResourceCollector
 from corral.policy import Policy
+from corral.sandbox import CallObserver
 
 if TYPE_CHECKING:
     from corral.harness._sandbox import Sandbox
 
 EventSink = Callable[[Event], None]
+
+
+_detectors: dict[str, Detector] = {}
+_detectors_lock = threading.Lock()
+
+
+def shared_detector(policy: Policy) -> Detector:
+    """One compiled detector per distinct detection section in this process.
+
+    Loading the rule pack takes a few hundred ms; correlation state inside is
+    grouped by sandbox and episode, so harnesses can share it safely.
+    """
+    key = policy.detection.model_dump_json()
+    with _detectors_lock:
+        det = _detectors.get(key)
+        if det is None:
+            det = _detectors[key] = Detector.from_policy(policy)
+        return det
 
 
 class Harness:
@@ -42,12 +63,14 @@ class Harness:
         self._sinks: list[EventSink] = list(sinks)
         if store is not None:
             self._sinks.append(store.append)
-        self.detector = detector if detector is not None else Detector.from_policy(self.policy)
+        self.detector = detector if detector is not None else shared_detector(self.policy)
         self._egress = egress
         self._own_egress = False
         self._lock = threading.Lock()
         self._call_alerts: dict[str, list[Alert]] = {}  # tool_call_id -> runtime alerts so far
         self._closed = False
+        self._observers: list[CallObserver] | None = None
+        self._resources: ResourceCollector | None = None
 
     # -- services ------------------------------------------------------------------------
 
@@ -58,6 +81,28 @@ class Harness:
                 self._egress = Egress.start(self.policy, self.emit, host=self.host)
                 self._own_egress = True
             return self._egress
+
+    def observers(self) -> list[CallObserver]:
+        """The collectors that follow every call, started on first use as the policy asks."""
+        with self._lock:
+            if self._observers is None:
+                mon = self.policy.monitoring
+                obs: list[CallObserver] = []
+                if mon.process_exec:
+                    ident = self.policy.identity
+                    uids = (ident.uid_range_start, ident.uid_range_start + ident.uid_range_size)
+                    obs.append(shared_exec(uids).observer(self.emit))
+                if mon.resources:
+                    self._resources = ResourceCollector(
+                        self.emit,
+                        host=self.host,
+                        interval_s=mon.resource_interval_s,
+                        miner_min_cores=mon.sustained_cpu_cores,
+                        miner_window_s=mon.sustained_cpu_window_s,
+                    )
+                    obs.append(self._resources)
+                self._observers = obs
+            return list(self._observers)
 
     def sandbox(self, sandbox_id: str | None = None) -> Sandbox:
         from corral.harness._sandbox import Sandbox
@@ -112,3 +157,5 @@ class Harness:
             egress, own = self._egress, self._own_egress
         if egress is not None and own:
             egress.close()
+        if self._resources is not None:
+            self._resources.close()

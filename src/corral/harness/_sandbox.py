@@ -16,7 +16,15 @@ from corral.errors import EgressError
 from corral.events import Alert, Event, EventStore, PolicyDecision, ResourceSample, ToolCall, TraceContext
 from corral.harness._harness import EventSink, Harness
 from corral.policy import Policy
-from corral.sandbox import CallOutcome, Jail, NetworkAttachment, ToolResult, new_id, normalize_command
+from corral.sandbox import (
+    CallOutcome,
+    Jail,
+    NetworkAttachment,
+    ToolResult,
+    new_id,
+    normalize_command,
+    preflight,
+)
 
 _STOP_TEXT = {
     "timeout": "wall-clock limit reached; every process of the call was killed",
@@ -43,6 +51,7 @@ class Sandbox:
         host: str | None = None,
         harness: Harness | None = None,
     ) -> None:
+        preflight()  # a machine that cannot confine calls says so before anything else starts
         if harness is None:
             harness = Harness(policy, store=store, sinks=sinks, host=host)
             self._own_harness = True
@@ -56,7 +65,9 @@ class Sandbox:
         try:
             if self.policy.network.mode != "none":
                 self._network = harness.egress().attach(sid)
-            self._jail = Jail(self.policy, sandbox_id=sid, network=self._network)
+            self._jail = Jail(
+                self.policy, sandbox_id=sid, network=self._network, observers=harness.observers()
+            )
         except BaseException:
             if self._network is not None:
                 self._network.close()
@@ -124,7 +135,7 @@ class Sandbox:
                     egress_failed = not self._network_ok()
             finally:
                 runtime = self.harness.end_call(tcid)
-            result = self._result(outcome, inspection.alerts + runtime, egress_failed)
+            result = self._result(outcome, _dedupe(inspection.alerts + runtime), egress_failed)
             self._record(outcome, result, start_ns)
             return result
 
@@ -202,7 +213,7 @@ class Sandbox:
     def _record(self, o: CallOutcome, r: ToolResult, start_ns: int) -> None:
         end_ns = start_ns + int(r.duration_s * 1e9)
         ctx = r.ctx
-        events = [
+        events: list[Event] = [
             Event(
                 time_ns=start_ns,
                 data=ToolCall(
@@ -219,20 +230,24 @@ class Sandbox:
                 sandbox_id=self.id,
                 ctx=ctx,
             ),
-            Event(
-                time_ns=end_ns,
-                data=ResourceSample(
-                    cpu_time_s=o.raw.usage.cpu_time_s,
-                    memory_bytes=o.raw.usage.memory_peak_bytes,
-                    memory_peak_bytes=o.raw.usage.memory_peak_bytes,
-                    pids=o.raw.usage.pids_current,
-                    final=True,
-                ),
-                host=self.host,
-                sandbox_id=self.id,
-                ctx=ctx,
-            ),
         ]
+        if not self.policy.monitoring.resources:  # else the resource collector reports the final sample
+            usage = o.raw.usage
+            events.append(
+                Event(
+                    time_ns=end_ns,
+                    data=ResourceSample(
+                        cpu_time_s=usage.cpu_time_s,
+                        memory_bytes=usage.memory_peak_bytes,
+                        memory_peak_bytes=usage.memory_peak_bytes,
+                        pids=usage.pids_current,
+                        final=True,
+                    ),
+                    host=self.host,
+                    sandbox_id=self.id,
+                    ctx=ctx,
+                )
+            )
         if r.stop_reason in _STOP_TEXT or r.stop_reason == "egress_failure":
             text = _STOP_TEXT.get(r.stop_reason or "", "the egress proxy or resolver failed during the call")
             events.append(
@@ -246,3 +261,15 @@ class Sandbox:
             )
         self.harness.emit_many(events)
         self.harness.flush()
+
+
+def _dedupe(alerts: list[Alert]) -> list[Alert]:
+    """One alert per rule per call: a rule that matched the command text and then the observed
+    exec is one finding, not two (penalties and counts stay exact)."""
+    seen: set[str] = set()
+    out: list[Alert] = []
+    for a in alerts:
+        if a.rule_id not in seen:
+            seen.add(a.rule_id)
+            out.append(a)
+    return out

@@ -57,8 +57,13 @@ tracepoint:sched:sched_process_exit /cgroup != $1 && pid == tid/ {
 """
 
 
-def script(max_args: int) -> str:
-    return _SCRIPT.replace("MARKER", str(MARKER_WHICH)).replace("MAXARGS", str(max_args))
+def script(max_args: int, uid_range: tuple[int, int] | None = None) -> str:
+    """The program; with ``uid_range`` only tasks of those uids are traced (filtered in the kernel)."""
+    text = _SCRIPT.replace("MARKER", str(MARKER_WHICH)).replace("MAXARGS", str(max_args))
+    if uid_range is not None:
+        lo, hi = uid_range
+        text = text.replace("/cgroup != $1", f"/uid >= {int(lo)} && uid < {int(hi)} && cgroup != $1")
+    return text
 
 
 def own_cgroup_id() -> int:
@@ -94,7 +99,11 @@ def _unlimit_memlock() -> None:
 
 
 def spawn(
-    max_args: int, strlen: int, exclude_cgroup: int, bpftrace: str = "bpftrace"
+    max_args: int,
+    strlen: int,
+    exclude_cgroup: int,
+    bpftrace: str = "bpftrace",
+    uid_range: tuple[int, int] | None = None,
 ) -> subprocess.Popen[str]:
     exe = shutil.which(bpftrace)
     if exe is None:
@@ -105,7 +114,7 @@ def spawn(
     env = {**os.environ, "BPFTRACE_STRLEN": str(strlen), "BPFTRACE_PERF_RB_PAGES": str(pages)}
     try:
         proc = subprocess.Popen(
-            [exe, "-B", "line", "-f", "json", "-e", script(max_args), str(exclude_cgroup)],
+            [exe, "-B", "line", "-f", "json", "-e", script(max_args, uid_range), str(exclude_cgroup)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

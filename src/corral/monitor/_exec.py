@@ -77,8 +77,12 @@ class ExecCollector:
         sync_timeout_s: float = 10.0,
         start_timeout_s: float = 60.0,
         bpftrace: str = "bpftrace",
+        uid_range: tuple[int, int] | None = None,
     ) -> None:
+        """``uid_range``: trace only tasks of these uids (sandboxes run as their own host uids),
+        so the rest of the node's processes cost nothing."""
         self._emit = emit
+        self._uid_range = uid_range
         self._host = host or socket.gethostname()
         self._max_args = max_args
         self._strlen = strlen
@@ -111,7 +115,7 @@ class ExecCollector:
         """Start bpftrace and wait until its probes demonstrably fire; CollectorError otherwise."""
         try:
             self._proc = _bpftrace.spawn(
-                self._max_args, self._strlen, _bpftrace.own_cgroup_id(), self._bpftrace
+                self._max_args, self._strlen, _bpftrace.own_cgroup_id(), self._bpftrace, self._uid_range
             )
         except CollectorError as exc:
             self._fail(str(exc))

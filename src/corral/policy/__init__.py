@@ -3,6 +3,7 @@
 from corral.policy._detection import Action, DetectionSection
 from corral.policy._loader import load_policy_file, load_policy_text
 from corral.policy._model import Policy, policy_json_schema
+from corral.policy._monitoring import MonitoringSection
 from corral.policy._network import NetworkSection
 from corral.policy._response import (
     CircuitBreakerSection,
@@ -38,6 +39,7 @@ __all__ = [
     "GpuSection",
     "GroupingSection",
     "IdentitySection",
+    "MonitoringSection",
     "NetworkSection",
     "PenaltySection",
     "Policy",

@@ -11,6 +11,7 @@ from pydantic import Field
 
 from corral.policy._base import Section
 from corral.policy._detection import DetectionSection
+from corral.policy._monitoring import MonitoringSection
 from corral.policy._network import NetworkSection
 from corral.policy._response import ResponseSection
 from corral.policy._sections import (
@@ -42,6 +43,7 @@ class Policy(Section):
     identity: IdentitySection = Field(default_factory=IdentitySection)
     store: StoreSection = Field(default_factory=StoreSection)
     detection: DetectionSection = Field(default_factory=DetectionSection)
+    monitoring: MonitoringSection = Field(default_factory=MonitoringSection)
     response: ResponseSection = Field(default_factory=ResponseSection)
 
     @classmethod
