@@ -59,7 +59,8 @@ def build_incidents(
         run_id, episode_id = (None, None) if ambiguous else (key[1] or None, key[2] or None)
         ep_alerts = [] if ambiguous else sorted(alerts_by_ep.get((key[1], key[2]), []), key=lambda x: x.time)
         incidents.append(_incident(recs, idx, run_id, episode_id, ambiguous, list(key[1:]), ep_alerts, calls))
-    incidents.sort(key=lambda inc: (-_RANK[inc.severity], inc.first_time or 0.0))
+    # Most severe first; at equal severity, incidents the evidence pins down before ambiguous ones.
+    incidents.sort(key=lambda inc: (-_RANK[inc.severity], inc.ambiguous, inc.first_time or 0.0))
     return [inc.model_copy(update={"id": f"INC-{n:04d}"}) for n, inc in enumerate(incidents, 1)]
 
 

@@ -53,6 +53,7 @@ def render_correlation_html(report: CorrelationReport, *, title: str = "Corral c
             ]
         ),
         section("Timeline of violations", _timeline(violations, report.calls)),
+        section("Runs", _runs(report)),
         section("Incidents", _incidents(report)),
         section("Outside destinations", _destinations(report)),
         section("Log files", _files(report)),
@@ -83,14 +84,57 @@ def _timeline(violations: list[Attribution], calls: dict[str, TraceRecord]) -> s
         who = a.tool_call_id or f"{a.candidate_count} candidates"
         flow = f"{endpoint(a.src_ip, a.src_port)} -> {endpoint(a.dst_ip, a.dst_port)}"
         label = f"{fmt_time(a.time)} step {step} {flow} {a.action} {a.signature or ''} [{who}]"
-        pts.append(Point(a.time, float(step), LEVEL_COLORS.get(sev, "#475569"), label))
+        pts.append(
+            Point(a.time, float(step), LEVEL_COLORS.get(sev, "#475569"), label, hollow=a.episode_count > 1)
+        )
     legend = " ".join(f"{badge(lv)}" for lv in ("critical", "high", "medium", "low"))
     scatter = scatter_svg(
         pts[:5000], x_label="wall time (UTC)", y_label="training step", x_is_time=True, integer_y=True
     )
     bars = bars_svg([(str(s), float(n)) for s, n in sorted(per_step.items())], y_label="violations")
-    intro = f"<p class='muted'>Each point is one attributed violation; colour is severity. {legend}</p>"
+    intro = (
+        "<p class='muted'>Each point is one attributed violation; colour is severity; "
+        f"a ring is evidence shared by several episodes. {legend}</p>"
+    )
     return f"{intro}{scatter}<h3>Violations per training step</h3>{bars}"
+
+
+def _runs(report: CorrelationReport) -> str:
+    """Per run: the episodes the evidence pins incidents on (links to their drill-down)."""
+    runs: dict[str, list[Incident]] = defaultdict(list)
+    ambiguous = 0
+    for inc in report.incidents:
+        if inc.ambiguous:
+            ambiguous += 1
+        else:
+            runs[inc.run_id or "(no run id)"].append(inc)
+    if not runs and not ambiguous:
+        return "<p class='muted'>No run has an incident.</p>"
+    levels = ["informational", "low", "medium", "high", "critical"]
+    rows = []
+    for run, incs in sorted(runs.items()):
+        worst = max((i.severity for i in incs), key=levels.index)
+        links = ", ".join(f'<a href="#{esc(i.id)}">{esc(i.episode_id)}</a>' for i in incs)
+        steps = sorted({s for i in incs for s in i.steps})
+        rows.append(
+            [
+                run,
+                Cell(badge(worst), levels.index(worst)),
+                len(incs),
+                Cell(links),
+                ", ".join(map(str, steps[:20])),
+                sum(i.record_count for i in incs),
+            ]
+        )
+    note = (
+        f"<p class='warn'>{ambiguous} incident(s) could not be tied to one episode: "
+        "see the incidents below.</p>"
+        if ambiguous
+        else ""
+    )
+    return note + table(
+        ["run", "worst severity", "episodes", "episodes (drill-down)", "steps", "records"], rows
+    )
 
 
 def _incidents(report: CorrelationReport) -> str:

@@ -164,6 +164,7 @@ class Point:
     y: float
     color: str
     label: str  # tooltip text
+    hollow: bool = False  # drawn as a ring, e.g. for evidence that is not certain
 
 
 def scatter_svg(
@@ -215,7 +216,7 @@ def scatter_svg(
     parts.append(_y_label(pad_t + h / 2, y_label))
     for p in points:
         parts.append(
-            f'<circle cx="{sx(p.x):.1f}" cy="{sy(p.y):.1f}" r="4.5" fill="{esc(p.color)}" fill-opacity="0.8">'
+            f'<circle cx="{sx(p.x):.1f}" cy="{sy(p.y):.1f}" r="4.5" {_paint(p)}>'
             f"<title>{esc(p.label)}</title></circle>"
         )
     parts.append("</svg>")
@@ -249,6 +250,11 @@ def bars_svg(
     parts.append(_y_label(pad_t + h / 2, y_label))
     parts.append("</svg>")
     return f'<div class="chart">{"".join(parts)}</div>'
+
+
+def _paint(p: Point) -> str:
+    c = esc(p.color)
+    return f'fill="none" stroke="{c}" stroke-width="2"' if p.hollow else f'fill="{c}" fill-opacity="0.8"'
 
 
 def _y_label(y: float, text: str) -> str:
