@@ -9,12 +9,14 @@ def test_fork_bomb_is_stopped_by_pids(sb: Sandbox) -> None:
     r = sb.run("bomb() { bomb | bomb & }; bomb; sleep 30", timeout=15)
     assert r.stop_reason == "pids"
     assert r.duration_s < 10
+    assert [(a.rule_id, a.category) for a in r.alerts] == [("corral.limit.pids", "resource_abuse")]
 
 
 def test_memory_bomb_is_stopped_by_memory(sb: Sandbox) -> None:
     r = sb.run(["python3", "-c", "a = []\nwhile True: a.append(bytearray(8 << 20))"], timeout=15)
     assert r.stop_reason == "memory"
     assert r.exit_code == 137
+    assert [a.rule_id for a in r.alerts] == ["corral.limit.memory"]
     assert r.memory_peak_bytes is not None and r.memory_peak_bytes <= 128 * 1024 * 1024 + (1 << 20)
 
 

@@ -21,6 +21,7 @@ from corral.events import EventStore, trace_records, write_trace_jsonl
 from corral.harness import Harness
 from corral.policy import Policy
 from corral.report import render_correlation_html
+from corral.respond import Responder
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ def run_demo(cfg: DemoConfig, console: Console) -> DemoOutput:
     )
     with EventStore(store_path) as store:
         harness = Harness(policy, store=store)
+        responder = Responder(policy, event_sinks=[store.append], host=harness.host)
         try:
             with Progress(
                 TextColumn("[bold]episodes"),
@@ -84,6 +86,7 @@ def run_demo(cfg: DemoConfig, console: Console) -> DemoOutput:
 
                 episodes, stats = run_loop(
                     harness,
+                    responder,
                     run_id=run_id,
                     episodes=cfg.episodes,
                     workers=cfg.workers,
@@ -93,6 +96,7 @@ def run_demo(cfg: DemoConfig, console: Console) -> DemoOutput:
                     on_episode=on_episode,
                 )
         finally:
+            responder.close()
             harness.close()
         store.flush()
         trace = out / "trace.jsonl"
@@ -116,6 +120,8 @@ def print_summary(d: DemoOutput, console: Console) -> None:
     t.add_row("episodes", str(st.episodes))
     t.add_row("tool calls", str(st.calls))
     t.add_row("calls blocked", str(st.blocked))
+    t.add_row("episodes quarantined", str(st.quarantined))
+    t.add_row("episodes ended early", str(st.truncated))
     rewards = [e.reward for e in d.episodes]
     t.add_row("mean reward", f"{sum(rewards) / max(1, len(rewards)):.2f}")
     for cat, n in sorted(st.alerts_by_category.items(), key=lambda kv: -kv[1]):

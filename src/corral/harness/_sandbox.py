@@ -13,7 +13,16 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 
 from corral.errors import EgressError
-from corral.events import Alert, Event, EventStore, PolicyDecision, ResourceSample, ToolCall, TraceContext
+from corral.events import (
+    Alert,
+    Event,
+    EventStore,
+    Level,
+    PolicyDecision,
+    ResourceSample,
+    ToolCall,
+    TraceContext,
+)
 from corral.harness._harness import EventSink, Harness
 from corral.policy import Policy
 from corral.sandbox import (
@@ -25,6 +34,12 @@ from corral.sandbox import (
     normalize_command,
     preflight,
 )
+
+# A call the kernel had to stop for exhausting a limit is itself a finding (fork and memory bombs).
+_LIMIT_ALERTS = {
+    "pids": ("corral.limit.pids", "Process-count limit hit (fork bomb)", Level.high),
+    "memory": ("corral.limit.memory", "Memory limit hit (memory bomb)", Level.medium),
+}
 
 _STOP_TEXT = {
     "timeout": "wall-clock limit reached; every process of the call was killed",
@@ -99,6 +114,11 @@ class Sandbox:
         return str(self._jail.workspace)
 
     @property
+    def uid(self) -> int:
+        """The host uid this sandbox's processes run as (unique among live sandboxes)."""
+        return self._jail.uid
+
+    @property
     def sandbox_ip(self) -> str | None:
         return self._network.sandbox_ip if self._network is not None else None
 
@@ -135,9 +155,27 @@ class Sandbox:
                     egress_failed = not self._network_ok()
             finally:
                 runtime = self.harness.end_call(tcid)
-            result = self._result(outcome, _dedupe(inspection.alerts + runtime), egress_failed)
+            limit = self._limit_alerts(outcome, ctx)
+            result = self._result(outcome, _dedupe(inspection.alerts + runtime + limit), egress_failed)
             self._record(outcome, result, start_ns)
             return result
+
+    def _limit_alerts(self, o: CallOutcome, ctx: TraceContext) -> list[Alert]:
+        spec = _LIMIT_ALERTS.get(o.raw.stop_reason or "")
+        if spec is None:
+            return []
+        rule_id, title, level = spec
+        usage = o.raw.usage
+        alert = Alert(
+            rule_id=rule_id,
+            title=title,
+            level=level,
+            category="resource_abuse",
+            tags=["attack.impact", "attack.t1499"],
+            matched={"memory_peak_bytes": usage.memory_peak_bytes, "pids_limit_hits": usage.pids_limit_hits},
+        )
+        self._emit_alerts([alert], ctx, time.time_ns())
+        return [alert]
 
     def _check_network(self) -> None:
         assert self._network is not None
