@@ -44,6 +44,8 @@ from sigma.types import (
     SpecialChars,
 )
 
+from corral.detect._prefilter import required_literals
+
 Matcher = Callable[[Mapping[str, Any]], list[int]]
 
 
@@ -120,12 +122,26 @@ def cmp(v: Any, op: CompareOperators, num: float) -> bool:
     return x != num
 
 
+def anyin(lits: tuple[str, ...], text: str) -> bool:
+    for lit in lits:  # noqa: SIM110  (a plain loop is faster than any() over a generator here)
+        if lit in text:
+            return True
+    return False
+
+
+def bname(v: Any) -> str:
+    """Lower-cased basename of a path; a sentinel when there is no ``/`` (so ``endswith('/x')`` holds)."""
+    s = low(v)
+    i = s.rfind("/")
+    return s[i + 1 :] if i >= 0 else "\0"
+
+
 def keyword_text(rec: Mapping[str, Any]) -> str:
     return "\n".join(low(v) for v in rec.values() if isinstance(v, str | list | tuple)).lower()
 
 
 _HELPERS: dict[str, Any] = {"cidr": cidr, "cmp": cmp, "low": low, "raw": raw, "lows": lows, "raws": raws}
-_HELPERS["keyword_text"] = keyword_text
+_HELPERS.update(keyword_text=keyword_text, anyin=anyin, bname=bname)
 
 
 @dataclass
@@ -161,7 +177,7 @@ class _Builder:
         if isinstance(node, ConditionAND):
             return "(" + " and ".join(self.expr(a) for a in node.args) + ")"
         if isinstance(node, ConditionOR):
-            return "(" + " or ".join(self.expr(a) for a in node.args) + ")"
+            return self.set_test(node.args) or "(" + " or ".join(self.expr(a) for a in node.args) + ")"
         if isinstance(node, ConditionNOT):
             return "(not " + self.expr(node.args[0]) + ")"
         if isinstance(node, ConditionFieldEqualsValueExpression):
@@ -171,11 +187,48 @@ class _Builder:
             return self.keyword(node.value)
         raise Unsupported(f"condition element {type(node).__name__} is not supported")
 
+    def set_test(self, args: Sequence[Any]) -> str | None:
+        """An OR of ``field: value`` or ``field|endswith: /name`` leaves on one field as one set lookup."""
+        if len(args) < 3 or not all(isinstance(a, ConditionFieldEqualsValueExpression) for a in args):
+            return None
+        name = args[0].field
+        if any(a.field != name for a in args) or self.f.is_multi(name):
+            return None
+        plain: set[str] = set()
+        bases: set[str] = set()
+        for a in args:
+            v = a.value
+            if isinstance(v, SigmaNumber) and not isinstance(v, SigmaTimestampPart):
+                plain.add(str(v.number).lower())
+                continue
+            if not isinstance(v, SigmaString) or isinstance(v, SigmaCasedString):
+                return None
+            parts = list(v.s)
+            texts = [p for p in parts if isinstance(p, str)]
+            if len(texts) == len(parts):
+                plain.add("".join(texts).lower())
+            elif (
+                len(parts) == 2
+                and parts[0] == SpecialChars.WILDCARD_MULTI
+                and isinstance(parts[1], str)
+                and parts[1].startswith("/")
+                and "/" not in parts[1][1:]
+            ):
+                bases.add(parts[1][1:].lower())
+            else:
+                return None
+        out = []
+        if plain:
+            out.append(f"({self.f.var(name, 'l')} in {self.const(frozenset(plain))})")
+        if bases:
+            out.append(f"({self.f.var(name, 'b')} in {self.const(frozenset(bases))})")
+        return "(" + " or ".join(out) + ")"
+
     def keyword(self, value: Any) -> str:
         if isinstance(value, SigmaExpansion):
             return "(" + " or ".join(self.keyword(v) for v in value.values) + ")"
         if isinstance(value, SigmaRegularExpression):
-            return f"({self.regex(value)}.search(kw) is not None)"
+            return self.regex_test(value, "kw", "kw")
         if isinstance(value, SigmaString) and not isinstance(value, SigmaCasedString):
             parts = list(value.s)
             if not parts or parts[0] != SpecialChars.WILDCARD_MULTI:
@@ -196,14 +249,16 @@ class _Builder:
         if isinstance(value, SigmaExists):
             v = self.f.var(name, "v")
             return f"(({v} is not None) is {bool(value.exists)})"
-        form, test = self.test(name, value)
+        form, test = self.test(name, value, prefilter=not multi)
         var = self.f.var(name, form)
         if multi:
             return f"any({test.replace('§', 'x')} for x in {var})"
+        if "¤" in test:
+            test = test.replace("¤", self.f.var(name, "l"))
         return test.replace("§", var)
 
-    def test(self, name: str, value: Any) -> tuple[str, str]:
-        """(variable form, expression with § standing for the variable)."""
+    def test(self, name: str, value: Any, prefilter: bool = True) -> tuple[str, str]:
+        """(variable form, expression with § for the variable and ¤ for its lower-cased form)."""
         if isinstance(value, SigmaTimestampPart):
             raise Unsupported("timestamp part modifiers (minute, hour, ...) are not supported")
         if isinstance(value, SigmaCasedString):
@@ -215,7 +270,7 @@ class _Builder:
         if isinstance(value, SigmaNumber):
             return "l", f"(§ == {self.const(str(value.number).lower())})"
         if isinstance(value, SigmaRegularExpression):
-            return "s", f"({self.regex(value)}.search(§) is not None)"
+            return "s", self.regex_test(value, "§", "¤" if prefilter else None)
         if isinstance(value, SigmaCIDRExpression):
             return "s", f"cidr({self.const(value.network)}, §)"
         if isinstance(value, SigmaCompareExpression):
@@ -230,6 +285,17 @@ class _Builder:
                 return "l", f"§.endswith({other})"
             return "l", f"(§ == {other})"
         raise Unsupported(f"value type {type(value).__name__} is not supported")
+
+    def regex_test(self, value: SigmaRegularExpression, var: str, lowered: str | None) -> str:
+        pattern = self.regex(value)
+        lits = required_literals(self.k[-1]) if lowered is not None else None
+        if not lits:
+            return f"({pattern}.search({var}) is not None)"
+        if len(lits) <= 3:
+            pre = " or ".join(f"{self.const(lit)} in {lowered}" for lit in sorted(lits))
+        else:
+            pre = f"anyin({self.const(tuple(sorted(lits)))}, {lowered})"
+        return f"(({pre}) and {pattern}.search({var}) is not None)"
 
     def regex(self, value: SigmaRegularExpression) -> str:
         flags = 0
@@ -356,15 +422,13 @@ class GroupCompiler:
         body = [f"    if {self.rules[i].expr}: hits.append({i})" for i in ids]
         used_vars = set()
         for i in ids:
-            used_vars.update(re.findall(r"\b[lsv]\d+\b", self.rules[i].expr))
+            used_vars.update(re.findall(r"\b[lsvb]\d+\b", self.rules[i].expr))
         prep = ["    g = rec.get"]
         for (name, form), var in self.fields.used.items():
             if var not in used_vars:
                 continue
-            fn = {
-                "l": "lows" if name in self.fields.multi else "low",
-                "s": "raws" if name in self.fields.multi else "raw",
-            }
+            multi = name in self.fields.multi
+            fn = {"l": "lows" if multi else "low", "s": "raws" if multi else "raw", "b": "bname"}
             call = f"g({self.const_name(name)})"
             prep.append(f"    {var} = {fn[form]}({call})" if form in fn else f"    {var} = {call}")
         if any("kw" in self.rules[i].expr for i in ids):

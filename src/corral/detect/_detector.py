@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import shlex
 import time
 from collections.abc import Mapping, Sequence
@@ -20,7 +21,7 @@ from corral.events import Alert, Event, Level, TraceContext
 from corral.policy import DetectionSection, Policy
 
 _MATCHED_MAX_CHARS = 512
-_ENVELOPE = ("sandbox_id", "run_id", "episode_id", "step", "turn", "tool_call_id")
+_Hit = tuple[RuleInfo, Mapping[str, Any]]
 
 
 def builtin_rule_paths(maturity: Sequence[str] = ("stable", "test")) -> list[Path]:
@@ -74,6 +75,9 @@ class Detector:
         self._report = loaded.report
         self._by_id = {i.id: i for lst in loaded.infos.values() for i in lst}
         self._by_id.update({c.info.id: c.info for c in loaded.correlations})
+        # Training runs repeat the same commands across thousands of episodes: rule hits on a
+        # command's payload depend on its text only, so they are cached (bounded).
+        self._payload_cache = functools.lru_cache(maxsize=4096)(self._payload_uncached)
 
     # -- construction -----------------------------------------------------------------------------
 
@@ -117,8 +121,8 @@ class Detector:
         """Every rule a tool call's records match, including rules that only feed correlations."""
         return [info for info, _ in self._hits(records(analyze(command, language), {}, language)).values()]
 
-    def _hits(self, recs: Mapping[str, list[dict[str, Any]]]) -> dict[str, tuple[RuleInfo, dict[str, Any]]]:
-        hits: dict[str, tuple[RuleInfo, dict[str, Any]]] = {}
+    def _hits(self, recs: Mapping[str, list[dict[str, Any]]]) -> dict[str, _Hit]:
+        hits: dict[str, _Hit] = {}
         for ls in LOGSOURCES:
             lst = recs.get(ls)
             if not lst:
@@ -171,7 +175,7 @@ class Detector:
         if ls is None or not self.section.enabled:
             return []
         rec = event.flat()
-        found: dict[str, tuple[RuleInfo, Mapping[str, Any]]] = {}
+        found: dict[str, _Hit] = {}
         infos = self._infos[ls]
         for i in self._matchers[ls](rec):
             found.setdefault(infos[i].id, (infos[i], rec))
@@ -186,18 +190,22 @@ class Detector:
             for a in out
         ]
 
-    def _payload_hits(self, rec: Mapping[str, Any]) -> dict[str, tuple[RuleInfo, dict[str, Any]]]:
+    def _payload_hits(self, rec: Mapping[str, Any]) -> dict[str, _Hit]:
         """A started shell/interpreter with inline code: inspect the code as a tool call would be."""
         argv = rec.get("argv") or []
         image = rec.get("Image") or ""
         if len(argv) < 3 or not isinstance(image, str):
             return {}
         name = basename(image)
-        if not (shell_key(name) or interpreter_key(name)):
+        if shell_key(name):
+            if not any(a[:1] == "-" and "c" in a for a in argv[1:] if isinstance(a, str)):
+                return {}
+        elif interpreter_key(name) is None:
             return {}
-        envelope = {
-            k: rec.get(k) for k in ("sandbox_id", "run_id", "episode_id", "step", "turn", "tool_call_id")
-        }
-        recs = records(analyze(shlex.join(str(a) for a in argv)), envelope, "shell")
+        text = shlex.join(str(a) for a in argv)
+        return dict(self._payload_cache(text))
+
+    def _payload_uncached(self, text: str) -> tuple[tuple[str, _Hit], ...]:
+        recs = records(analyze(text), {}, "shell")
         recs["process_creation"] = recs["process_creation"][1:]  # the first is this very process
-        return self._hits(recs)
+        return tuple(self._hits(recs).items())

