@@ -236,9 +236,47 @@ def test_event_store_egress_tuple_and_alerts(tmp_path: Path) -> None:
         1.0,
         ["tc-1"],
     )
-    assert (
-        node.method == "node_time" and node.tool_call_id is None and set(node.candidates) == {"tc-1", "tc-x"}
-    )
+    # Node and time alone fit both calls; only tc-1's command names the destination it reached.
+    assert (node.method, node.tool_call_id, node.candidates) == ("node_time_command", "tc-1", ["tc-1"])
     inc = next(i for i in result.incidents if i.episode_id == "e7")
     assert [a.rule_id for a in inc.alerts] == ["corral.net.unexpected_egress"] and inc.severity == "high"
     assert inc.first_tool_call_id == "tc-1" and inc.first_command == "curl https://203.0.113.8/"
+
+
+def test_node_time_stays_ambiguous_unless_exactly_the_commands_name_the_destination(tmp_path: Path) -> None:
+    T = 1_790_000_000.0
+    trace = tmp_path / "t.jsonl"
+    calls = [
+        dict(
+            tool_call_id="tc-a",
+            episode_id="ea",
+            host="192.0.2.30",
+            start=T,
+            end=T + 5,
+            command="nc 203.0.113.80 22",
+        ),
+        dict(
+            tool_call_id="tc-b",
+            episode_id="eb",
+            host="192.0.2.30",
+            start=T,
+            end=T + 5,
+            command="nc 203.0.113.8 22",
+        ),
+        dict(
+            tool_call_id="tc-c", episode_id="ec", host="192.0.2.30", start=T, end=T + 5, command="pytest -q"
+        ),
+    ]
+    trace.write_text("".join(json.dumps(c) + "\n" for c in calls))
+    log = tmp_path / "fw.csv"
+    log.write_text(
+        "version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes "
+        "start end action log-status\n"
+        f"2 1 eni-1 192.0.2.30 203.0.113.8 40000 22 6 1 60 {int(T) + 1} {int(T) + 2} REJECT OK\n"
+        f"2 1 eni-1 192.0.2.30 198.51.100.7 40001 22 6 1 60 {int(T) + 1} {int(T) + 2} REJECT OK\n"
+    )
+    named, unnamed = correlate([trace], [log]).attributions
+    # "203.0.113.80" must not count as naming 203.0.113.8: whole addresses only.
+    assert (named.method, named.tool_call_id) == ("node_time_command", "tc-b")
+    assert unnamed.method == "node_time" and unnamed.tool_call_id is None
+    assert set(unnamed.candidates) == {"tc-a", "tc-b", "tc-c"}

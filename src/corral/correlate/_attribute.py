@@ -8,7 +8,9 @@ Methods, in order of strength (a record takes the strongest that matches):
    back to a sandbox address; that sandbox's calls at that time.
 3. ``sandbox_ip_time``: the record's own address is a sandbox address.
 4. ``workload_time``: the log names the container/pod, which is a sandbox id.
-5. ``node_time``: only the node address matches; every call running on the
+5. ``node_time_command``: the node address and time match, and the call's own
+   command names the record's remote address (an agent typing the address it dials).
+6. ``node_time``: only the node address matches; every call running on the
    node within the clock-skew window is a candidate.
 
 All joins run in DuckDB. Interval joins are hash joins on (address, time
@@ -32,7 +34,8 @@ METHODS: dict[str, tuple[int, float]] = {
     "conntrack_nat": (2, 0.95),
     "sandbox_ip_time": (3, 0.9),
     "workload_time": (4, 0.85),
-    "node_time": (5, 0.6),
+    "node_time_command": (5, 0.8),
+    "node_time": (6, 0.6),
 }
 MAX_CANDIDATES = 50
 # Longest record window the interval join spreads calls over; longer records match on their start.
@@ -148,9 +151,19 @@ def attribute(
           JOIN call_buckets cb ON cb.sandbox_id = s.workload AND cb.b = CAST(floor(s.t0 / {width}) AS BIGINT)
           WHERE s.t0 <= cb."end" + {sk} AND s.t1 >= cb.start - {sk}
         UNION ALL
-        SELECT s.rid, s.side, cb.cid, 5 FROM sides s
+        SELECT s.rid, s.side, cb.cid, 6 FROM sides s
           JOIN call_buckets cb ON cb.host = s.lip AND cb.b = CAST(floor(s.t0 / {width}) AS BIGINT)
           WHERE s.t0 <= cb."end" + {sk} AND s.t1 >= cb.start - {sk};
+
+        -- Node-time candidates whose command text names the remote address, as a whole address.
+        INSERT INTO cand
+        SELECT n.rid, n.side, n.cid, 5 FROM cand n
+          JOIN sides s ON s.rid = n.rid AND s.side = n.side
+          JOIN calls c ON c.cid = n.cid
+          WHERE n.rank = 6 AND s.rip IS NOT NULL
+            AND regexp_matches(
+              c.command, '(^|[^0-9A-Za-z.:])' || replace(s.rip, '.', '\\.') || '($|[^0-9A-Za-z:])'
+            );
         """
     )
     ranks = " ".join(f"WHEN {r} THEN '{name}'" for name, (r, _) in METHODS.items())

@@ -196,6 +196,8 @@ _EVIDENCE = {
     "conntrack_nat": "conntrack NAT entry maps node address {ip} back to the sandbox of {who}",
     "sandbox_ip_time": "sandbox address {ip} belonged to {who} at that time",
     "workload_time": "the log names the workload, the sandbox of {who}, at that time",
+    "node_time_command": "node address {ip} ran {who} within the clock-skew window, whose command "
+    "names the destination",
     "node_time": "node address {ip} ran {who} within the clock-skew window",
 }
 assert _EVIDENCE.keys() == METHODS.keys()
