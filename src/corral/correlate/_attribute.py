@@ -162,7 +162,7 @@ def attribute(
           JOIN calls c ON c.cid = n.cid
           WHERE n.rank = 6 AND s.rip IS NOT NULL
             AND regexp_matches(
-              c.command, '(^|[^0-9A-Za-z.:])' || replace(s.rip, '.', '\\.') || '($|[^0-9A-Za-z:])'
+              c.command, '(^|[^0-9A-Za-z.:])' || replace(s.rip, '.', '\\.') || '($|[^0-9A-Za-z:]|:[0-9])'
             );
         """
     )
