@@ -188,7 +188,13 @@ class _Analyzer:
             self.resolve(w, depth)
         for name, w in cmd.assigns:
             self.env[name] = self.resolve(w, depth)
-        argv = [self.resolve(w, depth) for w in cmd.words]
+        argv: list[str] = []
+        for w in cmd.words:
+            value = self.resolve(w, depth)
+            if not w.quoted and any(seg.kind != "lit" for seg in w.segs) and value.split() != [value]:
+                argv.extend(value.split())  # unquoted expansions are word-split, as the shell does
+            else:
+                argv.append(value)
         stdin = flow
         writes: list[tuple[str, str]] = []
         for r in cmd.redirects:
@@ -485,6 +491,11 @@ class _Analyzer:
             rest = operands if any(a in ("-e", "--expression") for a in argv) else operands[1:]
             for p in rest:
                 files.append(FileOp(p, "modify", me, None))
+        elif name == "find" and "-delete" in argv:
+            for p in argv[1:]:
+                if p.startswith(("-", "(", "!")):
+                    break
+                files.append(FileOp(p, "delete", me, None))
         elif name == "dd":
             for a in argv[1:]:
                 if a.startswith("of="):
