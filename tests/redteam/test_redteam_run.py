@@ -7,7 +7,6 @@ Each run is a real CLI process: it builds its own lab netns, target namespaces
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,8 +14,9 @@ from typing import Any
 
 import yaml
 
+from chromium_support import screenshot
+
 CORRAL = str(Path(sys.executable).parent / "corral")
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ALERT_ONLY = {lv: "alert" for lv in ("low", "medium", "high", "critical")} | {"informational": "allow"}
 
 
@@ -52,18 +52,10 @@ def test_default_policy_blocks_everything_and_reports(tmp_path: Path) -> None:
     ):
         assert rows[name]["detected"] and rows[name]["attributed"], rows[name]
     assert "blocked" in out and "Red-team scorecard" in out
-    assert CHROMIUM, "chromium is required (apt package 'chromium'; listed in ./dev)"
-    shot = tmp_path / "report.png"
-    proc = subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0",
-         f"--screenshot={shot}", "--window-size=1400,2200", html.as_uri()],
-        capture_output=True, text=True, timeout=90, check=False,
-    )  # fmt: skip
+    shot, proc = screenshot(html, tmp_path, size="1400,2200")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert shot.stat().st_size > 20_000
-    assert [ln for ln in proc.stderr.splitlines() if ":CONSOLE" in ln] == []
+    assert proc.console == []
 
 
 def test_processes_allowed_to_survive_fail_the_persistence_scenarios(tmp_path: Path) -> None:

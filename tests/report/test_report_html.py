@@ -3,48 +3,21 @@
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
+from chromium_support import chromium
 from corral.correlate import CorrelationReport, correlate
 from corral.report import Cell, badge, cards, details, page, render_correlation_html, scatter_svg, table
 from corral.report._html import Point
 
 LOGS = Path(__file__).resolve().parents[1] / "data" / "logs"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def _report() -> CorrelationReport:
     logs = [p for p in sorted(LOGS.iterdir()) if not p.name.startswith(("trace", "generic"))]
     return correlate([LOGS / "trace_basic.jsonl"], logs, skew_s=2).report()
-
-
-def _chromium(html_file: Path, tmp: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    assert CHROMIUM, "chromium is required (apt package 'chromium'; listed in ./dev)"
-    cmd = [
-        CHROMIUM,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp / 'profile'}",
-        "--enable-logging=stderr",
-        "--v=0",
-        "--hide-scrollbars",
-        *extra,
-        html_file.as_uri(),
-    ]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=90, check=False)
-
-
-def _console_messages(stderr: str) -> list[str]:
-    return [ln for ln in stderr.splitlines() if ":CONSOLE" in ln]
 
 
 def test_report_is_self_contained() -> None:
@@ -58,26 +31,26 @@ def test_report_is_self_contained() -> None:
     assert "tests/data/logs/aws_v2_default.log:1" in html  # evidence names file and line
 
 
-def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
+def test_report_renders_in_headlesschromium(tmp_path: Path) -> None:
     out = tmp_path / "report.html"
     out.write_text(render_correlation_html(_report()), encoding="utf-8")
     shot = tmp_path / "report.png"
-    proc = _chromium(out, tmp_path, f"--screenshot={shot}", "--window-size=1400,2000")
+    proc = chromium(out, tmp_path, f"--screenshot={shot}", "--window-size=1400,2000")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert shot.is_file() and shot.stat().st_size > 20_000
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert _console_messages(proc.stderr) == []
-    dom = _chromium(out, tmp_path, "--dump-dom")
+    assert proc.console == []
+    dom = chromium(out, tmp_path, "--dump-dom")
     assert 'data-ready="1"' in dom.stdout  # the page's script ran to its end
-    assert _console_messages(dom.stderr) == []
+    assert dom.console == []
 
 
 def test_console_error_detection_works(tmp_path: Path) -> None:
     # The check above is only worth something if a broken page is caught.
     bad = tmp_path / "bad.html"
     bad.write_text(page("x", "<p>x</p>", script="undefinedFunction();"))
-    proc = _chromium(bad, tmp_path, "--dump-dom")
-    assert any("undefinedFunction" in m for m in _console_messages(proc.stderr))
+    proc = chromium(bad, tmp_path, "--dump-dom")
+    assert any("undefinedFunction" in m for m in proc.console)
 
 
 def test_empty_report_renders(tmp_path: Path) -> None:
@@ -89,8 +62,8 @@ def test_empty_report_renders(tmp_path: Path) -> None:
     assert "No incidents" in html
     out = tmp_path / "empty.html"
     out.write_text(html)
-    proc = _chromium(out, tmp_path, "--dump-dom")
-    assert 'data-ready="1"' in proc.stdout and _console_messages(proc.stderr) == []
+    proc = chromium(out, tmp_path, "--dump-dom")
+    assert 'data-ready="1"' in proc.stdout and proc.console == []
 
 
 @pytest.mark.parametrize(
