@@ -6,7 +6,6 @@ import json
 import os
 import time
 import uuid
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from corral.correlate import correlate
+from corral.correlate import CorrelationReport, correlate
 from corral.demo._firewall import write_flow_log
 from corral.demo._loop import EpisodeOutcome, LoopStats, run_loop
 from corral.events import EventStore, trace_records, write_trace_jsonl
@@ -22,6 +21,9 @@ from corral.harness import Harness
 from corral.policy import Policy
 from corral.report import render_correlation_html
 from corral.respond import Responder
+
+
+OUTPUT_FILES = ("events.db", "trace.jsonl", "node-firewall.flowlog", "correlation.json", "report.html")
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class DemoOutput:
     report: Path
     episodes: list[EpisodeOutcome]
     stats: LoopStats
+    correlation_report: CorrelationReport
 
 
 def run_demo(cfg: DemoConfig, console: Console) -> DemoOutput:
@@ -53,6 +56,10 @@ def run_demo(cfg: DemoConfig, console: Console) -> DemoOutput:
     out = cfg.out or home / "demo" / run_id
     out.mkdir(parents=True, exist_ok=True)
     store_path = out / "events.db"
+    # A rerun into the same folder starts clean: the correlation reads every call in the store.
+    for name in OUTPUT_FILES:
+        for p in out.glob(name + "*"):  # the store's -wal/-shm files too
+            p.unlink()
     console.print(
         f"[bold]Corral demo[/] run [cyan]{run_id}[/]: {cfg.episodes} episodes, "
         f"{cfg.workers} at a time, default policy"
@@ -111,7 +118,7 @@ def run_demo(cfg: DemoConfig, console: Console) -> DemoOutput:
     corr.write_text(json.dumps(report.to_jsonable(), indent=1))
     html = out / "report.html"
     html.write_text(render_correlation_html(report, title=f"Corral demo: {run_id}"))
-    return DemoOutput(out, store_path, trace, fw, corr, html, episodes, stats)
+    return DemoOutput(out, store_path, trace, fw, corr, html, episodes, stats, report)
 
 
 def print_summary(d: DemoOutput, console: Console) -> None:
@@ -128,15 +135,33 @@ def print_summary(d: DemoOutput, console: Console) -> None:
         t.add_row(f"alerts: {cat}", str(n))
     console.print(t)
     guilty = Table(title="Guilty episodes and commands")
-    for col in ("episode", "step", "turn", "verdict", "alerts", "command"):
-        guilty.add_column(col)
+    rows = []
     for ep in d.episodes:
         for c in ep.calls:
             if c.result.alerts:
                 verdict = "[red]blocked[/]" if c.result.blocked else "[yellow]alerted[/]"
-                cats = ", ".join(sorted(Counter(a.category for a in c.result.alerts)))
-                guilty.add_row(c.episode_id, str(c.step), str(c.turn), verdict, cats, c.command[:90])
+                cats = ",".join(sorted({a.category for a in c.result.alerts}))
+                rows.append(
+                    (f"{c.episode_id} s{c.step} t{c.turn}", verdict, cats, " ".join(c.command.split()))
+                )
+    cats_w = max((len(r[2]) for r in rows), default=6)
+    cmd_w = max(16, console.width - 20 - 9 - cats_w - 13)
+    for col in ("episode", "verdict", "alerts", "command"):
+        guilty.add_column(col, no_wrap=True)
+    for where, verdict, cats, cmd in rows:
+        guilty.add_row(where, verdict, cats, cmd if len(cmd) <= cmd_w else cmd[: cmd_w - 1] + "…")
     console.print(guilty)
+    rep = d.correlation_report
+    violations = [a for a in rep.attributions if a.tool_call_id is not None]
+    console.print(
+        f"[bold]Firewall log → tool calls:[/] {rep.records} records, {rep.attributed} attributed, "
+        f"{len(violations)} to exactly one call, {len(rep.incidents)} incidents"
+    )
+    for a in violations:
+        console.print(
+            f"  {a.remote_ip}:{a.remote_port} ← {a.episode_id} step {a.step} turn {a.turn} "
+            f"({a.method}, confidence {a.confidence:.2f})"
+        )
     console.print("[bold]Written:[/]")
     for label, p in (
         ("events (SQLite)", d.store),
