@@ -22,7 +22,6 @@ from corral.policy import Policy
 from corral.report import render_correlation_html
 from corral.respond import Responder
 
-
 OUTPUT_FILES = ("events.db", "trace.jsonl", "node-firewall.flowlog", "correlation.json", "report.html")
 
 
