@@ -312,3 +312,13 @@ def test_observe_is_thread_safe(tmp_path: Path) -> None:
     for t in threads:
         t.join()
     assert len(fired) == 10  # 1000 events, one alert per 100, none lost or doubled
+
+
+def test_fast_record_matches_flat() -> None:
+    from corral.detect._detector import _record
+
+    ev = _net(1.5, "e1")
+    flat = ev.flat()
+    rec = _record(ev)
+    assert set(flat) - {"time"} == set(rec)
+    assert all(rec[k] == flat[k] for k in rec if k != "time")

@@ -137,33 +137,38 @@ class Correlator:
 
     def _feed_one(self, i: int, rule_id: str, rec: Mapping[str, Any], t_ns: int) -> Fired | None:
         spec = self.specs[i]
-        key = tuple(rec.get(f) for f in spec.group_by)
-        if spec.group_by and all(k is None for k in key):
+        group_by = spec.group_by
+        key = tuple([rec.get(f) for f in group_by])
+        if group_by and key.count(None) == len(key):
             return None
-        if spec.type == "event_count":
+        kind = spec.type
+        if kind == "event_count":
             value: Any = None
-        elif spec.type == "value_count":
+        elif kind == "value_count":
             value = rec.get(spec.value_field or "")
             if value is None:
                 return None
         else:
             value = rule_id
-        w = self.windows.get((i, key))
+        wkey = (i, key)
+        w = self.windows.get(wkey)
         if w is None:
             if len(self.windows) >= MAX_GROUPS:
                 self.windows.pop(next(iter(self.windows)))
-            w = self.windows[(i, key)] = _Window()
+            w = self.windows[wkey] = _Window()
         horizon = t_ns - spec.timespan_ns
         ev, counts = w.events, w.counts
         while ev and (ev[0][0] < horizon or len(ev) >= MAX_WINDOW_EVENTS):
-            _, old = ev.popleft()
-            counts[old] -= 1
-            if not counts[old]:
+            old = ev.popleft()[1]
+            left = counts[old] - 1
+            if left:
+                counts[old] = left
+            else:
                 del counts[old]
         ev.append((t_ns, value))
         counts[value] = counts.get(value, 0) + 1
-        n = len(ev) if spec.type == "event_count" else len(counts)
-        if not spec.holds(n):
+        n = len(ev) if kind == "event_count" else len(counts)
+        if n < spec.count or not spec.holds(n):  # every supported operator needs n >= count
             return None
-        del self.windows[(i, key)]
-        return Fired(spec, dict(zip(spec.group_by, key, strict=True)), n)
+        del self.windows[wkey]
+        return Fired(spec, dict(zip(group_by, key, strict=True)), n)
