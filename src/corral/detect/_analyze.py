@@ -12,6 +12,7 @@ a hostile command cannot make inspection slow.
 from __future__ import annotations
 
 import codecs
+import re
 from dataclasses import dataclass, field
 
 from corral.detect._codeparse import code_shell_calls, decode_literals
@@ -41,6 +42,7 @@ _WRITE_REDIRECTS = {
 }
 
 _SSH_OPTS = frozenset("-p -i -l -o -L -R -D -J -F -b -c -e -m -O -S -W -w -E -B -Q".split())  # noqa: SIM905
+_ESCAPE_RE = re.compile(r"^\s*(?::!|!|\\!|\.shell\s|\.system\s|:call\s+system\(|system\s)(.+)$", re.DOTALL)
 _EXEC_END = (";", "+", "\\;")
 
 
@@ -300,8 +302,10 @@ class _Analyzer:
             return self.decoded(codecs.decode(stdin, "rot13"), "rot13", depth, me)
         if shell_key(name):
             return self.run_shell(argv, stdin, depth, me)
-        if name in ("eval", "source", ".") and name == "eval":
+        if name == "eval":
             return self.shell(" ".join(args), depth + 1, "eval", me)
+        if name == "trap" and args:
+            return self.shell(args[0], depth + 1, "trap", me)
         if name == "watch":
             j = skip_options(argv, 1, frozenset({"-n", "-d", "--interval", "-c"}))
             return self.shell(" ".join(argv[j:]), depth + 1, "watch", me)
@@ -352,7 +356,15 @@ class _Analyzer:
         key = interpreter_key(name)
         if key is not None:
             return self.run_interpreter(key, argv, stdin, depth, me)
+        self.escapes(args, depth, me)
         return None
+
+    def escapes(self, args: list[str], depth: int, me: tuple[str, ...]) -> None:
+        """Arguments that programs run as shell commands: vim ``-c ':!cmd'``, sqlite ``.shell``, mysql ``\\!``."""
+        for a in args:
+            m = _ESCAPE_RE.match(a)
+            if m and m.group(1).strip():
+                self.shell(m.group(1), depth + 1, "escape", me)
 
     def decoded(self, text: str | None, how: str, depth: int, parent: tuple[str, ...]) -> str | None:
         if text is None:
