@@ -360,7 +360,7 @@ class _Analyzer:
         return None
 
     def escapes(self, args: list[str], depth: int, me: tuple[str, ...]) -> None:
-        """Arguments that programs run as shell commands: vim ``-c ':!cmd'``, sqlite ``.shell``, mysql ``\\!``."""
+        """Arguments a program runs as shell commands: vim ``:!cmd``, sqlite ``.shell``, mysql ``\\!``."""
         for a in args:
             m = _ESCAPE_RE.match(a)
             if m and m.group(1).strip():
