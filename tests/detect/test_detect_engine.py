@@ -322,3 +322,24 @@ def test_fast_record_matches_flat() -> None:
     rec = _record(ev)
     assert set(flat) - {"time"} == set(rec)
     assert all(rec[k] == flat[k] for k in rec if k != "time")
+
+
+def test_sigma_filter_file_is_an_override_hook(tmp_path: Path) -> None:
+    d = Detector.builtin()
+    cmd = "ssh -N -L 5432:db.internal:5432 bastion"
+    (rid,) = d.inspect_command(cmd, ctx=TraceContext()).rules
+    (tmp_path / "allow.yml").write_text(
+        f"""title: Allow the task's database tunnel
+id: 0a0b0c0d-0000-4000-8000-000000000001
+logsource: {{category: process_creation, product: linux}}
+filter:
+  rules: [{rid}]
+  selection:
+    CommandLine|contains: 'db.internal:5432'
+  condition: not selection
+"""
+    )
+    d = Detector.from_policy(Policy().with_overrides(detection={"rule_paths": [str(tmp_path)]}))
+    assert d.load_report.problems == []
+    assert d.inspect_command(cmd, ctx=TraceContext()).verdict == "allow"
+    assert d.inspect_command("ssh -N -L 5432:other:5432 bastion", ctx=TraceContext()).verdict == "block"

@@ -309,6 +309,9 @@ class _Analyzer:
         if name == "watch":
             j = skip_options(argv, 1, frozenset({"-n", "-d", "--interval", "-c"}))
             return self.shell(" ".join(argv[j:]), depth + 1, "watch", me)
+        if name == "flock" and args and "-c" not in args and "--command" not in args:
+            j = skip_options(argv, 1, frozenset({"-w", "-E", "--timeout", "--conflict-exit-code"})) + 1
+            return self.run(argv[j:], stdin, depth + 1, "wrapper", me, background, privileged)
         if name in ("su", "runuser", "sg", "script", "flock") or (name == "tmux" and args):
             return self.run_dash_c(name, argv, depth, me)
         if name == "ssh":

@@ -69,6 +69,22 @@ WRAPPERS: dict[str, Wrapper] = {
     "pkexec": _w("--user"),
     "run-one": _w(),
     "retry": _w("-t -d --times --delay"),
+    "setarch": _w("-B -R -L -X -Z -3 -F", positional=1),
+    "linux32": _w(),
+    "linux64": _w(),
+    "taskset": _w(positional=1),
+    "cpulimit": _w("-l -p -e --limit --pid --exe"),
+    "prlimit": _w("-p --pid"),
+    "numactl": _w("-C -N -m -p -i --cpunodebind --membind --physcpubind --preferred --interleave"),
+    "xvfb-run": _w("-a -n -s -e -f --server-args --server-num --error-file --auth-file"),
+    "dbus-launch": _w(),
+    "fakeroot": _w("-l -s -i"),
+    "proot": _w("-r -b -w -R -q -k --rootfs --bind --cwd"),
+    "gosu": _w(positional=1),
+    "su-exec": _w(positional=1),
+    "setuidgid": _w(positional=1),
+    "s6-setuidgid": _w(positional=1),
+    "chpst": _w("-u -U -e -/ -n -l -L -m -d -o -p -f -c -r -t"),
 }
 
 # Builtins/flags after which nothing runs: `command -v nc` only looks nc up.
