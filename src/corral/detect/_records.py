@@ -21,9 +21,12 @@ change.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from corral.detect._analyze import Analysis, basename
+from corral.detect._analyze import Analysis
+
+_BRACKET_RE = re.compile(r"\[([A-Za-z0-9])\]")
 
 # Fields holding several values: a rule matches when any value does.
 MULTI_FIELDS = frozenset({"Images", "Pipelines", "Obfuscation", "argv", "answers", "tags"})
@@ -79,6 +82,10 @@ def records(a: Analysis, envelope: dict[str, Any], language: str) -> dict[str, l
     expanded = a.text
     if a.payloads:
         expanded += "\n" + "\n".join(dict.fromkeys(text for _, text in a.payloads))
+    if "[" in a.text:  # grep '[x]mrig' / '[a]liyun': the self-excluding grep trick hides the name
+        unbracketed = _BRACKET_RE.sub(r"\1", a.text)
+        if unbracketed != a.text:
+            expanded += "\n" + unbracketed
     tool = {
         **envelope,
         "type": "tool_call",
@@ -122,7 +129,3 @@ def records(a: Analysis, envelope: dict[str, Any], language: str) -> dict[str, l
         for f in a.files
     ]
     return {"tool_call": [tool], "process_creation": procs, "file_event": files}
-
-
-def first_image(a: Analysis) -> str:
-    return basename(a.commands[0].argv[0]) if a.commands and a.commands[0].argv else ""
