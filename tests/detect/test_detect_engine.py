@@ -343,3 +343,17 @@ filter:
     assert d.load_report.problems == []
     assert d.inspect_command(cmd, ctx=TraceContext()).verdict == "allow"
     assert d.inspect_command("ssh -N -L 5432:other:5432 bastion", ctx=TraceContext()).verdict == "block"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["git remote add " * 7000, "env | " * 17000, "cat x | " * 12000, "x\n" * 50000, "for " * 25000],
+    ids=["git", "env", "pipes", "lines", "for"],
+)
+def test_crafted_commands_cannot_stall_inspection(text: str) -> None:
+    import time
+
+    d = Detector.builtin()
+    t = time.perf_counter()
+    d.inspect_command(text, ctx=TraceContext())
+    assert time.perf_counter() - t < 3.0  # regexes on long text run on RE2 (linear time)

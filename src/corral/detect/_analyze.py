@@ -164,6 +164,9 @@ class _Analyzer:
             self.out.obfuscation.add("ansi_c")
         last_output: str | None = None
         for pipe in parse(lexed.tokens):
+            if len(self.out.commands) >= MAX_COMMANDS:
+                self.out.truncated = True  # the raw text still reaches every text rule via Expanded
+                break
             flow: str | None = None
             names: list[str] = []
             for cmd in pipe.commands:

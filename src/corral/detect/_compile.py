@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+import re2  # type: ignore[import-untyped]  # google-re2, a pySigma dependency
 from sigma.conditions import (
     ConditionAND,
     ConditionFieldEqualsValueExpression,
@@ -47,6 +48,33 @@ from sigma.types import (
 from corral.detect._prefilter import required_literals
 
 Matcher = Callable[[Mapping[str, Any]], list[int]]
+
+
+LONG_TEXT = 2048  # above this, regexes run on RE2 (linear time) so a crafted command cannot stall us
+
+
+class DualRegex:
+    """Python's ``re`` for short texts (cheapest per call), RE2 for long ones (linear time)."""
+
+    __slots__ = ("py", "r2")
+
+    def __init__(self, pattern: str, flags: int) -> None:
+        self.py = re.compile(pattern, flags)
+        inline = "".join(c for f, c in ((re.I, "i"), (re.M, "m"), (re.S, "s")) if flags & f)
+        try:
+            self.r2: Any = re2.compile(f"(?{inline}){pattern}" if inline else pattern)
+        except Exception:  # RE2 lacks the feature (pySigma already refuses such rules); Python's re it is
+            self.r2 = None
+
+    def search(self, s: str) -> Any:
+        if len(s) > LONG_TEXT and self.r2 is not None:
+            return self.r2.search(s)
+        return self.py.search(s)
+
+    def fullmatch(self, s: str) -> Any:
+        if len(s) > LONG_TEXT and self.r2 is not None:
+            return self.r2.fullmatch(s)
+        return self.py.fullmatch(s)
 
 
 class Unsupported(Exception):
@@ -288,7 +316,7 @@ class _Builder:
 
     def regex_test(self, value: SigmaRegularExpression, var: str, lowered: str | None) -> str:
         pattern = self.regex(value)
-        lits = required_literals(self.k[-1]) if lowered is not None else None
+        lits = required_literals(self.k[-1].py) if lowered is not None else None
         if not lits:
             return f"({pattern}.search({var}) is not None)"
         if len(lits) <= 3:
@@ -306,7 +334,7 @@ class _Builder:
                 SigmaRegularExpressionFlag.DOTALL: re.DOTALL,
             }[fl]
         try:
-            return self.const(re.compile(str(value.regexp), flags))
+            return self.const(DualRegex(str(value.regexp), flags))
         except re.error as exc:
             raise Unsupported(f"regular expression not supported by Python's re: {exc}") from exc
 
@@ -328,7 +356,7 @@ class _Builder:
         if len(norm) == 2 and norm[0] == multi and isinstance(norm[1], str):
             return f"{var}.endswith({self.const(norm[1])})"
         pattern = "".join(re.escape(p) if isinstance(p, str) else (".*" if p == multi else ".") for p in norm)
-        return f"({self.const(re.compile(pattern, re.DOTALL))}.fullmatch({var}) is not None)"
+        return f"({self.const(DualRegex(pattern, re.DOTALL))}.fullmatch({var}) is not None)"
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ command that could run, not the control flow around it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from corral.detect._lexer import Op, Token, Word
@@ -54,7 +55,8 @@ def _assignment(w: Word) -> tuple[str, Word] | None:
     return name.rstrip("+"), value
 
 
-def parse(tokens: list[Token]) -> list[Pipeline]:
+def parse(tokens: list[Token]) -> Iterator[Pipeline]:
+    """Pipelines in order, lazily (the caller may stop early on huge input)."""
     out: list[Pipeline] = []
     pipe = Pipeline()
     cmd = Command()
@@ -78,6 +80,9 @@ def parse(tokens: list[Token]) -> list[Pipeline]:
         pipe = Pipeline()
 
     while i < n:
+        if out:
+            yield from out
+            out.clear()
         tok = tokens[i]
         i += 1
         if isinstance(tok, Op):
@@ -134,4 +139,4 @@ def parse(tokens: list[Token]) -> list[Pipeline]:
                 continue
         cmd.words.append(tok)
     end_pipeline()
-    return out
+    yield from out
