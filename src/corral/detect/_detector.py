@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import functools
+import json
 import shlex
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from corral.detect._analyze import analyze, basename
 from corral.detect._compile import Matcher
-from corral.detect._correlation import Correlator, Fired
-from corral.detect._loader import LoadedRules, Overrides, load_rules
+from corral.detect._correlation import CorrelationSpec, Correlator, Fired
+from corral.detect._loader import LoadedRules, Overrides, load_rules, rule_files
 from corral.detect._model import EVENT_LOGSOURCE, LOGSOURCES, Inspection, LoadReport, RuleInfo, verdict_for
 from corral.detect._records import records
 from corral.detect._wrappers import interpreter_key, shell_key
@@ -22,6 +24,7 @@ from corral.policy import DetectionSection, Policy
 
 _MATCHED_MAX_CHARS = 512
 _Hit = tuple[RuleInfo, Mapping[str, Any]]
+_Stamp = tuple[tuple[str, int, int], ...]  # (file, mtime_ns, size) of every rule file
 
 
 def builtin_rule_paths(maturity: Sequence[str] = ("stable", "test")) -> list[Path]:
@@ -84,17 +87,60 @@ def _fired_alert(f: Fired, seq: int | None = None) -> Alert:
     )
 
 
-class Detector:
-    """Sigma rules compiled once; ``inspect_command`` before a call runs, ``observe`` on events after."""
+@dataclass(frozen=True)
+class RuleSet:
+    """Compiled, immutable rules: shared by every Detector built from the same files and overrides."""
 
-    def __init__(self, loaded: LoadedRules, section: DetectionSection | None = None) -> None:
+    matchers: Mapping[str, Matcher]
+    infos: Mapping[str, list[RuleInfo]]
+    correlations: list[CorrelationSpec]
+    report: LoadReport
+
+    @classmethod
+    def compile(cls, loaded: LoadedRules) -> RuleSet:
+        matchers = {ls: g.build() for ls, g in loaded.groups.items()}
+        return cls(matchers, loaded.infos, loaded.correlations, loaded.report)
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_ruleset(
+    paths: tuple[str, ...], stamp: tuple[tuple[str, int, int], ...], overrides: str
+) -> RuleSet:
+    del stamp  # part of the cache key only: an edited rule file compiles afresh
+    ov = json.loads(overrides)
+    loaded = load_rules(
+        [Path(p) for p in paths], Overrides(frozenset(ov["disabled"]), ov["levels"], ov["exceptions"])
+    )
+    return RuleSet.compile(loaded)
+
+
+def _stamp(paths: Sequence[Path]) -> _Stamp:
+    out = []
+    for f in rule_files(paths):
+        try:
+            st = f.stat()
+        except OSError:
+            out.append((str(f), -1, -1))
+            continue
+        out.append((str(f), st.st_mtime_ns, st.st_size))
+    return tuple(out)
+
+
+class Detector:
+    """Sigma rules compiled once; ``inspect_command`` before a call runs, ``observe`` on events after.
+
+    Compiled rule sets are cached per (files, overrides), so building a Detector per sandbox is
+    cheap; each Detector keeps its own correlation state and payload cache.
+    """
+
+    def __init__(self, rules: RuleSet, section: DetectionSection | None = None) -> None:
         self.section = section or DetectionSection()
-        self._infos = loaded.infos
-        self._matchers: dict[str, Matcher] = {ls: g.build() for ls, g in loaded.groups.items()}
-        self._correlator = Correlator(loaded.correlations)
-        self._report = loaded.report
-        self._by_id = {i.id: i for lst in loaded.infos.values() for i in lst}
-        self._by_id.update({c.info.id: c.info for c in loaded.correlations})
+        self._infos = rules.infos
+        self._matchers = rules.matchers
+        self._correlator = Correlator(rules.correlations)
+        self._report = rules.report
+        self._by_id = {i.id: i for lst in rules.infos.values() for i in lst}
+        self._by_id.update({c.info.id: c.info for c in rules.correlations})
         # Training runs repeat the same commands across thousands of episodes: rule hits on a
         # command's payload depend on its text only, so they are cached (bounded).
         self._payload_cache = functools.lru_cache(maxsize=4096)(self._payload_uncached)
@@ -105,8 +151,18 @@ class Detector:
     def load(cls, paths: Sequence[Path], section: DetectionSection | None = None) -> Detector:
         """Rules from these files/folders only (no built-in pack unless listed)."""
         section = section or DetectionSection()
-        ov = Overrides(frozenset(section.disabled_rules), section.level_overrides, section.exceptions)
-        return cls(load_rules([Path(p) for p in paths], ov), section)
+        plist = [Path(p) for p in paths]
+        overrides = json.dumps(
+            {
+                "disabled": sorted(section.disabled_rules),
+                "levels": section.level_overrides,
+                "exceptions": section.exceptions,
+            },
+            sort_keys=True,
+            default=list,
+        )
+        rules = _cached_ruleset(tuple(str(p) for p in plist), _stamp(plist), overrides)
+        return cls(rules, section)
 
     @classmethod
     def from_policy(cls, policy: Policy) -> Detector:
