@@ -6,8 +6,9 @@ inspection.verdict            # "block" under the default policy
 alerts = detector.observe(event)   # alert Events for collector/egress events
 """
 
-from corral.detect._analyze import Analysis, FileOp, SimpleCommand, analyze
+from corral.detect._analyze import Analysis, SimpleCommand, analyze
 from corral.detect._detector import Detector, builtin_rule_paths
+from corral.detect._fileops import FileOp
 from corral.detect._model import (
     EVENT_LOGSOURCE,
     LOGSOURCES,

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from corral.detect._codeparse import code_shell_calls, decode_literals
 from corral.detect._decode import b64, printf_unescape, unhex
+from corral.detect._fileops import FileOp, file_ops
 from corral.detect._lexer import Word, lex
 from corral.detect._parser import Command, parse
 from corral.detect._wrappers import (
@@ -60,14 +61,6 @@ class SimpleCommand:
     @property
     def name(self) -> str:
         return basename(self.argv[0]) if self.argv else ""
-
-
-@dataclass(frozen=True)
-class FileOp:
-    path: str
-    op: str  # write, append, delete, modify, chmod, link, truncate
-    argv: tuple[str, ...]
-    contents: str | None = None
 
 
 @dataclass
@@ -245,7 +238,7 @@ class _Analyzer:
                 SimpleCommand(tuple(argv), parent, source, depth, background, privileged)
             )
             name = basename(argv[0]).lower()
-            self.file_ops(name, argv, stdin)
+            self.out.files.extend(file_ops(name, argv, stdin))
             wrapper = WRAPPERS.get(name)
             if wrapper is not None:
                 if name in LOOKUP_ONLY and any(a in LOOKUP_ONLY[name] for a in argv[1:2]):
@@ -481,43 +474,6 @@ class _Analyzer:
                 self.run(list(call), None, depth, lang, me, False, False)
 
     # -- files ------------------------------------------------------------------------------------
-
-    def file_ops(self, name: str, argv: list[str], stdin: str | None) -> None:
-        operands = [a for a in argv[1:] if not a.startswith("-")]
-        me = tuple(argv)
-        files = self.out.files
-        if name == "tee":
-            for p in operands:
-                files.append(FileOp(p, "append" if "-a" in argv else "write", me, stdin))
-        elif name in ("cp", "mv", "install", "ln", "rsync", "scp") and len(operands) >= 2:
-            if name in ("rsync", "scp") and ":" in operands[-1]:
-                return
-            files.append(FileOp(operands[-1], "link" if name == "ln" else "write", me, None))
-            if name == "mv":  # the source is gone from where the tests (or logs) expect it
-                files.extend(FileOp(p, "delete", me, None) for p in operands[:-1])
-        elif name in ("rm", "unlink", "shred", "rmdir", "srm", "wipe"):
-            for p in operands:
-                files.append(FileOp(p, "delete", me, None))
-        elif name in ("chmod", "chown", "chgrp", "chattr", "setfacl", "setcap") and len(operands) >= 2:
-            for p in operands[1:]:
-                files.append(FileOp(p, "chmod", me, None))
-        elif name in ("truncate", "touch"):
-            for p in operands:
-                if not p.isdigit():
-                    files.append(FileOp(p, "truncate" if name == "truncate" else "touch", me, None))
-        elif name == "sed" and any(a.startswith("-i") or a == "--in-place" for a in argv):
-            rest = operands if any(a in ("-e", "--expression") for a in argv) else operands[1:]
-            for p in rest:
-                files.append(FileOp(p, "modify", me, None))
-        elif name == "find" and "-delete" in argv:
-            for p in argv[1:]:
-                if p.startswith(("-", "(", "!")):
-                    break
-                files.append(FileOp(p, "delete", me, None))
-        elif name == "dd":
-            for a in argv[1:]:
-                if a.startswith("of="):
-                    files.append(FileOp(a[3:], "write", me, None))
 
 
 def analyze(text: str, language: str = "shell") -> Analysis:
