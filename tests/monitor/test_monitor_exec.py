@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from monitor_cgroups import MakeScope, run_in
 from corral.errors import CollectorError
 from corral.events import Event, Health, ProcessExit, ProcessStart
 from corral.monitor import ExecCollector
+from corral.monitor._execrecords import ArgvAssembler, ExecEnter, Lost, Marker
 
 
 @pytest.fixture(scope="module")
@@ -105,13 +107,38 @@ def test_burst_across_cgroups(collector: tuple[ExecCollector, list[Event]], make
         assert p.wait(120) == 0
     for s in scopes:
         c.call_finished(s)
-    assert [e.data for e in events if isinstance(e.data, Health) and e.data.status != "ok"] == []
+    health = [e.data for e in events if isinstance(e.data, Health) and e.data.status != "ok"]
+    assert [h for h in health if h.status != "failed"] == []
+    # Nothing goes missing silently: on an overloaded machine the kernel may drop records, and then
+    # every missing exec is covered by a reported loss (sequence gaps), which must stay rare.
+    reported_lost = sum(h.count for h in health)
+    missing = 0
     for i, s in enumerate(scopes):
         starts = [x for x in _starts(events, s.ctx.tool_call_id or "") if x.Image == "/bin/true"]
         seen = [x.argv for x in starts]
-        assert len(seen) == n
-        assert sorted(int(a[2]) for a in seen) == list(range(n))
-        assert all(a[1] == f"tag{i}" for a in seen)
+        indexes = [int(a[2]) for a in seen]
+        assert len(indexes) == len(set(indexes))  # none duplicated
+        assert set(indexes) <= set(range(n))
+        assert all(a[1] == f"tag{i}" for a in seen)  # none in the wrong call
+        missing += n - len(seen)
+    assert missing <= reported_lost <= 4 * n // 100
+
+
+def test_sequence_gaps_are_reported_as_lost_records() -> None:
+    asm = ArgvAssembler(strlen=200)
+
+    def line(text: str) -> str:
+        return json.dumps({"type": "printf", "data": text + "\n"})
+
+    assert asm.feed(line("S 0 10 100 0 1")) == Marker(100, 0, 1)
+    assert asm.feed(line("K 1 5 101 10 11 7")) is not None  # CPU 1 starts at any number
+    assert asm.feed(line("E 0 11 102 10 7 /bin/true")) is None  # E, A, F share one sequence number
+    assert asm.feed(line("A 0 11 10 /bin/true")) is None
+    assert isinstance(asm.feed(line("F 0 11 10 1 0")), ExecEnter)
+    assert asm.feed(line("S 0 15 103 0 2")) == Lost(3)  # 12, 13 and 14 never arrived
+    assert asm.take_pending() == Marker(103, 0, 2)
+    assert asm.feed(line("S 1 6 104 1 2")) == Marker(104, 1, 2)
+    assert asm.feed("\n") is None  # bpftrace's blank lines at exit
 
 
 def test_missing_tool_fails_loudly() -> None:

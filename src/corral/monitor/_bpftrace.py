@@ -5,7 +5,10 @@ keyed by the ``cgroup`` builtin, the v2 cgroup id of the task, which is the
 inode of its directory under the unified mount: that is how a record is tied
 to a call. Processes in the collector's own cgroup are filtered in the kernel.
 A marker probe on ``getpriority(MAGIC, token)`` lets the collector prove that
-every record a CPU wrote before a point in time has been read.
+every record a CPU wrote before a point in time has been read. Every record
+starts with its CPU and that CPU's probe sequence number (argument lines share
+their exec's), so a record the kernel or the reader dropped shows up as a gap
+and is reported, never silently missing.
 """
 
 from __future__ import annotations
@@ -25,35 +28,42 @@ TRACEFS = Path("/sys/kernel/tracing")
 
 _SCRIPT = r"""
 tracepoint:syscalls:sys_enter_getpriority /args->which == MARKER/ {
-  printf("S %llu %d %d\n", nsecs, cpu, args->who);
+  $s = @seq[cpu]; @seq[cpu] = $s + 1;
+  printf("S %d %llu %llu %d %d\n", cpu, $s, nsecs, cpu, args->who);
 }
 tracepoint:sched:sched_process_fork /cgroup != $1/ {
-  printf("K %llu %d %d %llu\n", nsecs, pid, args->child_pid, cgroup);
+  $s = @seq[cpu]; @seq[cpu] = $s + 1;
+  printf("K %d %llu %llu %d %d %llu\n", cpu, $s, nsecs, pid, args->child_pid, cgroup);
 }
 tracepoint:syscalls:sys_enter_execve, tracepoint:syscalls:sys_enter_execveat /cgroup != $1/ {
-  printf("E %llu %d %llu %s\n", nsecs, tid, cgroup, str(args->filename));
+  $s = @seq[cpu]; @seq[cpu] = $s + 1;
+  printf("E %d %llu %llu %d %llu %s\n", cpu, $s, nsecs, tid, cgroup, str(args->filename));
   $i = 0;
   $go = 1;
   unroll(MAXARGS) {
     if ($go) {
       $p = *(uint64 *)uptr(args->argv + $i);
-      if ($p == 0) { $go = 0; } else { printf("A %d %s\n", tid, str(uptr($p))); $i++; }
+      if ($p == 0) { $go = 0; } else { printf("A %d %llu %d %s\n", cpu, $s, tid, str(uptr($p))); $i++; }
     }
   }
-  printf("F %d %d %d\n", tid, $i, $go);
+  printf("F %d %llu %d %d %d\n", cpu, $s, tid, $i, $go);
 }
 tracepoint:syscalls:sys_exit_execve, tracepoint:syscalls:sys_exit_execveat
   /cgroup != $1 && (args->ret == -13 || args->ret == -1)/ {
-  printf("R %llu %d %llu %d\n", nsecs, tid, cgroup, args->ret);
+  $s = @seq[cpu]; @seq[cpu] = $s + 1;
+  printf("R %d %llu %llu %d %llu %d\n", cpu, $s, nsecs, tid, cgroup, args->ret);
 }
 tracepoint:sched:sched_process_exec /cgroup != $1/ {
-  printf("X %llu %d %d %d %d %llu %s\n", nsecs, pid, args->old_pid, curtask->real_parent->tgid, uid,
-         cgroup, str(args->filename));
+  $s = @seq[cpu]; @seq[cpu] = $s + 1;
+  printf("X %d %llu %llu %d %d %d %d %llu %s\n", cpu, $s, nsecs, pid, args->old_pid,
+         curtask->real_parent->tgid, uid, cgroup, str(args->filename));
 }
 tracepoint:sched:sched_process_exit /cgroup != $1 && pid == tid/ {
-  printf("Q %llu %d %llu %d %llu\n", nsecs, pid, cgroup, curtask->exit_code,
+  $s = @seq[cpu]; @seq[cpu] = $s + 1;
+  printf("Q %d %llu %llu %d %llu %d %llu\n", cpu, $s, nsecs, pid, cgroup, curtask->exit_code,
          curtask->se.sum_exec_runtime + curtask->signal->sum_sched_runtime);
 }
+END { clear(@seq); }
 """
 
 

@@ -216,8 +216,10 @@ class ExecCollector:
                 continue
             if isinstance(rec, Lost):
                 self.lost += rec.count
-                self._health("failed", f"kernel ring buffer overflowed: {rec.count} records lost", rec.count)
-                continue
+                self._health("failed", f"{rec.count} tracer records lost (ring buffer overflow)", rec.count)
+                rec = asm.take_pending()  # the record whose sequence number revealed the gap
+                if rec is None:
+                    continue
             if isinstance(rec, ExecEnter) and rec.truncated:
                 truncated.add(rec.tid)
             elif isinstance(rec, ExecDone):

@@ -88,9 +88,13 @@ class ArgvAssembler:
     def __init__(self, strlen: int) -> None:
         self._strlen = strlen
         self._open: dict[int, ExecEnter] = {}
+        self._next_seq: dict[int, int] = {}  # cpu -> the sequence number its next probe will carry
+        self._pending_record: Record | None = None
 
     def feed(self, line: str) -> Record | Lost | None:
         """One output line; returns a complete record, or None (argument lines, non-printf output)."""
+        if not line.strip():  # bpftrace writes blank lines when it exits
+            return None
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
@@ -103,9 +107,31 @@ class ArgvAssembler:
         if text.endswith("\n"):
             text = text[:-1]
         try:
-            return self._record(text)
+            tag, cpu, seq, rest = text.split(" ", 3)
+            gap = self._sequence(int(cpu), int(seq), tag)
+            rec = self._record(f"{tag} {rest}")
         except (ValueError, IndexError, KeyError) as exc:
             raise ParseError(f"bad record {text[:200]!r}: {exc}") from exc
+        if gap:
+            # Records this CPU wrote before this one never arrived; say so before going on.
+            self._pending_record = rec
+            return Lost(gap)
+        return rec
+
+    def take_pending(self) -> Record | None:
+        """The record that arrived right after a reported gap (``feed`` returned Lost for it)."""
+        rec, self._pending_record = self._pending_record, None
+        return rec
+
+    def _sequence(self, cpu: int, seq: int, tag: str) -> int:
+        """How many probe records of ``cpu`` went missing before this one (0 when none)."""
+        expected = self._next_seq.get(cpu)
+        if tag in ("A", "F"):  # lines of the exec whose E line set the sequence
+            return 0
+        self._next_seq[cpu] = seq + 1
+        if expected is None or seq < expected:  # first record of a CPU, or a counter restart
+            return 0
+        return seq - expected
 
     def _record(self, text: str) -> Record | None:
         tag = text[:1]
