@@ -51,3 +51,18 @@ def test_pool_runs_calls_and_gathers_events(cluster: None, tmp_path: Path) -> No
     assert len(calls) == 5 and sum(c.data.blocked for c in calls) == 1
     assert {c.ctx.episode_id for c in calls} == {"e1", "w0", "w1", "w2"}
     assert [a.data.category for a in alerts] == ["credential_access"]
+
+
+def test_pool_sandbox_conforms(cluster: None, tmp_path: Path) -> None:
+    from corral import Policy
+    from corral.harness import run_conformance
+
+    policy = Policy.default().with_overrides(
+        detection={"enabled": False}, resources={"pids_max": 64, "memory_max_bytes": 128 << 20}
+    )
+    pool = SandboxPool(policy, store_path=tmp_path / "conf.db")
+    try:
+        results = run_conformance(pool.sandbox)
+    finally:
+        pool.shutdown()
+    assert [f"{r.name}: {r.error}" for r in results if not r.passed] == []

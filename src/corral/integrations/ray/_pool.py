@@ -174,8 +174,11 @@ class SandboxPool:
         self.name = f"{name}-{digest}"
         path = str(store_path or default_store_path(self.policy))
         collector_cls = ray.remote(num_cpus=0)(EventCollector)
+        # Detached: the collector and the node agents are services of the cluster, not of whichever
+        # process first asked for them; they live until ``shutdown`` (a sandbox's handle going out
+        # of scope must not take down the agent holding every sandbox of the node).
         self._collector: Any = collector_cls.options(
-            name=f"{self.name}-collector", namespace=_NAMESPACE, get_if_exists=True
+            name=f"{self.name}-collector", namespace=_NAMESPACE, get_if_exists=True, lifetime="detached"
         ).remote(path)
 
     def _agent(self, node_id: str) -> Any:
@@ -184,6 +187,7 @@ class SandboxPool:
             name=f"{self.name}-agent-{node_id[:16]}",
             namespace=_NAMESPACE,
             get_if_exists=True,
+            lifetime="detached",
             max_concurrency=self.max_concurrency,
             scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node_id, soft=False),
         ).remote(self.policy, self._collector, self.lease_s)
