@@ -32,11 +32,17 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=200)
     n = ap.parse_args().n
-    policy = Policy.default()
+    # The sandbox alone (no collectors, no detection), then the full default harness.
+    policy = Policy.default().with_overrides(
+        monitoring={"process_exec": False, "resources": False}, detection={"enabled": False}
+    )
+    full_policy = Policy.default()
     ctx = TraceContext(run_id="bench")
     bare = _measure(lambda: subprocess.run(["/bin/true"], check=True), n)
     with Sandbox(policy) as sb:
         warm = _measure(lambda: sb.run(["/bin/true"], ctx), n)
+    with Sandbox(full_policy) as sb:
+        warm_full = _measure(lambda: sb.run(["/bin/true"], ctx), n)
 
     def cycle() -> None:
         with Sandbox(policy) as s:
@@ -53,6 +59,7 @@ def main() -> None:
     for name, xs in (
         ("bare fork/exec of true", bare),
         ("warm sandbox call of true", warm),
+        ("  + detection, exec+resource monitors", warm_full),
         ("create + destroy (no call)", create),
         ("create + first call + destroy", full),
     ):
@@ -60,6 +67,7 @@ def main() -> None:
             f"{name:<34}{statistics.median(xs):>10.2f}{_p90(xs):>10.2f}{statistics.median(xs) / base:>9.1f}"
         )
     print(f"warm call overhead over bare: {statistics.median(warm) - base:.2f} ms")
+    print(f"monitoring + detection per call: {statistics.median(warm_full) - statistics.median(warm):.2f} ms")
 
 
 if __name__ == "__main__":
