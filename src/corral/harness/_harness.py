@@ -15,8 +15,8 @@ from corral.detect import Detector
 from corral.egress import Egress
 from corral.events import Alert, Event, EventStore
 from corral.harness._host import node_address
-from corral.harness._services import shared_exec
-from corral.monitor import ResourceCollector
+from corral.harness._services import GpuPoller, gpu_source, own_process_tree, shared_exec
+from corral.monitor import GpuCollector, GpuSource, ResourceCollector
 from corral.policy import Policy
 from corral.sandbox import CallObserver
 
@@ -56,7 +56,11 @@ class Harness:
         host: str | None = None,
         detector: Detector | None = None,
         egress: Egress | None = None,
+        declared_gpu_pids: Callable[[], set[int]] = own_process_tree,
+        gpu_source: GpuSource | None = None,
     ) -> None:
+        """``declared_gpu_pids``: the processes allowed to use GPUs (the trainer); any other GPU
+        compute, and all of it inside sandboxes, is flagged. ``gpu_source``: NVML by default."""
         self.policy = policy if policy is not None else Policy.default()
         self.host = host or node_address()
         self.store = store
@@ -71,6 +75,9 @@ class Harness:
         self._closed = False
         self._observers: list[CallObserver] | None = None
         self._resources: ResourceCollector | None = None
+        self._gpu: GpuPoller | None = None
+        self._declared_gpu_pids = declared_gpu_pids
+        self._gpu_source = gpu_source
 
     # -- services ------------------------------------------------------------------------
 
@@ -101,6 +108,13 @@ class Harness:
                         miner_window_s=mon.sustained_cpu_window_s,
                     )
                     obs.append(self._resources)
+                source = self._gpu_source or gpu_source()
+                if mon.gpu and source.status == "ok":  # without a GPU there is nothing to poll
+                    gpu = GpuCollector(
+                        self.emit, declared_pids=self._declared_gpu_pids, source=source, host=self.host
+                    )
+                    self._gpu = GpuPoller(gpu, mon.gpu_interval_s)
+                    obs.append(gpu)
                 self._observers = obs
             return list(self._observers)
 
@@ -159,3 +173,5 @@ class Harness:
             egress.close()
         if self._resources is not None:
             self._resources.close()
+        if self._gpu is not None:
+            self._gpu.close()

@@ -13,9 +13,11 @@ import shutil
 import threading
 from collections.abc import Callable
 
+import psutil
+
 from corral.events import Event, ProcessExit, ProcessStart
 from corral.harness._host import node_address
-from corral.monitor import ExecCollector
+from corral.monitor import ExecCollector, GpuCollector, NvmlSource
 from corral.sandbox import CallScope
 
 Emit = Callable[[Event], None]
@@ -102,3 +104,40 @@ def shared_exec(uid_range: tuple[int, int]) -> SharedExec:
         if uid_range not in _shared:
             _shared[uid_range] = SharedExec(uid_range)
         return _shared[uid_range]
+
+
+_gpu_source: NvmlSource | None = None
+_gpu_lock = threading.Lock()
+
+
+def gpu_source() -> NvmlSource:
+    """NVML, opened once per process; its ``status`` says "ok" or why there is no GPU."""
+    global _gpu_source
+    with _gpu_lock:
+        if _gpu_source is None:
+            _gpu_source = NvmlSource.open()
+        return _gpu_source
+
+
+class GpuPoller:
+    """A harness's GPU collector and the thread that polls it."""
+
+    def __init__(self, collector: GpuCollector, interval_s: float) -> None:
+        self.collector = collector
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, args=(interval_s,), name="corral-gpu", daemon=True)
+        self._thread.start()
+
+    def _loop(self, interval_s: float) -> None:
+        while not self._stop.wait(interval_s):
+            self.collector.poll()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def own_process_tree() -> set[int]:
+    """The harness process and its descendants: the declared training workload by default."""
+    me = psutil.Process()
+    return {me.pid, *(c.pid for c in me.children(recursive=True))}

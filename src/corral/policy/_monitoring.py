@@ -19,3 +19,9 @@ class MonitoringSection(Section):
     resource_interval_s: float = Field(default=1.0, gt=0, le=60)
     sustained_cpu_cores: float = Field(default=0.8, gt=0, description="CPU use that counts as sustained.")
     sustained_cpu_window_s: float = Field(default=30.0, gt=0, description="How long before it is flagged.")
+    gpu: bool = Field(
+        default=True,
+        description="Poll NVML for per-process GPU use and flag GPU compute outside the declared "
+        "training workload (every process inside a sandbox counts as outside). No-op without a GPU.",
+    )
+    gpu_interval_s: float = Field(default=2.0, gt=0, le=300)
