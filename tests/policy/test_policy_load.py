@@ -94,3 +94,11 @@ def test_json_schema_lists_every_section() -> None:
     schema = json.loads(policy_json_schema())
     for section in ("workspace", "filesystem", "resources", "processes", "network", "gpu", "programs", "env"):
         assert section in schema["properties"]
+
+
+def test_default_yaml_documents_every_section_with_the_true_defaults() -> None:
+    import yaml
+
+    text = (REPO / "policies" / "default.yaml").read_text()
+    assert Policy.default() == Policy(name="default")  # the file states the model's defaults
+    assert set(yaml.safe_load(text)) == set(Policy.model_fields)
