@@ -147,3 +147,20 @@ def test_missing_tool_fails_loudly() -> None:
     with pytest.raises(CollectorError):
         c.start()
     assert any(isinstance(e.data, Health) and e.data.status == "failed" for e in events)
+
+
+def test_collectors_do_not_answer_each_others_syncs(make_scope: MakeScope) -> None:
+    """Every bpftrace sees every marker syscall: a busy second collector (here or in another
+    process) must not make this one drain before its own markers arrive."""
+    mine: list[Event] = []
+    with ExecCollector(mine.append) as c, ExecCollector(lambda e: None) as other:
+        for _ in range(50):  # the other collector's tokens run far ahead of ours
+            with other._drain_lock:
+                other._sync(5)
+        scope = make_scope("sbSync")
+        c.call_started(scope)
+        r = run_in(scope, "i=0; while [ $i -lt 300 ]; do /bin/true sync $i; i=$((i+1)); done")
+        assert r.returncode == 0
+        c.call_finished(scope)
+        seen = {x.argv[2] for x in _starts(mine, scope.ctx.tool_call_id or "") if x.Image == "/bin/true"}
+    assert seen == {str(i) for i in range(300)}

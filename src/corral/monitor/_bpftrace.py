@@ -17,6 +17,7 @@ import contextlib
 import fcntl
 import os
 import resource
+import secrets
 import shutil
 import subprocess
 from pathlib import Path
@@ -24,6 +25,14 @@ from pathlib import Path
 from corral.errors import CollectorError
 
 MARKER_WHICH = 0x7C0A11  # an invalid "which": the syscall fails with EINVAL and has no effect
+
+
+def new_marker() -> int:
+    """A marker "which" of this collector alone. Every bpftrace on the node sees every marker
+    syscall, so collectors (in this process or others) must not answer each other's syncs."""
+    return MARKER_WHICH + secrets.randbelow(1 << 24) * 8
+
+
 TRACEFS = Path("/sys/kernel/tracing")
 
 _SCRIPT = r"""
@@ -67,9 +76,9 @@ END { clear(@seq); }
 """
 
 
-def script(max_args: int, uid_range: tuple[int, int] | None = None) -> str:
+def script(max_args: int, uid_range: tuple[int, int] | None = None, marker: int = MARKER_WHICH) -> str:
     """The program; with ``uid_range`` only tasks of those uids are traced (filtered in the kernel)."""
-    text = _SCRIPT.replace("MARKER", str(MARKER_WHICH)).replace("MAXARGS", str(max_args))
+    text = _SCRIPT.replace("MARKER", str(marker)).replace("MAXARGS", str(max_args))
     if uid_range is not None:
         lo, hi = uid_range
         text = text.replace("/cgroup != $1", f"/uid >= {int(lo)} && uid < {int(hi)} && cgroup != $1")
@@ -114,6 +123,7 @@ def spawn(
     exclude_cgroup: int,
     bpftrace: str = "bpftrace",
     uid_range: tuple[int, int] | None = None,
+    marker: int = MARKER_WHICH,
 ) -> subprocess.Popen[str]:
     exe = shutil.which(bpftrace)
     if exe is None:
@@ -124,7 +134,7 @@ def spawn(
     env = {**os.environ, "BPFTRACE_STRLEN": str(strlen), "BPFTRACE_PERF_RB_PAGES": str(pages)}
     try:
         proc = subprocess.Popen(
-            [exe, "-B", "line", "-f", "json", "-e", script(max_args, uid_range), str(exclude_cgroup)],
+            [exe, "-B", "line", "-f", "json", "-e", script(max_args, uid_range, marker), str(exclude_cgroup)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

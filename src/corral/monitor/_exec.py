@@ -83,6 +83,7 @@ class ExecCollector:
         so the rest of the node's processes cost nothing."""
         self._emit = emit
         self._uid_range = uid_range
+        self._marker = _bpftrace.new_marker()
         self._host = host or socket.gethostname()
         self._max_args = max_args
         self._strlen = strlen
@@ -115,7 +116,12 @@ class ExecCollector:
         """Start bpftrace and wait until its probes demonstrably fire; CollectorError otherwise."""
         try:
             self._proc = _bpftrace.spawn(
-                self._max_args, self._strlen, _bpftrace.own_cgroup_id(), self._bpftrace, self._uid_range
+                self._max_args,
+                self._strlen,
+                _bpftrace.own_cgroup_id(),
+                self._bpftrace,
+                self._uid_range,
+                self._marker,
             )
         except CollectorError as exc:
             self._fail(str(exc))
@@ -272,7 +278,7 @@ class ExecCollector:
             for cpu in self._cpus:
                 os.sched_setaffinity(0, {cpu})
                 with contextlib.suppress(OSError):  # EINVAL by design: the probe fires regardless
-                    os.getpriority(_bpftrace.MARKER_WHICH, token)
+                    os.getpriority(self._marker, token)
         finally:
             os.sched_setaffinity(0, mine)
 
