@@ -10,13 +10,18 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from corral.events import TraceContext
 from corral.sandbox import ToolResult
 
 
+@runtime_checkable
 class SandboxLike(Protocol):
+    """The Sandbox interface every backend offers: ``corral.Sandbox``, ``RemoteSandbox``, a Ray pool's."""
+
+    id: str
+
     def run(
         self,
         command: str | Sequence[str],

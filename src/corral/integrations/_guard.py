@@ -9,35 +9,17 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
 from corral.events import Event, EventStore, TraceContext
-from corral.harness import Harness
+from corral.harness import Harness, SandboxLike
 from corral.policy import Policy
 from corral.respond import CallVerdict, EpisodeSummary, PenaltyRegistry, Responder, SummaryLogger
 from corral.sandbox import ToolResult, new_id
 
-
-@runtime_checkable
-class ToolExecutor(Protocol):
-    """What a guarded episode runs calls in: ``corral.Sandbox``, ``RemoteSandbox``, a Ray pool sandbox."""
-
-    id: str
-
-    def run(
-        self,
-        command: str | Sequence[str],
-        ctx: TraceContext | None = None,
-        *,
-        timeout: float | None = None,
-        stdin: bytes | None = None,
-        env: Mapping[str, str] | None = None,
-    ) -> ToolResult: ...
-
-    def close(self) -> None: ...
-
+# What a guarded episode runs calls in: the Sandbox interface every backend offers.
+ToolExecutor = SandboxLike
 
 SandboxFactory = Callable[[str], ToolExecutor]  # sandbox id -> a new sandbox
 
