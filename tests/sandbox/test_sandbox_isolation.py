@@ -58,7 +58,10 @@ def _host_uid_of(sb: Sandbox, tag: str) -> int:
         for _ in range(400):
             for p in psutil.process_iter(["cmdline", "uids"]):
                 if p.info["cmdline"] == ["sleep", tag]:
-                    return int(p.info["uids"].real)
+                    uids = p.info["uids"]
+                    # real, effective and saved: no way back to root, not even a saved uid
+                    assert uids.real == uids.effective == uids.saved, uids
+                    return int(uids.real)
             time.sleep(0.01)
         raise AssertionError("sandboxed process not found")
     finally:

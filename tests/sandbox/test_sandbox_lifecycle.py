@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 
 import psutil
 import pytest
 
-from corral import Policy, Sandbox
+from corral import Policy, Sandbox, TraceContext
 from corral.errors import InputError, SandboxSetupError
 from corral.sandbox import DEFAULT_STATE_ROOT, Jail
 
@@ -100,3 +102,31 @@ def test_sandbox_is_unusable_after_close(policy: Policy) -> None:
     sb.close()
     with pytest.raises(SandboxClosedError):
         sb.run("true")
+
+
+class _VanishedNetwork:
+    """A network attachment whose namespace is gone (its egress layer died): the call must not run."""
+
+    netns_path = "/run/netns/corral-test-does-not-exist"
+    env: Mapping[str, str] = MappingProxyType({})
+    files: Mapping[str, str] = MappingProxyType({})
+    sandbox_ip = None
+
+    def begin_call(self, ctx: object) -> None: ...
+
+    def end_call(self) -> None: ...
+
+    def check(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def test_a_harness_failure_is_an_error_not_the_commands_output(policy: Policy) -> None:
+    p = policy.with_overrides(network={"mode": "allowlist"})
+    jail = Jail(p, network=_VanishedNetwork())
+    try:
+        with pytest.raises(SandboxSetupError, match="could not be set up"):
+            jail.run("echo should-not-run", ctx=TraceContext())
+    finally:
+        jail.close()
+    assert _leftovers({jail.id}, {jail.uid} if jail._lease else set()) == []
