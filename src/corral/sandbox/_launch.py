@@ -3,8 +3,9 @@
 The child is placed in the call's cgroups, joins the sandbox's network namespace
 (when egress is on), and drops to the sandbox's host uid before it executes
 bubblewrap; a sandbox that bubblewrap never reported as started is a harness
-failure (``SandboxSetupError``), never the command's output. Output is read concurrently and capped per stream; what is over the
-cap is read and discarded so the child never blocks on a full pipe.
+failure (``SandboxSetupError``), never the command's output. Output is read
+concurrently and capped per stream; what is over the cap is read and discarded so
+the child never blocks on a full pipe.
 """
 
 from __future__ import annotations

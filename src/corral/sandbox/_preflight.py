@@ -20,6 +20,9 @@ def check_machine() -> tuple[str, Layout]:
     bwrap = shutil.which("bwrap")
     if bwrap is None:
         raise SandboxUnavailableError("bubblewrap (bwrap) is not installed: apt-get install bubblewrap")
+    for tool in ("setpriv", "nsenter"):  # the launch chain drops the uid and joins the netns with them
+        if shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin") is None:
+            raise SandboxUnavailableError(f"{tool} is not installed: apt-get install util-linux")
     try:
         with open("/proc/sys/user/max_user_namespaces") as f:
             if int(f.read().strip() or 0) == 0:
