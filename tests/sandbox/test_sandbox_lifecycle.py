@@ -11,8 +11,8 @@ import psutil
 import pytest
 
 from corral import Policy, Sandbox, TraceContext
-from corral.errors import InputError, SandboxSetupError
-from corral.sandbox import DEFAULT_STATE_ROOT, Jail
+from corral.errors import CollectorError, InputError, SandboxSetupError
+from corral.sandbox import DEFAULT_STATE_ROOT, CallScope, Jail
 
 CGROUP_ROOTS = [
     Path("/sys/fs/cgroup") / c / "corral" for c in ("memory", "pids", "cpu", "cpuacct", "unified")
@@ -130,3 +130,36 @@ def test_a_harness_failure_is_an_error_not_the_commands_output(policy: Policy) -
     finally:
         jail.close()
     assert _leftovers({jail.id}, {jail.uid} if jail._lease else set()) == []
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def call_started(self, scope: CallScope) -> None:
+        self.calls.append("started")
+
+    def call_finished(self, scope: CallScope) -> None:
+        self.calls.append("finished")
+
+
+class _DeadCollector:
+    """A collector whose tracer died: it refuses to follow a call."""
+
+    def call_started(self, scope: CallScope) -> None:
+        raise CollectorError("exec collector failed: tracer exited")
+
+    def call_finished(self, scope: CallScope) -> None:
+        raise AssertionError("never started, so never finished")
+
+
+def test_a_call_no_collector_can_follow_does_not_run(policy: Policy, tmp_path: Path) -> None:
+    rec = _Recorder()
+    jail = Jail(policy, observers=[rec, _DeadCollector()])
+    try:
+        with pytest.raises(CollectorError):
+            jail.run(f"touch {policy.workspace.mount_point}/ran", ctx=TraceContext())
+        assert not (jail.workspace / "ran").exists()
+        assert rec.calls == ["started", "finished"]  # the collector that did start is told it ended
+    finally:
+        jail.close()

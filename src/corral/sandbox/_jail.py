@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
+import shutil
 import threading
 import time
 import uuid
@@ -185,8 +186,8 @@ class Jail:
         env: Mapping[str, str],
     ) -> CallOutcome:
         p = self.policy
-        call_id = ctx.tool_call_id or new_id("tc")
-        cg = CallCgroup.create(self.layout, self.id, call_id)
+        assert ctx.tool_call_id is not None  # run() names every call
+        cg = CallCgroup.create(self.layout, self.id, ctx.tool_call_id)
         try:
             cg.set_limits(
                 p.resources.memory_max_bytes, p.resources.pids_max + _BWRAP_PIDS, p.resources.cpu_quota_cores
@@ -210,11 +211,13 @@ class Jail:
                     own_netns=self.network is None,
                     bwrap=self.bwrap,
                 )
-                for obs in self.observers:
-                    obs.call_started(scope)
-                if self.network is not None:
-                    self.network.begin_call(ctx)
+                started: list[CallObserver] = []
                 try:
+                    for obs in self.observers:  # a collector that cannot follow the call stops it
+                        obs.call_started(scope)
+                        started.append(obs)
+                    if self.network is not None:
+                        self.network.begin_call(ctx)
                     raw = launch(
                         bw,
                         cgroup=cg,
@@ -231,7 +234,7 @@ class Jail:
                 finally:
                     if self.network is not None:
                         self.network.end_call()
-                    for obs in self.observers:
+                    for obs in started:
                         obs.call_finished(scope)
             finally:
                 os.close(sfd)
@@ -253,8 +256,6 @@ class Jail:
             d = self.mounts.scratch / sub
             for entry in os.scandir(d):
                 if entry.is_dir(follow_symlinks=False):
-                    import shutil
-
                     shutil.rmtree(entry.path, ignore_errors=True)
                 else:
                     with contextlib.suppress(FileNotFoundError):
