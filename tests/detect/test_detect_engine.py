@@ -314,16 +314,6 @@ def test_observe_is_thread_safe(tmp_path: Path) -> None:
     assert len(fired) == 10  # 1000 events, one alert per 100, none lost or doubled
 
 
-def test_fast_record_matches_flat() -> None:
-    from corral.detect._detector import _record
-
-    ev = _net(1.5, "e1")
-    flat = ev.flat()
-    rec = _record(ev)
-    assert set(flat) - {"time"} == set(rec)
-    assert all(rec[k] == flat[k] for k in rec if k != "time")
-
-
 def test_sigma_filter_file_is_an_override_hook(tmp_path: Path) -> None:
     d = Detector.builtin()
     cmd = "ssh -N -L 5432:db.internal:5432 bastion"

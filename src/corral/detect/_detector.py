@@ -32,26 +32,6 @@ def builtin_rule_paths(maturity: Sequence[str] = ("stable", "test")) -> list[Pat
     return [root / m for m in maturity if (root / m).is_dir()]
 
 
-def _record(event: Event) -> dict[str, Any]:
-    """The fields of ``event.flat()`` that rules use, without JSON serialisation (the hot path)."""
-    rec = dict(event.data.__dict__)
-    del rec["kind"]
-    ctx = event.ctx
-    rec.update(
-        type=event.data.kind,
-        time_ns=event.time_ns,
-        seq=event.seq,
-        host=event.host,
-        sandbox_id=event.sandbox_id,
-        run_id=ctx.run_id,
-        step=ctx.step,
-        episode_id=ctx.episode_id,
-        turn=ctx.turn,
-        tool_call_id=ctx.tool_call_id,
-    )
-    return rec
-
-
 def _clip(v: Any) -> Any:
     if isinstance(v, str) and len(v) > _MATCHED_MAX_CHARS:
         return v[:_MATCHED_MAX_CHARS] + "..."
@@ -250,7 +230,7 @@ class Detector:
         ls = EVENT_LOGSOURCE.get(event.type)
         if ls is None or not self.section.enabled:
             return []
-        rec = _record(event)
+        rec = event.record()
         found: dict[str, _Hit] = {}
         infos = self._infos[ls]
         for i in self._matchers[ls](rec):

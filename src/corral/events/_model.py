@@ -218,21 +218,32 @@ class Event(BaseModel):
     def type(self) -> str:
         return self.data.kind
 
-    def flat(self) -> dict[str, Any]:
-        """Envelope and payload as one flat dict (Sigma field names for payloads)."""
-        out: dict[str, Any] = {
+    def envelope(self) -> dict[str, Any]:
+        """The common fields of every event: type, time, where, and the RL trace context."""
+        ctx = self.ctx
+        return {
             "type": self.data.kind,
-            "time": rfc3339_ns(self.time_ns),
             "time_ns": self.time_ns,
             "seq": self.seq,
             "host": self.host,
             "sandbox_id": self.sandbox_id,
-            "run_id": self.ctx.run_id,
-            "step": self.ctx.step,
-            "episode_id": self.ctx.episode_id,
-            "turn": self.ctx.turn,
-            "tool_call_id": self.ctx.tool_call_id,
+            "run_id": ctx.run_id,
+            "step": ctx.step,
+            "episode_id": ctx.episode_id,
+            "turn": ctx.turn,
+            "tool_call_id": ctx.tool_call_id,
         }
+
+    def record(self) -> dict[str, Any]:
+        """Payload and envelope as Python values, without JSON serialisation (detection's hot path)."""
+        rec = {k: v for k, v in self.data.__dict__.items() if k != "kind"}
+        rec.update(self.envelope())
+        return rec
+
+    def flat(self) -> dict[str, Any]:
+        """Envelope and payload as one flat JSON-ready dict (Sigma field names for payloads)."""
+        env = self.envelope()
+        out: dict[str, Any] = {"type": env.pop("type"), "time": rfc3339_ns(self.time_ns), **env}
         for k, v in self.data.model_dump(mode="json").items():
             if k != "kind":
                 out[k] = v
