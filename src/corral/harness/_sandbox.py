@@ -18,6 +18,7 @@ from corral.events import (
     Event,
     EventStore,
     Level,
+    Payload,
     PolicyDecision,
     ResourceSample,
     ToolCall,
@@ -45,6 +46,7 @@ _STOP_TEXT = {
     "timeout": "wall-clock limit reached; every process of the call was killed",
     "memory": "memory limit reached; the kernel's OOM killer ended the call",
     "pids": "process-count limit reached (fork bomb?); every process of the call was killed",
+    "egress_failure": "the egress proxy or resolver failed during the call",
 }
 
 
@@ -189,33 +191,30 @@ class Sandbox:
             return False
         return True
 
-    def _env(self, ctx: TraceContext) -> dict[str, object]:
-        return {"host": self.host, "sandbox_id": self.id, "ctx": ctx}
+    def _event(self, time_ns: int, data: Payload, ctx: TraceContext) -> Event:
+        """An event of this sandbox, under the call's trace context."""
+        return Event(time_ns=time_ns, data=data, host=self.host, sandbox_id=self.id, ctx=ctx)
 
     def _emit_alerts(self, alerts: list[Alert], ctx: TraceContext, t_ns: int) -> None:
         for a in alerts:
-            self.harness.emit(Event(time_ns=t_ns, data=a, host=self.host, sandbox_id=self.id, ctx=ctx))
+            self.harness.emit(self._event(t_ns, a, ctx))
 
     def _blocked(self, text: str, ctx: TraceContext, start_ns: int, alerts: list[Alert]) -> ToolResult:
         reason = "; ".join(f"{a.rule_id}: {a.title} ({a.level.value})" for a in alerts)
         events = [
-            Event(
-                time_ns=start_ns,
-                data=ToolCall(
+            self._event(
+                start_ns,
+                ToolCall(
                     command=text, start_ns=start_ns, end_ns=start_ns, blocked=True, stop_reason="policy"
                 ),
-                host=self.host,
-                sandbox_id=self.id,
-                ctx=ctx,
+                ctx,
             ),
-            Event(
-                time_ns=start_ns,
-                data=PolicyDecision(
+            self._event(
+                start_ns,
+                PolicyDecision(
                     action="block", reason="detection", detail={"rules": [a.rule_id for a in alerts]}
                 ),
-                host=self.host,
-                sandbox_id=self.id,
-                ctx=ctx,
+                ctx,
             ),
         ]
         self.harness.emit_many(events)
@@ -252,9 +251,9 @@ class Sandbox:
         end_ns = start_ns + int(r.duration_s * 1e9)
         ctx = r.ctx
         events: list[Event] = [
-            Event(
-                time_ns=start_ns,
-                data=ToolCall(
+            self._event(
+                start_ns,
+                ToolCall(
                     command=o.command_text,
                     start_ns=start_ns,
                     end_ns=end_ns,
@@ -264,38 +263,28 @@ class Sandbox:
                     sandbox_ip=self.sandbox_ip,
                     host_ip=self.host,
                 ),
-                host=self.host,
-                sandbox_id=self.id,
-                ctx=ctx,
+                ctx,
             ),
         ]
         if not self.policy.monitoring.resources:  # else the resource collector reports the final sample
             usage = o.raw.usage
             events.append(
-                Event(
-                    time_ns=end_ns,
-                    data=ResourceSample(
+                self._event(
+                    end_ns,
+                    ResourceSample(
                         cpu_time_s=usage.cpu_time_s,
                         memory_bytes=usage.memory_peak_bytes,
                         memory_peak_bytes=usage.memory_peak_bytes,
                         pids=usage.pids_current,
                         final=True,
                     ),
-                    host=self.host,
-                    sandbox_id=self.id,
-                    ctx=ctx,
+                    ctx,
                 )
             )
-        if r.stop_reason in _STOP_TEXT or r.stop_reason == "egress_failure":
-            text = _STOP_TEXT.get(r.stop_reason or "", "the egress proxy or resolver failed during the call")
+        if r.stop_reason in _STOP_TEXT:
+            detail = {"text": _STOP_TEXT[r.stop_reason]}
             events.append(
-                Event(
-                    time_ns=end_ns,
-                    data=PolicyDecision(action="kill", reason=r.stop_reason or "", detail={"text": text}),
-                    host=self.host,
-                    sandbox_id=self.id,
-                    ctx=ctx,
-                )
+                self._event(end_ns, PolicyDecision(action="kill", reason=r.stop_reason, detail=detail), ctx)
             )
         self.harness.emit_many(events)
         self.harness.flush()
