@@ -20,7 +20,7 @@ RULES = Rules(
         """
 network:
   mode: allowlist
-  allow: ["pkg.test:80", "*.mirror.test", "198.18.7.0/24:80", "[2001:db8::/48]:80"]
+  allow: ["pkg.test:80", "*.mirror.test", "198.18.7.2:80", "198.18.7.3:80", "[2001:db8::7]:80"]
   hosts: {pkg.test: [198.18.7.2], a.mirror.test: [10.1.1.1], b.mirror.test: [198.18.7.3, "2001:db8::7"]}
 """
     ).network

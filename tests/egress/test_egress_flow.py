@@ -224,5 +224,13 @@ def test_server_first_protocol_needs_no_client_bytes() -> None:
     f = flow()
     f.handle(ClientData(b"CONNECT 198.18.7.2:80 HTTP/1.1\r\n\r\n"))
     f.handle(Connected("198.18.7.1", 5, "198.18.7.2", 80))
-    assert f.handle(ServerData(b"SSH-2.0-x\r\n")) == [SendClient(b"SSH-2.0-x\r\n")]
-    assert f.handle(ClientData(b"SSH-2.0-y\r\n")) == [SendServer(b"SSH-2.0-y\r\n")]
+    first = f.handle(ServerData(b"SSH-2.0-x\r\n"))
+    assert first[0] == SendClient(b"SSH-2.0-x\r\n")
+    (rec,) = records(first)  # the banner is a fingerprint: reported at once, while the flow runs
+    assert (rec.interim, rec.decision, rec.fingerprint, rec.fingerprint_detail) == (
+        True,
+        "allowed",
+        "ssh",
+        "server: SSH-2.0-x",
+    )
+    assert f.handle(ClientData(b"SSH-2.0-y\r\n")) == [SendServer(b"SSH-2.0-y\r\n")]  # once per flow

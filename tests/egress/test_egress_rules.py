@@ -19,10 +19,14 @@ network:
     - 198.18.7.2:80
     - {cidr: 10.20.0.0/16, ports: [5432]}
     - {cidr: "169.254.169.254/32", ports: [8080]}
+    - {cidr: "169.254.0.0/16", ports: [9090]}
     - "[2001:db8:1::5]:443"
+    - {cidr: 93.184.0.0/16, ports: [80, 443]}
   deny:
     - evil.pythonhosted.org
     - {cidr: 10.20.30.0/24}
+    - 93.184.216.35
+    - {cidr: 93.184.7.0/24, ports: [443]}
 """
 
 RULES = Rules(Policy.from_yaml(POLICY).network, host_addresses=["203.0.113.9", "fd00::2"])
@@ -42,10 +46,11 @@ RULES = Rules(Policy.from_yaml(POLICY).network, host_addresses=["203.0.113.9", "
         ("metadata.google.internal", 80, False, "always-denied:name"),
         ("localhost", 443, False, "always-denied:name"),
         ("foo.localhost", 443, False, "always-denied:name"),
-        ("198.18.7.2", 80, True, "allow:198.18.7.2/32"),
+        ("198.18.7.2", 80, True, "allow-exception:198.18.7.2/32"),  # reserved, but named exactly
         ("198.18.7.2", 443, False, "default-deny"),
         ("198.18.7.3", 80, False, "always-denied:reserved"),
-        ("10.20.1.1", 5432, True, "allow:10.20.0.0/16"),  # private, but listed by IP
+        ("10.20.1.1", 5432, False, "always-denied:private"),  # a CIDR never opens a private range
+        ("169.254.169.254", 9090, False, "default-deny"),  # the wide link-local entry opens nothing
         ("10.20.30.4", 5432, False, "deny:10.20.30.0/24"),
         ("10.1.1.1", 443, False, "always-denied:private"),
         ("192.168.1.1", 443, False, "always-denied:private"),
@@ -53,7 +58,8 @@ RULES = Rules(Policy.from_yaml(POLICY).network, host_addresses=["203.0.113.9", "
         ("127.0.0.1", 443, False, "always-denied:loopback"),
         ("::1", 443, False, "always-denied:loopback"),
         ("169.254.169.254", 80, False, "default-deny"),  # listed for 8080 only, so not refused outright
-        ("169.254.169.254", 8080, True, "allow:169.254.169.254/32"),
+        ("169.254.169.254", 8080, True, "allow-exception:169.254.169.254/32"),
+        ("169.254.10.10", 9090, False, "always-denied:link-local"),
         ("169.254.10.10", 80, False, "always-denied:link-local"),
         ("100.100.100.200", 80, False, "always-denied:metadata"),
         ("fd00:ec2::254", 80, False, "always-denied:metadata"),
@@ -61,7 +67,13 @@ RULES = Rules(Policy.from_yaml(POLICY).network, host_addresses=["203.0.113.9", "
         ("64:ff9b::a00:1", 443, False, "always-denied:private"),  # NAT64 of 10.0.0.1
         ("203.0.113.9", 443, False, "always-denied:host-address"),
         ("8.8.8.8", 53, False, "default-deny"),
-        ("2001:db8:1::5", 443, True, "allow:2001:db8:1::5/128"),
+        ("2001:db8:1::5", 443, True, "allow-exception:2001:db8:1::5/128"),
+        ("2001:db8:1::6", 443, False, "always-denied:documentation"),
+        ("93.184.216.34", 443, True, "allow:93.184.0.0/16"),
+        ("93.184.216.35", 443, False, "deny:93.184.216.35"),  # a deny inside an allow wins
+        ("93.184.7.1", 443, False, "deny:93.184.7.0/24:443"),  # ... on the ports it names
+        ("93.184.7.1", 80, True, "allow:93.184.0.0/16"),
+        ("a.b.c.pythonhosted.org", 443, True, "allow:*.pythonhosted.org"),  # any depth
         ("224.0.0.1", 443, False, "always-denied:multicast"),
     ],
 )
@@ -117,6 +129,8 @@ def test_dns_answers_only_listed_names(name: str, allowed: bool) -> None:
         ("{domain: a.example.com, ports: [0]}", "out of range"),
         ("{domain: a.example.com, ports: []}", "must not be empty"),
         ('"bad_host!.com"', "not a valid domain"),
+        (f'"{"a" * 64}.example.com"', "not a valid domain"),  # a label is at most 63 characters
+        (f'"{".".join(["a" * 60] * 5)}.com"', "at most 253 characters"),
     ],
 )
 def test_broad_or_bad_entries_are_refused(entry: str, message: str) -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from pathlib import Path
 
 import typer
 
-from corral.cli._app import app, fail
-from corral.egress._export import FORMATS, ExportOptions, apply_script, render, render_nftables
+from corral.cli._app import app, err_console, fail
+from corral.egress._export import FORMATS, NODE_TABLE, ExportOptions, apply_script, export
 from corral.egress._netns import DEFAULT_BASE
 from corral.egress._nft import run_nft
 from corral.errors import CorralError
@@ -30,7 +31,11 @@ def _load(policy: Path | None) -> Policy:
 
 
 def _options(
-    source: list[str], namespace: str | None = None, selector: list[str] | None = None
+    source: list[str],
+    namespace: str | None = "corral",
+    selector: list[str] | None = None,
+    resolve: bool = False,
+    cilium_version: str = "1.19",
 ) -> ExportOptions:
     pairs: list[tuple[str, str]] = []
     for item in selector or []:
@@ -38,25 +43,50 @@ def _options(
         if not sep or not key:
             fail(f"--selector takes key=value, got {item!r}")
         pairs.append((key, value))
-    opt = ExportOptions(sources=tuple(source), namespace=namespace)
-    return replace(opt, selector=tuple(pairs)) if pairs else opt
+    m = re.fullmatch(r"(\d+)\.(\d+)(?:\.\d+)?", cilium_version)
+    if m is None:
+        fail(f"--cilium-version takes MAJOR.MINOR, got {cilium_version!r}")
+    opt = ExportOptions(
+        sources=tuple(source),
+        namespace=namespace or None,
+        resolve=resolve,
+        cilium_version=(int(m.group(1)), int(m.group(2))),
+    )
+    if pairs:
+        opt = replace(opt, selector=tuple(pairs))
+    return opt
+
+
+def _warn(warnings: tuple[str, ...]) -> None:
+    for w in warnings:
+        err_console.print(f"[bold yellow]corral: warning:[/] {w}", markup=True, highlight=False)
 
 
 @firewall_app.command("export")
-def export(
+def export_cmd(
     fmt: str = typer.Option(..., "--format", "-f", help=f"One of: {', '.join(FORMATS)}."),
     policy: Path | None = _POLICY,
     source: list[str] = _SOURCE,
-    namespace: str | None = typer.Option(
-        None, "--namespace", help="Kubernetes namespace for the policy object."
+    namespace: str = typer.Option("corral", "--namespace", help="Kubernetes namespace ('' for none)."),
+    selector: list[str] = typer.Option(
+        [], "--selector", help="Pod label key=value (repeatable; default app.kubernetes.io/name=corral-node)."
     ),
-    selector: list[str] = typer.Option([], "--selector", help="Pod label key=value (repeatable)."),
+    resolve: bool = typer.Option(
+        False,
+        "--resolve",
+        help="NetworkPolicy only: allow the addresses the allowed names resolve to now (they go stale).",
+    ),
+    cilium_version: str = typer.Option(
+        "1.19", "--cilium-version", help="Cilium release the policy is for ('*.x' needs 1.19+ for '**.')."
+    ),
 ) -> None:
     """Print the policy as an nftables ruleset, a Kubernetes NetworkPolicy or a CiliumNetworkPolicy."""
     try:
-        typer.echo(render(_load(policy).network, fmt, _options(source, namespace, selector)), nl=False)
+        out = export(_load(policy), fmt, _options(source, namespace, selector, resolve, cilium_version))
     except CorralError as exc:
         fail(exc)
+    _warn(out.warnings)
+    typer.echo(out.text, nl=False)
 
 
 @firewall_app.command("apply")
@@ -67,12 +97,14 @@ def apply(
 ) -> None:
     """Install the nftables form on this node, in Corral's own table (replaced atomically)."""
     try:
-        net = _load(policy).network
+        pol = _load(policy)
         opt = _options(source)
+        out = export(pol, "nftables", opt)
+        _warn(out.warnings)
         if dry_run:
-            typer.echo(render_nftables(net, opt), nl=False)
+            typer.echo(out.text, nl=False)
             return
-        run_nft(apply_script(net, opt))
-        typer.echo("corral: installed table inet corral_node")
+        run_nft(apply_script(pol, opt))
+        typer.echo(f"corral: installed table inet {NODE_TABLE}")
     except CorralError as exc:
         fail(exc)

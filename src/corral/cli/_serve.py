@@ -39,7 +39,9 @@ def serve_cmd(
     ),
     socket_path: str = typer.Option(DEFAULT_SOCKET, "--socket", help="Unix socket ('' for none)."),
     socket_mode: str = typer.Option("660", "--socket-mode", help="Octal file mode of the socket."),
-    socket_group: str | None = typer.Option(None, "--socket-group", help="Group that may use the socket."),
+    socket_group: str | None = typer.Option(
+        None, "--socket-group", help="Group (name or numeric GID) that may use the socket."
+    ),
     http: str | None = typer.Option(None, "--http", help="HOST:PORT for HTTP (needs --token-file)."),
     token_file: Path | None = typer.Option(None, "--token-file", help="File holding the HTTP bearer token."),
     store: Path | None = typer.Option(None, "--store", help="Event store (default: policy or $CORRAL_HOME)."),
@@ -50,7 +52,13 @@ def serve_cmd(
 ) -> None:
     """Own this node's sandboxes and serve them to trainers (Unix socket; HTTP with a token)."""
     from corral.integrations.service import NodeService, ServeConfig, serve
+    from corral.integrations.service._server import socket_group_id
 
+    if socket_group is not None:
+        try:
+            socket_group_id(socket_group)  # a missing group stops before any sandbox or store exists
+        except CorralError as exc:
+            fail(exc)
     policies = _policies(policy, named_policy)
     host, port = None, 8750
     if http:

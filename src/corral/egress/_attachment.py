@@ -9,7 +9,8 @@ from corral.errors import EgressError
 from corral.events import TraceContext
 
 if TYPE_CHECKING:
-    from corral.egress._egress import Egress, _Attached
+    from corral.egress._egress import Egress
+    from corral.egress._emission import Attached
 
 
 class NetworkAttachment:
@@ -20,7 +21,7 @@ class NetworkAttachment:
     closed: a dead proxy or resolver is reported), and ``close`` once at the end.
     """
 
-    def __init__(self, egress: Egress, state: _Attached) -> None:
+    def __init__(self, egress: Egress, state: Attached) -> None:
         self._egress = egress
         self._state = state
         self._closed = False

@@ -1,24 +1,40 @@
 """The same network policy rendered for other layers: a node nftables ruleset, Kubernetes
 NetworkPolicy and CiliumNetworkPolicy. Blocking a reverse tunnel at more than one layer means
 a gap in one (a broken sandbox rule, a pod run without Corral) is not a way out.
+
+Every format is rendered from one flat plan (``_plan``) built from the same rules the proxy
+uses, so they agree on what is allowed; what a format cannot express is said in the output
+and in ``Export.warnings`` (the CLI prints them on stderr), never silently dropped.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
+from corral.egress._export_k8s import SinkTarget, cilium, networkpolicy
+from corral.egress._export_nft import NODE_TABLE, render_table
 from corral.egress._netns import DEFAULT_BASE
-from corral.egress._rules import ALWAYS_DENIED, DEFAULT_PORTS
-from corral.policy import NetworkSection
-from corral.policy._network import NetworkEntry
+from corral.egress._plan import AddressPlan, address_plan, name_plan
+from corral.egress._rules import IPNetwork, Rules, parse_ip
+from corral.errors import EgressError, RegistryError
+from corral.policy import NetworkSection, Policy
 
-NODE_TABLE = "corral_node"
+__all__ = ["FORMATS", "NODE_TABLE", "Export", "ExportOptions", "apply_script", "export", "render"]
+
 FORMATS = ("nftables", "k8s-networkpolicy", "cilium")
-METADATA = tuple(str(net) for net, why in ALWAYS_DENIED if why == "metadata")
+DEFAULT_SELECTOR = (("app.kubernetes.io/name", "corral-node"),)  # the pods deploy/ runs
+
+
+def system_addresses(name: str) -> tuple[str, ...]:
+    infos = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
+    return tuple(dict.fromkeys(str(i[4][0]) for i in infos))
 
 
 @dataclass(frozen=True)
@@ -28,214 +44,150 @@ class ExportOptions:
     dns_port: int = 53
     log_group: int = 7
     name: str = "corral-egress"
-    namespace: str | None = None
-    selector: tuple[tuple[str, str], ...] = (("corral.dev/sandbox", "true"),)
+    namespace: str | None = "corral"
+    selector: tuple[tuple[str, str], ...] = DEFAULT_SELECTOR
+    resolve: bool = False  # NetworkPolicy: allow the addresses allowed names resolve to now
+    cilium_version: tuple[int, int] = (1, 19)
+    resolver: Callable[[str], tuple[str, ...]] = field(default=system_addresses, compare=False)
 
 
-def _ports(e: NetworkEntry) -> tuple[int, ...]:
-    return e.ports if e.ports is not None else DEFAULT_PORTS
+@dataclass(frozen=True)
+class Export:
+    text: str
+    warnings: tuple[str, ...] = ()
 
 
-def _cidrs(entries: tuple[NetworkEntry, ...], version: int) -> list[NetworkEntry]:
-    return [e for e in entries if e.cidr and ipaddress.ip_network(e.cidr).version == version]
+def _sinks(policy: Policy | None) -> tuple[list[SinkTarget], list[str]]:
+    if policy is None:
+        return [], []
+    out: list[SinkTarget] = []
+    notes: list[str] = []
+    for s in policy.response.sinks:
+        if s.type == "webhook":
+            u = urlsplit(s.url)
+            host = u.hostname or ""
+            port = u.port or (443 if u.scheme == "https" else 80)
+            out.append(SinkTarget("webhook", host, port, "TCP", parse_ip(host) is not None))
+        elif s.type == "syslog" and not s.address.startswith("/"):
+            host, _, port_s = s.address.rpartition(":")
+            host = host.strip("[]")
+            out.append(SinkTarget("syslog", host, int(port_s), "UDP", parse_ip(host) is not None))
+        elif s.type == "syslog":
+            notes.append(f"syslog sink {s.address} is a local socket: nothing to allow")
+    return out, notes
 
 
-def _elements(items: list[str]) -> str:
-    return f" elements = {{ {', '.join(items)} }};" if items else ""
+def _resolve(
+    net: NetworkSection, rules: Rules, opt: ExportOptions
+) -> tuple[dict[int, list[IPNetwork]], list[str]]:
+    """Addresses of the allowed exact names, as the proxy would dial them now (rebinding refused)."""
+    extra: dict[int, list[IPNetwork]] = {}
+    warnings: list[str] = []
+    plan = name_plan(net)
+    for port, names in plan.allow.items():
+        for n in names:
+            if n.startswith("*."):
+                warnings.append(f"{n}: a wildcard cannot be resolved; its hosts are unreachable here")
+                continue
+            try:
+                addrs = net.hosts.get(n) or opt.resolver(n)
+            except OSError as exc:
+                warnings.append(f"{n}: could not resolve ({exc}); not allowed")
+                continue
+            ips = [parse_ip(a) for a in addrs]
+            bad = [
+                str(a)
+                for a, ip in zip(addrs, ips, strict=True)
+                if ip is None or rules.check_resolved(ip, port)
+            ]
+            if bad:  # the proxy refuses a name with any answer in a denied range: so does the export
+                warnings.append(f"{n}:{port}: resolves into denied addresses ({', '.join(bad)}); not allowed")
+                continue
+            extra.setdefault(port, []).extend(ipaddress.ip_network(ip) for ip in ips if ip is not None)
+    return extra, warnings
 
 
-def render_nftables(net: NetworkSection, opt: ExportOptions = ExportOptions()) -> str:
-    """A node-level table: traffic from sandbox addresses may reach only the proxy/DNS, or the IP allowlist
-    when forwarded; deny entries first; everything else is logged (NFLOG) and dropped. Names cannot be
-    matched in nftables: the ``fqdn_v4``/``fqdn_v6`` sets are for a resolver to fill at runtime."""
-    src4 = [s for s in opt.sources if ipaddress.ip_network(s).version == 4]
-    src6 = [s for s in opt.sources if ipaddress.ip_network(s).version == 6]
-    allowlist = net.allow if net.mode == "allowlist" else ()
-    allow4 = [f"{e.cidr} . {p}" for e in _cidrs(allowlist, 4) for p in _ports(e)]
-    allow6 = [f"{e.cidr} . {p}" for e in _cidrs(allowlist, 6) for p in _ports(e)]
-    deny4 = [e.cidr or "" for e in _cidrs(net.deny, 4)]
-    deny6 = [e.cidr or "" for e in _cidrs(net.deny, 6)]
-    names = ", ".join(e.label() for e in allowlist if e.domain) or "none"
-    log = f'log prefix "corral-node-deny " group {opt.log_group}'
-    lines = [
-        f"# corral node firewall for policy network.mode={net.mode}; names allowed via the proxy: {names}",
-        f"table inet {NODE_TABLE} {{",
-        f"  set sources_v4 {{ type ipv4_addr; flags interval;{_elements(src4)} }}",
-        f"  set sources_v6 {{ type ipv6_addr; flags interval;{_elements(src6)} }}",
-        f"  set allow_v4 {{ type ipv4_addr . inet_service; flags interval;{_elements(allow4)} }}",
-        f"  set allow_v6 {{ type ipv6_addr . inet_service; flags interval;{_elements(allow6)} }}",
-        f"  set deny_v4 {{ type ipv4_addr; flags interval;{_elements(deny4)} }}",
-        f"  set deny_v6 {{ type ipv6_addr; flags interval;{_elements(deny6)} }}",
-        "  set fqdn_v4 { type ipv4_addr . inet_service; flags timeout; }",
-        "  set fqdn_v6 { type ipv6_addr . inet_service; flags timeout; }",
-        "  chain input {",
-        "    type filter hook input priority 0; policy accept;",
-        "    ip saddr @sources_v4 jump from_sandbox",
-        "    ip6 saddr @sources_v6 jump from_sandbox",
-        "  }",
-        "  chain from_sandbox {",
-        "    ct state established,related accept",
-        f"    tcp dport {opt.proxy_port} accept",
-        f"    udp dport {opt.dns_port} accept",
-        f"    {log}",
-        "    drop",
-        "  }",
-        "  chain forward {",
-        "    type filter hook forward priority 0; policy accept;",
-        "    ip saddr @sources_v4 jump sandbox_forward",
-        "    ip6 saddr @sources_v6 jump sandbox_forward",
-        "  }",
-        "  chain sandbox_forward {",
-        "    ct state established,related accept",
-        f"    ip daddr @deny_v4 {log} drop",
-        f"    ip6 daddr @deny_v6 {log} drop",
-        "    ip daddr . tcp dport @allow_v4 accept",
-        "    ip6 daddr . tcp dport @allow_v6 accept",
-        "    ip daddr . tcp dport @fqdn_v4 accept",
-        "    ip6 daddr . tcp dport @fqdn_v6 accept",
-        f"    {log}",
-        "    drop",
-        "  }",
-        "}",
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def apply_script(net: NetworkSection, opt: ExportOptions = ExportOptions()) -> str:
-    """Replace Corral's node table atomically (create-if-missing, delete, add) and touch nothing else."""
-    return f"add table inet {NODE_TABLE}\ndelete table inet {NODE_TABLE}\n" + render_nftables(net, opt)
-
-
-def _selector(opt: ExportOptions) -> dict[str, Any]:
-    return {"matchLabels": dict(opt.selector)}
-
-
-def _metadata(opt: ExportOptions, annotations: dict[str, str]) -> dict[str, Any]:
-    md: dict[str, Any] = {"name": opt.name, "labels": {"app.kubernetes.io/managed-by": "corral"}}
-    if opt.namespace:
-        md["namespace"] = opt.namespace
-    if annotations:
-        md["annotations"] = annotations
-    return md
-
-
-def _within(inner: str, outer: str) -> bool:
-    a, b = ipaddress.ip_network(inner), ipaddress.ip_network(outer)
-    return (
-        a.version == b.version
-        and int(a.network_address) & int(b.netmask) == int(b.network_address)
-        and (a.prefixlen >= b.prefixlen)
-    )
-
-
-def _except(cidr: str, deny: tuple[NetworkEntry, ...]) -> list[str]:
-    """Deny entries strictly inside an allowed block become its ``except`` list."""
-    return [e.cidr for e in deny if e.cidr and e.cidr != cidr and _within(e.cidr, cidr)]
-
-
-def render_networkpolicy(net: NetworkSection, opt: ExportOptions = ExportOptions()) -> str:
-    """Kubernetes NetworkPolicy: DNS to kube-dns and the IP allowlist; names are not expressible here."""
-    allowlist = net.allow if net.mode == "allowlist" else ()
-    egress: list[dict[str, Any]] = []
-    if allowlist:
-        egress.append(
-            {
-                "to": [
-                    {
-                        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
-                        "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
-                    }
-                ],
-                "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
-            }
+def _header(net: NetworkSection, plan: AddressPlan) -> list[str]:
+    lines = [f"corral firewall for network.mode={net.mode}"]
+    if plan.exceptions:
+        lines.append(
+            "EXCEPTIONS: these always-denied addresses are opened because an allow entry names them "
+            "exactly: " + ", ".join(map(str, plan.exceptions))
         )
-    for e in allowlist:
-        if e.cidr:
-            block: dict[str, Any] = {"cidr": e.cidr}
-            if exc := _except(e.cidr, net.deny):
-                block["except"] = exc
-            egress.append(
-                {"to": [{"ipBlock": block}], "ports": [{"protocol": "TCP", "port": p} for p in _ports(e)]}
-            )
-    names = [e.label() for e in allowlist if e.domain]
-    notes = {"corral.dev/fqdn-allow-via-proxy": ", ".join(names)} if names else {}
-    doc = {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": _metadata(opt, notes),
-        "spec": {"podSelector": _selector(opt), "policyTypes": ["Egress"], "egress": egress},
-    }
-    return yaml.safe_dump(doc, sort_keys=False)
+    return lines
 
 
-def _fqdn(domain: str) -> dict[str, str]:
-    return {"matchPattern": domain} if domain.startswith("*.") else {"matchName": domain}
-
-
-def render_cilium(net: NetworkSection, opt: ExportOptions = ExportOptions()) -> str:
-    """CiliumNetworkPolicy: names via toFQDNs (DNS visibility on kube-dns), IPs via toCIDRSet, denies
-    and cloud metadata endpoints via egressDeny."""
-    allowlist = net.allow if net.mode == "allowlist" else ()
-    domains = [e for e in allowlist if e.domain]
-    egress: list[dict[str, Any]] = []
-    if allowlist:
-        dns_rules = [_fqdn(d.domain) for d in domains if d.domain]
-        egress.append(
-            {
-                "toEndpoints": [
-                    {"matchLabels": {"k8s:io.kubernetes.pod.namespace": "kube-system", "k8s-app": "kube-dns"}}
-                ],
-                "toPorts": [
-                    {
-                        "ports": [{"port": "53", "protocol": "ANY"}],
-                        **({"rules": {"dns": dns_rules}} if dns_rules else {}),
-                    }
-                ],
-            }
+def export(source: Policy | NetworkSection, fmt: str, opt: ExportOptions = ExportOptions()) -> Export:
+    """Render the policy for ``fmt``; what the format cannot express is in ``warnings``."""
+    policy = source if isinstance(source, Policy) else None
+    net = source.network if isinstance(source, Policy) else source
+    if fmt not in FORMATS:
+        raise RegistryError(f"unknown firewall format {fmt!r}; known: {', '.join(FORMATS)}")
+    rules = Rules(net)
+    names = name_plan(net)
+    warnings: list[str] = []
+    extra: dict[int, list[IPNetwork]] = {}
+    if fmt == "k8s-networkpolicy" and opt.resolve and net.mode == "allowlist":
+        extra, warnings = _resolve(net, rules, opt)
+        warnings.append("names were resolved at export time: their addresses go stale; re-export on change")
+    plan = address_plan(net, extra)
+    sinks, sink_notes = _sinks(policy)
+    if plan.exceptions:
+        warnings.append(
+            "always-denied addresses opened by exact allow entries: " + ", ".join(map(str, plan.exceptions))
         )
-    by_ports: dict[tuple[int, ...], list[dict[str, str]]] = {}
-    for d in domains:
-        if d.domain:
-            by_ports.setdefault(_ports(d), []).append(_fqdn(d.domain))
-    for ports, fqdns in by_ports.items():
-        egress.append(
-            {"toFQDNs": fqdns, "toPorts": [{"ports": [{"port": str(p), "protocol": "TCP"} for p in ports]}]}
-        )
-    for e in allowlist:
-        if e.cidr:
-            cs: dict[str, Any] = {"cidr": e.cidr}
-            if exc := _except(e.cidr, net.deny):
-                cs["except"] = exc
-            egress.append(
-                {
-                    "toCIDRSet": [cs],
-                    "toPorts": [{"ports": [{"port": str(p), "protocol": "TCP"} for p in _ports(e)]}],
-                }
-            )
-    listed = [e.cidr for e in allowlist if e.cidr]
-    metadata = [m for m in METADATA if not any(_within(m, n) for n in listed)]
-    deny = [e.cidr for e in net.deny if e.cidr] + metadata
-    spec: dict[str, Any] = {"endpointSelector": _selector(opt), "egress": egress}
-    if deny:
-        spec["egressDeny"] = [{"toCIDRSet": [{"cidr": c} for c in deny]}]
-    dn_deny = [e.label() for e in net.deny if e.domain]
-    notes = {"corral.dev/deny-names-enforced-by-proxy": ", ".join(dn_deny)} if dn_deny else {}
-    doc = {
-        "apiVersion": "cilium.io/v2",
-        "kind": "CiliumNetworkPolicy",
-        "metadata": _metadata(opt, notes),
-        "spec": spec,
-    }
-    return yaml.safe_dump(doc, sort_keys=False)
-
-
-def render(net: NetworkSection, fmt: str, opt: ExportOptions = ExportOptions()) -> str:
+    selector = dict(opt.selector)
+    notes = {"corral.dev/exceptions": ", ".join(map(str, plan.exceptions))} if plan.exceptions else {}
+    doc: dict[str, Any]
     if fmt == "nftables":
-        return render_nftables(net, opt)
+        header = _header(net, plan)
+        header += [f"alert sink {s.kind} {s.host}:{s.port}/{s.protocol.lower()}: sent by the node agent from "
+                   "the node's own addresses, which this table does not filter" for s in sinks]  # fmt: skip
+        header += sink_notes
+        text = render_table(
+            net.mode, plan, names, opt.sources, opt.proxy_port, opt.dns_port, opt.log_group, header
+        )
+        return Export(text, tuple(warnings))
     if fmt == "k8s-networkpolicy":
-        return render_networkpolicy(net, opt)
-    if fmt == "cilium":
-        return render_cilium(net, opt)
-    from corral.errors import RegistryError
+        if names.patterns() and net.mode == "allowlist" and not opt.resolve:
+            warnings.append(
+                "a NetworkPolicy cannot express names ("
+                + ", ".join(names.patterns())
+                + "): the proxy cannot reach them under this policy; export with --resolve (addresses go "
+                "stale) or use the Cilium form"
+            )
+        for s in sinks:
+            if not s.ip:
+                warnings.append(
+                    f"alert sink {s.kind} {s.host}: a NetworkPolicy cannot allow a name; alerts to it will "
+                    "not leave unless its address is allowed (use an address in the policy, or Cilium)"
+                )
+        doc = networkpolicy(
+            net.mode, plan, names, sinks, name=opt.name, namespace=opt.namespace, selector=selector,
+            resolved=opt.resolve, notes=notes,
+        )  # fmt: skip
+    else:
+        if names.conflicts:
+            raise EgressError(
+                "the Cilium form cannot subtract a name from a wildcard ("
+                + "; ".join(names.conflicts)
+                + "): list the allowed names exactly, or drop the deny"
+            )
+        doc = cilium(
+            net.mode, plan, names, sinks, name=opt.name, namespace=opt.namespace, selector=selector,
+            version=opt.cilium_version, notes=notes,
+        )  # fmt: skip
+    return Export(yaml.safe_dump(doc, sort_keys=False), tuple(warnings))
 
-    raise RegistryError(f"unknown firewall format {fmt!r}; known: {', '.join(FORMATS)}")
+
+def render(source: Policy | NetworkSection, fmt: str, opt: ExportOptions = ExportOptions()) -> str:
+    return export(source, fmt, opt).text
+
+
+def render_nftables(source: Policy | NetworkSection, opt: ExportOptions = ExportOptions()) -> str:
+    return export(source, "nftables", opt).text
+
+
+def apply_script(source: Policy | NetworkSection, opt: ExportOptions = ExportOptions()) -> str:
+    """Replace Corral's node table atomically (create-if-missing, delete, add) and touch nothing else."""
+    return f"add table inet {NODE_TABLE}\ndelete table inet {NODE_TABLE}\n" + render_nftables(source, opt)

@@ -10,132 +10,86 @@ as scripts of events with no sockets.
 
 from __future__ import annotations
 
-import ipaddress
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
+from corral.egress._fingerprint import Fingerprint, Sniffer
+from corral.egress._flowtypes import (
+    Account,
+    ClientClosed,
+    ClientData,
+    CloseAll,
+    Command,
+    Connected,
+    ConnectFailed,
+    Dial,
+    FlowEvent,
+    Record,
+    RequestTimeout,
+    Resolve,
+    Resolved,
+    ResolveFailed,
+    SendClient,
+    SendServer,
+    ServerClosed,
+    ServerData,
+)
 from corral.egress._http import HttpRequest, parse_request, rewrite_for_origin
 from corral.egress._rules import Rules, Verdict, parse_ip
+from corral.egress._socks import (
+    SOCKS5_OK,
+    SocksError,
+    SocksRequest,
+    socks4_rejected,
+    socks4_request,
+    socks5_greeting,
+    socks5_reply,
+    socks5_request,
+)
 from corral.egress._tls import client_hello_sni
+
+__all__ = [
+    "Account",
+    "ClientClosed",
+    "ClientData",
+    "CloseAll",
+    "Command",
+    "ConnectFailed",
+    "Connected",
+    "Dial",
+    "Flow",
+    "FlowEvent",
+    "Record",
+    "RequestTimeout",
+    "Resolve",
+    "ResolveFailed",
+    "Resolved",
+    "SendClient",
+    "SendServer",
+    "ServerClosed",
+    "ServerData",
+]
 
 MAX_HEADER_BYTES = 64 * 1024
 MAX_HELLO_BYTES = 64 * 1024
 
 
-# -- events -------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ClientData:
-    data: bytes
-
-
-@dataclass(frozen=True)
-class ClientClosed:
-    pass
-
-
-@dataclass(frozen=True)
-class Resolved:
-    addresses: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class ResolveFailed:
-    reason: str
-
-
-@dataclass(frozen=True)
-class Connected:
-    local_ip: str
-    local_port: int
-    remote_ip: str
-    remote_port: int
-
-
-@dataclass(frozen=True)
-class ConnectFailed:
-    reason: str
-
-
-@dataclass(frozen=True)
-class ServerData:
-    data: bytes
-
-
-@dataclass(frozen=True)
-class ServerClosed:
-    pass
-
-
-FlowEvent = (
-    ClientData
-    | ClientClosed
-    | Resolved
-    | ResolveFailed
-    | Connected
-    | ConnectFailed
-    | ServerData
-    | ServerClosed
-)
-
-
-# -- commands -----------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class SendClient:
-    data: bytes
-
-
-@dataclass(frozen=True)
-class SendServer:
-    data: bytes
-
-
-@dataclass(frozen=True)
-class Resolve:
-    host: str
-
-
-@dataclass(frozen=True)
-class Dial:
-    ip: str
-    port: int
-
-
-@dataclass(frozen=True)
-class CloseAll:
-    pass
-
-
-@dataclass(frozen=True)
-class Record:
-    """The one record a flow leaves: a denied attempt, or an allowed flow when it ends."""
-
-    proxy_protocol: str
-    host: str | None
-    port: int | None
-    ip: str | None
-    decision: Literal["allowed", "denied"]
-    rule: str
-    bytes_sent: int = 0
-    bytes_received: int = 0
-    outside: Connected | None = None
-
-
-Command = SendClient | SendServer | Resolve | Dial | CloseAll | Record
-
-
-@dataclass
-class Account:
-    """Per-sandbox budget use; shared by the sandbox's flows, reset when a sandbox is attached."""
-
-    connections_max: int
-    transfer_max_bytes: int
-    connections: int = 0
-    transfer_bytes: int = 0
-
-
 State = Literal[
-    "start", "http", "socks_greeting", "socks_request", "resolving", "dialing", "sni", "relay", "done"
+    "start",
+    "http",
+    "socks_greeting",
+    "socks_request",
+    "socks4",
+    "tls",
+    "resolving",
+    "dialing",
+    "sni",
+    "relay",
+    "done",
 ]
+_PRE_REQUEST = ("start", "http", "socks_greeting", "socks_request", "socks4", "tls")
+_METHOD = re.compile(rb"[A-Z]{1,16}")
 
 
 def _http_error(status: str, message: str) -> bytes:
@@ -144,13 +98,6 @@ def _http_error(status: str, message: str) -> bytes:
         f"HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {len(body)}\r\n"
         f"X-Corral-Decision: denied\r\nConnection: close\r\n\r\n"
     ).encode() + body
-
-
-_SOCKS_OK = b"\x05\x00\x00\x01\x00\x00\x00\x00\x00\x00"
-
-
-def _socks_reply(code: int) -> bytes:
-    return bytes([5, code, 0, 1, 0, 0, 0, 0, 0, 0])
 
 
 @dataclass
@@ -171,6 +118,8 @@ class Flow:
     _request: HttpRequest | None = None
     _recorded: bool = False
     _over_budget: bool = False
+    _sniffer: Sniffer | None = None
+    fingerprints: list[Fingerprint] = field(default_factory=list)
     out: list[Command] = field(default_factory=list)
 
     # -- entry point -----------------------------------------------------------------------------------
@@ -200,6 +149,8 @@ class Flow:
             self._fail_dial(event.reason)
         elif isinstance(event, ClientClosed | ServerClosed):
             self._finish()
+        elif isinstance(event, RequestTimeout) and self.state in _PRE_REQUEST:
+            self._deny("timeout:no-complete-request", status="408 Request Timeout")
 
     # -- client bytes by state ---------------------------------------------------------------------------
     def _client_data(self, data: bytes) -> None:
@@ -208,31 +159,51 @@ class Flow:
             return
         self._buf += data
         if self.state == "start" and self._buf:
-            if self._buf[0] == 5:
+            first = self._buf[0]
+            if first == 5:
                 self.proxy_protocol, self.state = "socks5", "socks_greeting"
+            elif first == 4:
+                self.proxy_protocol, self.state = "socks4", "socks4"
+            elif first == 0x16:
+                self.proxy_protocol, self.state = "tls", "tls"
             else:
-                self.state = "http"
+                self.proxy_protocol, self.state = "http", "http"
         if self.state == "http":
             self._http_head()
         elif self.state == "socks_greeting":
             self._socks_greeting()
         elif self.state == "socks_request":
             self._socks_request()
+        elif self.state == "socks4":
+            self._socks4()
+        elif self.state == "tls":
+            self._tls_to_proxy()
         elif self.state in ("resolving", "dialing"):
             pass  # held in _buf until the server side is open
         elif self.state == "sni":
             self._sni()
 
     def _http_head(self) -> None:
-        end = self._buf.find(b"\r\n\r\n")
+        b = self._buf
+        token = _METHOD.match(b)
+        if (token is None and b) or (token is not None and token.end() < len(b) and b[token.end()] != 0x20):
+            self._deny("bad-request:not-a-proxy-request", status="400 Bad Request")  # garbage: refuse at once
+            return
+        lf = b.find(b"\n")
+        if lf >= 0 and (lf == 0 or b[lf - 1] != 0x0D):
+            self._target_from_line(b[:lf])
+            self._deny("bad-request:bare-lf", status="400 Bad Request")  # ambiguous framing: never guess
+            return
+        end = b.find(b"\r\n\r\n")
         if end < 0:
-            if len(self._buf) > MAX_HEADER_BYTES:
+            if len(b) > MAX_HEADER_BYTES:
+                self._target_from_line(b[: b.find(b"\r\n")] if b"\r\n" in b else b[:300])
                 self._deny("bad-request:header-too-large", status="431 Request Header Fields Too Large")
             return
-        head, rest = self._buf[: end + 4], self._buf[end + 4 :]
+        head, rest = b[: end + 4], b[end + 4 :]
         req = parse_request(head)
         if req is None:
-            self.proxy_protocol = "http"
+            self._target_from_line(head[: head.find(b"\r\n")])
             self._deny("bad-request", status="400 Bad Request")
             return
         self._request = req
@@ -241,11 +212,21 @@ class Flow:
         self._buf = rest
         self._decide()
 
+    def _target_from_line(self, line: bytes) -> None:
+        """Best effort: the destination a refused request named, for its record."""
+        req = parse_request(line.rstrip(b"\r") + b"\r\n\r\n")
+        if req is not None:
+            self.proxy_protocol = "http-connect" if req.method == "CONNECT" else "http"
+            self.host, self.port = req.host, req.port
+            ip = parse_ip(req.host)
+            self.ip = str(ip) if ip is not None else None
+
     def _socks_greeting(self) -> None:
-        if len(self._buf) < 2 or len(self._buf) < 2 + self._buf[1]:
+        got = socks5_greeting(self._buf)
+        if got is None:
             return
-        methods = self._buf[2 : 2 + self._buf[1]]
-        self._buf = self._buf[2 + self._buf[1] :]
+        methods, used = got
+        self._buf = self._buf[used:]
         if 0 not in methods:
             self.out.append(SendClient(b"\x05\xff"))
             self._deny("socks:no-acceptable-auth", reply=b"")
@@ -256,32 +237,57 @@ class Flow:
             self._socks_request()
 
     def _socks_request(self) -> None:
+        try:
+            req = socks5_request(self._buf)
+        except SocksError as exc:
+            self._deny(exc.reason, reply=socks5_reply(8))
+            return
+        if req is None:
+            return
+        self._socks_target(req)
+        if req.command != 1:  # only CONNECT: BIND and UDP ASSOCIATE would open other paths
+            self._deny(f"socks:command-{req.command}-unsupported", reply=socks5_reply(7))
+            return
+        self._decide()
+
+    def _socks4(self) -> None:
+        """SOCKS4/4a is refused (no auth negotiation, no IPv6): one denied record naming its target."""
+        try:
+            req = socks4_request(self._buf)
+        except SocksError as exc:
+            self.host, self.port = exc.host, exc.port
+            self._deny(exc.reason, reply=socks4_rejected())
+            return
+        if req is None:
+            return
+        self._socks_target(req)
+        if req.named:
+            self.proxy_protocol = "socks4a"
+        self._deny(f"{self.proxy_protocol}:unsupported-use-socks5", reply=socks4_rejected())
+
+    def _socks_target(self, req: SocksRequest) -> None:
+        self.host, self.port = req.host, req.port
+        self._buf = self._buf[req.consumed :]
+        ip = parse_ip(req.host)
+        self.ip = str(ip) if ip is not None else None
+
+    def _tls_to_proxy(self) -> None:
+        """A TLS ClientHello sent to the proxy itself (a client that ignores the proxy settings)."""
         b = self._buf
         if len(b) < 5:
             return
-        atyp = b[3]
-        if atyp == 1:
-            need, host = 10, str(ipaddress.IPv4Address(b[4:8])) if len(b) >= 8 else ""
-        elif atyp == 4:
-            need, host = 22, str(ipaddress.IPv6Address(b[4:20])) if len(b) >= 20 else ""
-        elif atyp == 3:
-            need = 7 + b[4]
-            host = b[5 : 5 + b[4]].decode("ascii", "replace") if len(b) >= need else ""
-        else:
-            self._deny("socks:bad-address-type", reply=_socks_reply(8))
+        total = 5 + int.from_bytes(b[3:5], "big")
+        if len(b) < total and len(b) < MAX_HELLO_BYTES:
             return
-        if len(b) < need:
-            return
-        self.host, self.port = host, int.from_bytes(b[need - 2 : need], "big")
-        self._buf = b[need:]
-        if b[1] != 1:  # only CONNECT: BIND and UDP ASSOCIATE would open other paths
-            self._deny(f"socks:command-{b[1]}-unsupported", reply=_socks_reply(7))
-            return
-        self._decide()
+        sni = client_hello_sni(b[:total])
+        self.host = sni
+        self._deny("not-a-proxy-request:tls-client-hello", reply=b"")
 
     # -- decision, resolution, dial ------------------------------------------------------------------------
     def _decide(self) -> None:
         assert self.host is not None and self.port is not None
+        ip = parse_ip(self.host)
+        self.ip = str(ip) if ip is not None else None  # denied records of IP targets carry the address
         verdict = self.rules.decide_name(self.host, self.port)
         if not verdict.allowed:
             self._deny(verdict.rule, verdict=verdict)
@@ -294,9 +300,7 @@ class Flow:
             return
         self.account.connections += 1
         self.verdict = verdict
-        ip = parse_ip(self.host)
-        if ip is not None:
-            self.ip = str(ip)
+        if self.ip is not None:
             self._dial()
         else:
             self.state = "resolving"
@@ -334,7 +338,7 @@ class Flow:
             return
         self.state = "done"
         if self.proxy_protocol == "socks5":
-            self.out.append(SendClient(_socks_reply(5)))
+            self.out.append(SendClient(socks5_reply(5)))
         else:
             self.out.append(SendClient(_http_error("502 Bad Gateway", f"could not connect: {reason}")))
         self._record("allowed", f"{self._rule()};connect-failed:{reason}")
@@ -352,7 +356,7 @@ class Flow:
             return
         self.out.append(
             SendClient(
-                _SOCKS_OK
+                SOCKS5_OK
                 if self.proxy_protocol == "socks5"
                 else b"HTTP/1.1 200 Connection established\r\n\r\n"
             )
@@ -392,6 +396,7 @@ class Flow:
         if data and self._charge(len(data)):
             self.bytes_sent += len(data)
             self.out.append(SendServer(data))
+            self._sniff(data, server_side=False)
 
     def _relay_down(self, data: bytes) -> None:
         if self.state == "sni":  # the server spoke first: not TLS, nothing to check
@@ -402,28 +407,45 @@ class Flow:
         if self.state == "relay" and data and self._charge(len(data)):
             self.bytes_received += len(data)
             self.out.append(SendClient(data))
+            self._sniff(data, server_side=True)
+
+    def _sniff(self, data: bytes, server_side: bool) -> None:
+        if self._sniffer is None:
+            self._sniffer = Sniffer(self.host or "")
+        if self._sniffer.done():
+            return
+        for fp in self._sniffer.server(data) if server_side else self._sniffer.client(data):
+            self.fingerprints.append(fp)
+            self.out.append(self._make_record("allowed", self._rule(), fp, interim=True))
 
     # -- endings -------------------------------------------------------------------------------------------
     def _rule(self) -> str:
         return self.verdict.rule if self.verdict is not None else "unknown"
 
+    def _make_record(
+        self, decision: Literal["allowed", "denied"], rule: str, fp: Fingerprint | None, interim: bool = False
+    ) -> Record:
+        return Record(
+            self.proxy_protocol,
+            self.host,
+            self.port,
+            self.ip,
+            decision,
+            rule,
+            self.bytes_sent,
+            self.bytes_received,
+            self.outside,
+            fingerprint=fp.name if fp else None,
+            fingerprint_detail=f"{fp.direction}: {fp.detail}" if fp else None,
+            interim=interim,
+        )
+
     def _record(self, decision: Literal["allowed", "denied"], rule: str) -> None:
         if self._recorded:
             return
         self._recorded = True
-        self.out.append(
-            Record(
-                self.proxy_protocol,
-                self.host,
-                self.port,
-                self.ip,
-                decision,
-                rule,
-                self.bytes_sent,
-                self.bytes_received,
-                self.outside,
-            )
-        )
+        fp = self.fingerprints[0] if self.fingerprints else None
+        self.out.append(self._make_record(decision, rule, fp))
 
     def _deny(
         self,
@@ -436,8 +458,10 @@ class Flow:
     ) -> None:
         self.state = "done"
         if reply is None:
-            if self.proxy_protocol == "socks5":
-                reply = _socks_reply(4 if rule.startswith("resolve-failed") else 2)
+            if self.proxy_protocol in ("socks4", "socks4a", "tls"):
+                reply = b""
+            elif self.proxy_protocol == "socks5":
+                reply = socks5_reply(4 if rule.startswith("resolve-failed") else 2)
             else:
                 target = f"{self.host}:{self.port}" if self.host else "this request"
                 reply = _http_error(status, f"egress to {target} denied by policy ({rule})")
@@ -455,4 +479,6 @@ class Flow:
             self._record("allowed", self._rule() + (";budget:transfer-bytes" if self._over_budget else ""))
         elif self.host is not None and self.verdict is not None:
             self._record("allowed", f"{self._rule()};client-closed")
+        else:  # the client gave up before a complete request: still one denied attempt on record
+            self._record("denied", "incomplete-request" if self._buf else "no-request")
         self.out.append(CloseAll())

@@ -1,7 +1,11 @@
 """Per-sandbox network namespaces: a veth pair to the host, a route out, nftables, an NFLOG socket.
 
-Addressing: each ``Egress`` claims one /22 block (a lock file under /run/corral
-makes the claim, so several harness processes on one node never collide). The
+Addressing: each ``Egress`` claims one /22 block (lock files under /run/corral/egress
+make the claim, so several harness processes on one node never collide): ``index-N.lock``
+owns the names (netns ``corral-NN-*``, veths ``crvNN*``, host table ``corral_host_NN``,
+state directory ``block-N``) whatever the address base, ``block-ADDR.lock`` the addresses.
+A lock whose owner died can be taken: every start sweeps what such owners left, in any
+block, not only the one it claims. The
 host side of every veth carries the block's gateway address (/32, the same on
 each veth); each sandbox gets its own /32 and a host route to it. The proxy and
 DNS resolver listen on the gateway address, and know a sandbox by its source IP.
@@ -13,7 +17,10 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import ipaddress
+import json
 import os
+import re
+import shutil
 import socket
 from dataclasses import dataclass
 
@@ -39,6 +46,7 @@ class Block:
     lock_fd: int
     proxy_port: int
     dns_port: int
+    index_fd: int = -1
 
     @property
     def gateway(self) -> str:
@@ -74,44 +82,133 @@ class Block:
         return f"corral-{self.index:02d}-"
 
 
+MAX_BLOCKS = 100  # names carry the index in two digits
+
+
+def _try_lock(path: str) -> int | None:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _index_lock(i: int) -> str:
+    return os.path.join(LOCK_DIR, f"index-{i}.lock")
+
+
+def _block_lock(network: ipaddress.IPv4Network) -> str:
+    return os.path.join(LOCK_DIR, f"block-{network.network_address}.lock")
+
+
+def state_dir(index: int) -> str:
+    return os.path.join(LOCK_DIR, f"block-{index}")
+
+
 def claim_block(base: str = DEFAULT_BASE, proxy_port: int = 3128, dns_port: int = 53) -> Block:
-    """Lock the first free block of ``base`` and remove whatever a dead owner left in it."""
+    """Lock the first free block of ``base``, then remove whatever dead owners left in any block."""
     net = ipaddress.IPv4Network(base)
     os.makedirs(LOCK_DIR, exist_ok=True)
     for i, sub in enumerate(net.subnets(new_prefix=BLOCK_PREFIX)):
-        fd = os.open(
-            os.path.join(LOCK_DIR, f"block-{sub.network_address}.lock"), os.O_RDWR | os.O_CREAT, 0o600
-        )
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+        if i >= MAX_BLOCKS:
+            break
+        idx_fd = _try_lock(_index_lock(i))
+        if idx_fd is None:
             continue
-        block = Block(i, sub, fd, proxy_port, dns_port)
+        fd = _try_lock(_block_lock(sub))
+        if fd is None:
+            os.close(idx_fd)
+            continue
+        block = Block(i, sub, fd, proxy_port, dns_port, idx_fd)
         try:
-            sweep_block(block)
+            with open(os.path.join(LOCK_DIR, f"index-{i}.json"), "w") as f:
+                json.dump({"index": i, "network": str(sub), "pid": os.getpid()}, f)
+            sweep_names(i)
             run_nft(host_ruleset(i, block.if_prefix, block.gateway, proxy_port, dns_port))
+            reap_dead(keep=i)
         except BaseException:
             os.close(fd)
+            os.close(idx_fd)
             raise
         return block
     raise EgressError(f"no free address block left in {base}: too many Corral egress instances on this node")
 
 
-def sweep_block(block: Block) -> None:
-    """Delete veths, netns and the host table named for ``block`` (left by a crashed owner)."""
-    t = host_table(block.index)
+def _owner_networks(i: int) -> list[ipaddress.IPv4Network]:
+    """Address locks a block index may be held by: its recorded one, and the default base's (older owners
+    locked only the address file)."""
+    nets = [list(ipaddress.IPv4Network(DEFAULT_BASE).subnets(new_prefix=BLOCK_PREFIX))[i]]
+    meta = os.path.join(LOCK_DIR, f"index-{i}.json")
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError), open(meta) as f:
+        nets.append(ipaddress.IPv4Network(json.load(f)["network"]))
+    return list(dict.fromkeys(nets))
+
+
+def _candidates() -> set[int]:
+    found: set[int] = set()
+    default = ipaddress.IPv4Network(DEFAULT_BASE)
+    with contextlib.suppress(FileNotFoundError):
+        for name in os.listdir(LOCK_DIR):
+            if m := re.fullmatch(r"index-(\d+)\.(?:lock|json)|block-(\d+)", name):
+                found.add(int(m.group(1) or m.group(2)))
+            elif m := re.fullmatch(r"block-([\d.]+)\.lock", name):
+                with contextlib.suppress(ValueError):
+                    a = ipaddress.IPv4Address(m.group(1))
+                    if a in default:
+                        found.add((int(a) - int(default.network_address)) >> (32 - BLOCK_PREFIX))
+    with contextlib.suppress(FileNotFoundError):
+        for name in os.listdir(NETNS_DIR):
+            if m := re.fullmatch(r"corral-(\d\d)-\d+", name):
+                found.add(int(m.group(1)))
+    return {i for i in found if i < MAX_BLOCKS}
+
+
+def reap_dead(keep: int | None = None) -> list[int]:
+    """Sweep every block whose owner is dead (its locks can be taken); returns the indices swept."""
+    reaped: list[int] = []
+    for i in sorted(_candidates() - {keep}):
+        held: list[int] = []
+        try:
+            fd = _try_lock(_index_lock(i))
+            if fd is None:
+                continue  # alive
+            held.append(fd)
+            for n in _owner_networks(i):
+                bfd = _try_lock(_block_lock(n))
+                if bfd is None:
+                    break  # an owner holds the addresses: alive
+                held.append(bfd)
+            else:
+                sweep_names(i)
+                reaped.append(i)
+        finally:
+            for fd in held:
+                os.close(fd)
+    return reaped
+
+
+def sweep_names(index: int) -> None:
+    """Delete veths and the host table in this netns, and the netns and state named for ``index``."""
+    t = host_table(index)
     run_nft(f"add table inet {t}\ndelete table inet {t}\n")
+    if_prefix, ns_prefix = f"crv{index:02x}", f"corral-{index:02d}-"
     with IPRoute() as ip:
         for link in ip.get_links():
             name = link.get_attr("IFLA_IFNAME") or ""
-            if name.startswith(block.if_prefix):
+            if name.startswith(if_prefix):
                 with contextlib.suppress(Exception):
                     ip.link("del", index=link["index"])
     with contextlib.suppress(FileNotFoundError):
         for name in os.listdir(NETNS_DIR):
-            if name.startswith(block.ns_prefix):
+            if name.startswith(ns_prefix):
                 remove_named_netns(name)
+    shutil.rmtree(state_dir(index), ignore_errors=True)
+
+
+def sweep_block(block: Block) -> None:
+    sweep_names(block.index)
 
 
 @dataclass
@@ -192,3 +289,5 @@ def destroy_slot(slot: Slot) -> None:
 def release_block(block: Block) -> None:
     sweep_block(block)
     os.close(block.lock_fd)
+    if block.index_fd >= 0:
+        os.close(block.index_fd)

@@ -21,6 +21,7 @@ from corral.egress._flow import (
     Flow,
     FlowEvent,
     Record,
+    RequestTimeout,
     Resolve,
     Resolved,
     ResolveFailed,
@@ -34,6 +35,7 @@ from corral.events import TraceContext
 
 IP_FREEBIND = 15
 DIAL_TIMEOUT_S = 10.0
+REQUEST_TIMEOUT_S = 20.0  # a connection with no complete request by then is refused (and recorded)
 READ_CHUNK = 64 * 1024
 
 
@@ -145,9 +147,14 @@ class _Conn:
                 with contextlib.suppress(Exception):
                     w.close()
 
+    async def _request_timer(self) -> None:
+        await asyncio.sleep(REQUEST_TIMEOUT_S)
+        self.events.put_nowait(RequestTimeout())
+
     async def run(self) -> None:
         untrack = self.owner.track(lambda: self.events.put_nowait(ClientClosed()))
         self._spawn(self._pump(self.reader, server_side=False))
+        self._spawn(self._request_timer())
         try:
             while not self.closed:
                 for cmd in self.flow.handle(await self.events.get()):

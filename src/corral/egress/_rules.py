@@ -1,8 +1,17 @@
 """The allow/deny decision: pure functions of the policy, a name or address, and a port.
 
-Order: deny entries win; then names and ranges that are always refused (metadata,
-loopback, link-local, private, the host's own addresses) unless an allow entry
-lists the address by IP; then allow entries; anything else is refused.
+One semantics, shared by the proxy, the DNS resolver and every export (``_plan.py``):
+
+1. A deny entry wins over any allow entry it equals, covers or overlaps (on the ports it names;
+   a deny without ports covers every port).
+2. Names and ranges that are always refused (metadata, loopback, link-local, private, the
+   host's own addresses ...) stay refused unless an allow entry names that exact address
+   (a /32 or /128): covering it with a wider CIDR is not enough. Such an exception is
+   reported loudly (``Rules.exceptions``, the ``allow-exception:`` rule, export warnings).
+3. Then allow entries; anything else is refused.
+
+``*.example.org`` covers every strict subdomain at any depth (``a.example.org``,
+``a.b.example.org``), never ``example.org`` itself.
 """
 
 from __future__ import annotations
@@ -98,6 +107,15 @@ def _domain_matches(pattern: str, name: str) -> bool:
     return name == pattern
 
 
+def domain_matches(pattern: str, name: str) -> bool:
+    """Does ``pattern`` (exact, or ``*.suffix``: strict subdomains at any depth) cover ``name``?"""
+    return _domain_matches(pattern, normalize_name(name))
+
+
+def is_exact_address(net: IPNetwork) -> bool:
+    return net.prefixlen == net.max_prefixlen
+
+
 def _ports_match(entry: NetworkEntry, port: int, default: tuple[int, ...] | None) -> bool:
     ports = entry.ports if entry.ports is not None else default
     return ports is None or port in ports
@@ -113,6 +131,10 @@ class Rules:
         self._deny_ip = [(e, ipaddress.ip_network(e.cidr)) for e in section.deny if e.cidr]
         self._allow_dn = [e for e in section.allow if e.domain]
         self._deny_dn = [e for e in section.deny if e.domain]
+        # Exact addresses an allow entry names: the only way to open an always-denied range.
+        self.exceptions = frozenset(
+            _canonical_ip(net.network_address) for _, net in self._allow_ip if is_exact_address(net)
+        )
 
     def with_host_addresses(self, addresses: Iterable[str]) -> Rules:
         return Rules(self.section, [*map(str, self._host), *addresses])
@@ -159,10 +181,11 @@ class Rules:
         return Verdict(True, f"allow:{e.label()}") if e is not None else Verdict(False, "default-deny")
 
     # -- addresses ----------------------------------------------------------------------------------
-    def _ip_listed(self, ip: IPAddress, port: int | None) -> NetworkEntry | None:
+    def _ip_listed(self, ip: IPAddress, port: int | None, exact_only: bool = False) -> NetworkEntry | None:
         for e, net in self._allow_ip:
             if (
-                ip.version == net.version
+                (not exact_only or is_exact_address(net))
+                and ip.version == net.version
                 and ip in net
                 and (port is None or _ports_match(e, port, DEFAULT_PORTS))
             ):
@@ -175,8 +198,13 @@ class Rules:
         for e, net in self._deny_ip:
             if ip.version == net.version and ip in net and (port is None or _ports_match(e, port, None)):
                 return Verdict(False, f"deny:{e.label()}")
-        if self._ip_listed(ip, None) is not None:
+        if ip in self.exceptions:
             return None
+        return self.special_range(ip)
+
+    def special_range(self, ip: IPAddress) -> Verdict | None:
+        """The always-denied range (or host address) ``ip`` falls in, ignoring exceptions."""
+        ip = _canonical_ip(ip)
         if ip in self._host:
             return Verdict(False, "always-denied:host-address")
         for net, why in ALWAYS_DENIED:
@@ -190,8 +218,13 @@ class Rules:
         refused = self.address_refused(ip, port)
         if refused is not None:
             return refused
-        e = self._ip_listed(ip, port)
-        return Verdict(True, f"allow:{e.label()}") if e is not None else Verdict(False, "default-deny")
+        special = self.special_range(ip) is not None
+        e = self._ip_listed(ip, port, exact_only=special)  # a wider CIDR never opens a special range
+        if e is None:
+            return Verdict(False, "default-deny")
+        if special:
+            return Verdict(True, f"allow-exception:{e.label()}")
+        return Verdict(True, f"allow:{e.label()}")
 
     def check_resolved(self, ip: IPAddress, port: int | None) -> Verdict | None:
         """After an allowed name resolved: refuse rebinding into denied ranges. None: fine to dial."""

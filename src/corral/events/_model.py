@@ -88,6 +88,10 @@ class NetworkConnection(_Payload):
     outside_src_port: int | None = None
     outside_dst_ip: str | None = None
     outside_dst_port: int | None = None
+    # A protocol recognised on an allowed proxied flow (ssh, stratum, tls-tunnel), from its bytes, not
+    # from any command text; the detail says which direction and what was seen.
+    fingerprint: str | None = None
+    fingerprint_detail: str | None = None
 
 
 class DnsQuery(_Payload):

@@ -55,7 +55,9 @@ def _check_domain(d: str) -> str:
         raise ValueError(f"{d!r}: '*' is only allowed as a leading '*.' label")
     labels = base.split(".")
     if not base or not all(_LABEL.match(x) for x in labels):
-        raise ValueError(f"{d!r} is not a valid domain name")
+        raise ValueError(f"{d!r} is not a valid domain name (labels of 1-63 letters, digits, '-', '_')")
+    if len(d) > 253:  # RFC 1035 (and Cilium's CRD): longer names cannot exist, so cannot be allowed
+        raise ValueError(f"{d[:40]}...: a domain name is at most 253 characters, this one has {len(d)}")
     if wildcard and (len(labels) < 2 or base in PUBLIC_SUFFIXES):
         raise ValueError(f"{d!r} is too broad: a wildcard must sit under a registrable domain")
     return d

@@ -31,8 +31,22 @@ class ServeConfig:
     log_level: str = "warning"
 
 
+def socket_group_id(group: str) -> int:
+    """A group name or numeric GID; a name this host does not know is a clear error, not a KeyError."""
+    if group.isdigit():
+        return int(group)
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise InputError(
+            f"--socket-group {group!r}: no such group on this host; create it (groupadd {group}) "
+            "or give a numeric GID (the deploy/ image has group 'corral' with GID 2450)"
+        ) from None
+
+
 def unix_listener(path: str, mode: int, group: str | None) -> socket.socket:
     """Bind the socket with its final mode already in place (no window where it is world-usable)."""
+    gid = socket_group_id(group) if group is not None else None  # before anything is created
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     if p.is_socket():
@@ -54,8 +68,8 @@ def unix_listener(path: str, mode: int, group: str | None) -> socket.socket:
     finally:
         os.umask(old)
     os.chmod(path, mode)
-    if group is not None:
-        os.chown(path, -1, grp.getgrnam(group).gr_gid)
+    if gid is not None:
+        os.chown(path, -1, gid)
     sock.listen(1024)
     return sock
 
