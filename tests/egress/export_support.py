@@ -30,7 +30,9 @@ def _is_cidr(value: object) -> bool:
 
 def nft_check(ruleset: str) -> None:
     """``nft -c -f``: the kernel's own parser and validator, in a throwaway network namespace."""
-    r = subprocess.run(["unshare", "-n", "nft", "-c", "-f", "-"], input=ruleset, capture_output=True, text=True)
+    r = subprocess.run(
+        ["unshare", "-n", "nft", "-c", "-f", "-"], input=ruleset, capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stderr
 
 
@@ -81,9 +83,8 @@ def nft_forward_allows(sets: dict[str, list[Any]], ip: str, port: int) -> bool:
     """The ``sandbox_forward`` chain for a new TCP connection (fqdn sets empty, as at load)."""
     a = ipaddress.ip_address(ip)
     v = "v4" if a.version == 4 else "v6"
-    if _in(sets[f"allow_{v}"], int(a), port):
-        return True
-    return False  # denies, then the log-and-drop default: nothing else accepts
+    # allow accepts first; then the deny sets drop; the fqdn sets are empty; the default drops
+    return _in(sets[f"allow_{v}"], int(a), port)
 
 
 def networkpolicy_allows(doc: dict[str, Any], ip: str, port: int) -> bool:
@@ -97,8 +98,14 @@ def networkpolicy_allows(doc: dict[str, Any], ip: str, port: int) -> bool:
             if blk is None:
                 continue
             net = ipaddress.ip_network(blk["cidr"])
-            if a.version == net.version and a in net and not any(
-                a in ipaddress.ip_network(x) for x in blk.get("except", []) if ipaddress.ip_network(x).version == a.version
+            if (
+                a.version == net.version
+                and a in net
+                and not any(
+                    a in ipaddress.ip_network(x)
+                    for x in blk.get("except", [])
+                    if ipaddress.ip_network(x).version == a.version
+                )
             ):
                 return True
     return False
@@ -126,7 +133,10 @@ def _port_ok(rule: dict[str, Any], port: int, protocol: str = "TCP") -> bool:
 
 def cilium_denies(doc: dict[str, Any], ip: str, port: int) -> bool:
     a = ipaddress.ip_address(ip)
-    return any(_cidr_rule_has(r.get("toCIDRSet", []), a) and _port_ok(r, port) for r in doc["spec"].get("egressDeny", []))
+    return any(
+        _cidr_rule_has(r.get("toCIDRSet", []), a) and _port_ok(r, port)
+        for r in doc["spec"].get("egressDeny", [])
+    )
 
 
 def cilium_allows_ip(doc: dict[str, Any], ip: str, port: int) -> bool:
@@ -138,7 +148,7 @@ def cilium_allows_ip(doc: dict[str, Any], ip: str, port: int) -> bool:
 
 
 def cilium_name_matches(sel: dict[str, str], name: str) -> bool:
-    """Cilium's FQDN matching: ``matchName`` exact; ``**.x`` every strict subdomain (1.19+); ``*`` one label."""
+    """Cilium FQDN matching: matchName exact, `**.x` any strict subdomain (1.19+), `*` one label."""
     name = name.lower().rstrip(".")
     if "matchName" in sel:
         return name == sel["matchName"].lower().rstrip(".")

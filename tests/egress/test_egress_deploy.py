@@ -43,7 +43,9 @@ def test_daemonset_has_what_a_gpu_node_needs() -> None:
     assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
     assert sa["automountServiceAccountToken"] is False
     pod = ds["spec"]["template"]["spec"]
-    assert pod["serviceAccountName"] == sa["metadata"]["name"] and pod["automountServiceAccountToken"] is False
+    assert (
+        pod["serviceAccountName"] == sa["metadata"]["name"] and pod["automountServiceAccountToken"] is False
+    )
     assert pod["priorityClassName"] == docs["PriorityClass"]["metadata"]["name"]
     assert pod["hostPID"] is True and pod["hostNetwork"] is False  # NVML attribution; NetworkPolicy applies
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
@@ -94,7 +96,9 @@ def test_missing_socket_group_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no such group on this host"):
         socket_group_id("corral-no-such-group")
     assert socket_group_id("2450") == 2450
-    r = CliRunner().invoke(app, ["serve", "--socket", str(tmp_path / "s.sock"), "--socket-group", "corral-nope"])
+    r = CliRunner().invoke(
+        app, ["serve", "--socket", str(tmp_path / "s.sock"), "--socket-group", "corral-nope"]
+    )
     assert r.exit_code == 2 and "no such group" in r.output and not (tmp_path / "s.sock").exists()
     sock = unix_listener(str(tmp_path / "g.sock"), 0o660, str(os.getgid()))
     try:
@@ -128,7 +132,9 @@ def test_image_layer_builds_from_the_repository_without_a_registry(buildah: list
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     ctr = subprocess.run([*buildah, "from", "localhost/corral-layout:test"], capture_output=True, text=True)
-    mnt = subprocess.run([*buildah, "mount", ctr.stdout.strip()], capture_output=True, text=True).stdout.strip()
+    mnt = subprocess.run(
+        [*buildah, "mount", ctr.stdout.strip()], capture_output=True, text=True
+    ).stdout.strip()
     try:
         assert Path(mnt, "etc/corral/policy.yaml").read_text() == (DEPLOY / "policy.yaml").read_text()
         assert Path(mnt, "src/pyproject.toml").read_bytes() == (ROOT / "pyproject.toml").read_bytes()

@@ -41,7 +41,12 @@ network:
     - "93.184.0.0/17:443"          # overlaps the /16 on the same port: merged
     - "93.184.216.0/24:80,443"
     - "169.254.0.0/16:80"          # covers the metadata endpoint: opens nothing
-  deny: [files.example.org, 10.20.30.0/24, 93.184.216.0/25, 93.184.216.34, {cidr: 93.184.7.0/24, ports: [443]}]
+  deny:
+    - files.example.org
+    - 10.20.30.0/24
+    - 93.184.216.0/25
+    - 93.184.216.34
+    - {cidr: 93.184.7.0/24, ports: [443]}
 response:
   sinks:
     - {type: webhook, url: "https://198.51.100.20:8443/hook"}
@@ -91,7 +96,11 @@ def test_mixed_policy_is_valid_for_every_tool_and_means_the_same() -> None:
         ("198.18.7.3", 80, False),
     ]
     for ip, port, want in cases:
-        got = (nft_forward_allows(sets, ip, port), networkpolicy_allows(np, ip, port), cilium_allows_ip(cil, ip, port))
+        got = (
+            nft_forward_allows(sets, ip, port),
+            networkpolicy_allows(np, ip, port),
+            cilium_allows_ip(cil, ip, port),
+        )
         assert got == (want, want, want), (ip, port, got)
     assert cilium_allows_name(cil, "a.b.files.pythonhosted.org", 80)  # '**.': every depth, as the proxy
     assert not cilium_allows_name(cil, "pythonhosted.org", 443)
@@ -138,10 +147,14 @@ def test_cilium_refuses_what_it_cannot_express() -> None:
     with pytest.raises(EgressError, match=r"one label only .*1\.19"):
         export(wild, "cilium", ExportOptions(cilium_version=(1, 18)))
     validate_cilium(yaml.safe_load(render(wild, "cilium")))
-    inner = Policy.from_yaml("network:\n  mode: allowlist\n  allow: ['*.example.org']\n  deny: [a.example.org]\n")
+    inner = Policy.from_yaml(
+        "network:\n  mode: allowlist\n  allow: ['*.example.org']\n  deny: [a.example.org]\n"
+    )
     with pytest.raises(EgressError, match="cannot subtract a name"):
         export(inner, "cilium")
-    equal = Policy.from_yaml("network:\n  mode: allowlist\n  allow: [a.example.org, b.example.org]\n  deny: [a.example.org]\n")
+    equal = Policy.from_yaml(
+        "network:\n  mode: allowlist\n  allow: [a.example.org, b.example.org]\n  deny: [a.example.org]\n"
+    )
     cil = yaml.safe_load(render(equal, "cilium"))
     assert cilium_allows_name(cil, "b.example.org", 443) and not cilium_allows_name(cil, "a.example.org", 443)
 
@@ -160,12 +173,16 @@ def test_default_selector_matches_the_deployed_pods() -> None:
     manifest = Path(__file__).parents[2] / "deploy" / "kubernetes" / "daemonset.yaml"
     ds = yaml.safe_load(manifest.read_text())
     labels = ds["spec"]["template"]["metadata"]["labels"]
-    sel = yaml.safe_load(render(Policy.from_yaml(POLICY), "k8s-networkpolicy"))["spec"]["podSelector"]["matchLabels"]
+    sel = yaml.safe_load(render(Policy.from_yaml(POLICY), "k8s-networkpolicy"))["spec"]["podSelector"][
+        "matchLabels"
+    ]
     assert sel.items() <= labels.items() and ds["metadata"]["namespace"] == "corral"
 
 
 def test_cli_export_and_dry_run(policy_file: Path) -> None:
-    r = corral("firewall", "export", "--format", "cilium", "--policy", str(policy_file), "--selector", "team=rl")
+    r = corral(
+        "firewall", "export", "--format", "cilium", "--policy", str(policy_file), "--selector", "team=rl"
+    )
     assert r.exit_code == 0, r.output
     assert yaml.safe_load(r.stdout)["spec"]["endpointSelector"] == {"matchLabels": {"team": "rl"}}
     r = corral("firewall", "export", "-f", "k8s-networkpolicy", "--policy", str(policy_file))
@@ -188,7 +205,9 @@ def test_cli_apply_installs_own_table_in_a_private_netns(policy_file: Path) -> N
             with in_netns(fd):  # this thread only; nft talks to the netns it is in
                 r = corral("firewall", "apply", "--policy", str(policy_file))
             assert r.exit_code == 0, r.output
-        out = subprocess.run(["ip", "netns", "exec", ns, "nft", "list", "ruleset"], capture_output=True, text=True)
+        out = subprocess.run(
+            ["ip", "netns", "exec", ns, "nft", "list", "ruleset"], capture_output=True, text=True
+        )
         assert out.stdout.count("table inet corral_node") == 1
         assert "93.184.7.0/24 . 443" in out.stdout and "log prefix" in out.stdout
     finally:

@@ -17,6 +17,7 @@ from corral.egress._flow import (
     Dial,
     Flow,
     Record,
+    RequestTimeout,
     Resolve,
     Resolved,
     SendClient,
@@ -234,3 +235,200 @@ def test_server_first_protocol_needs_no_client_bytes() -> None:
         "server: SSH-2.0-x",
     )
     assert f.handle(ClientData(b"SSH-2.0-y\r\n")) == [SendServer(b"SSH-2.0-y\r\n")]  # once per flow
+
+
+# -- every refused attempt leaves exactly one denied record --------------------------------------------
+def _script(*events: object) -> list[Command]:
+    f = flow()
+    out: list[Command] = []
+    for ev in events:
+        out += f.handle(ev)  # type: ignore[arg-type]
+    out += f.handle(ClientClosed())
+    return out
+
+
+@pytest.mark.parametrize(
+    ("data", "protocol", "host", "ip", "port", "rule"),
+    [
+        (
+            b"\x04\x01\x01\xbb\xc6\x12\x07\x02user\x00",
+            "socks4",
+            "198.18.7.2",
+            "198.18.7.2",
+            443,
+            "socks4:unsupported",
+        ),
+        (
+            b"\x04\x01\x00\x50\x00\x00\x00\x01\x00pkg.test\x00",
+            "socks4a",
+            "pkg.test",
+            None,
+            80,
+            "socks4a:unsupported",
+        ),
+        (
+            b"CONNECT pkg.test:443 HTTP/1.1\nHost: pkg.test\n\n",
+            "http-connect",
+            "pkg.test",
+            None,
+            443,
+            "bad-request:bare-lf",
+        ),
+        (
+            b"CONNECT 198.18.7.9:22 HTTP/1.1\n",
+            "http-connect",
+            "198.18.7.9",
+            "198.18.7.9",
+            22,
+            "bad-request:bare-lf",
+        ),
+        (client_hello("evil.example.org"), "tls", "evil.example.org", None, None, "not-a-proxy-request:tls"),
+        (b"\x00\x01garbage\xff", "http", None, None, None, "bad-request:not-a-proxy-request"),
+        (b"get / HTTP/1.1\r\n\r\n", "http", None, None, None, "bad-request:not-a-proxy-request"),
+        (
+            b"CONNECT 203.0.113.9:443 HTTP/1.1\r\n\r\n",
+            "http-connect",
+            "203.0.113.9",
+            "203.0.113.9",
+            443,
+            "always-denied",
+        ),
+        (
+            b"\x05\x01\x00\x05\x01\x00\x01\xcb\x00\x71\x09\x00\x16",
+            "socks5",
+            "203.0.113.9",
+            "203.0.113.9",
+            22,
+            "always-denied",
+        ),
+        (b"CONNECT pkg.te", "http", None, None, None, "incomplete-request"),  # the client gave up
+        (b"", "unknown", None, None, None, "no-request"),
+    ],
+)
+def test_refused_attempts_leave_one_denied_record(
+    data: bytes, protocol: str, host: str | None, ip: str | None, port: int | None, rule: str
+) -> None:
+    out = _script(ClientData(data)) if data else _script()
+    (rec,) = records(out)
+    assert (rec.decision, rec.proxy_protocol, rec.host, rec.ip, rec.port) == (
+        "denied",
+        protocol,
+        host,
+        ip,
+        port,
+    )
+    assert rec.rule.startswith(rule), rec.rule
+    assert out[-1] == CloseAll()
+
+
+def test_socks4_gets_a_rejection_and_nothing_is_dialled() -> None:
+    out = _script(ClientData(b"\x04\x01\x01\xbb\xc6\x12\x07\x02\x00"))
+    assert SendClient(b"\x00\x5b\x00\x00\x00\x00\x00\x00") in out
+    assert not [c for c in out if isinstance(c, Dial | Resolve)]
+
+
+def test_request_timeout_is_a_denial_once() -> None:
+    f = flow()
+    f.handle(ClientData(b"CONNECT pkg.test:443 HTT"))
+    (rec,) = records(f.handle(RequestTimeout()))
+    assert (rec.decision, rec.rule) == ("denied", "timeout:no-complete-request")
+    assert f.handle(ClientClosed()) == [] and f.handle(RequestTimeout()) == []
+
+
+def test_timeout_after_the_request_changes_nothing() -> None:
+    f = flow()
+    f.handle(ClientData(b"CONNECT 198.18.7.2:80 HTTP/1.1\r\n\r\n"))
+    assert f.handle(RequestTimeout()) == []
+
+
+# -- fingerprints on allowed flows ----------------------------------------------------------------------
+def _open(target: bytes = b"198.18.7.2:80") -> Flow:
+    f = flow(transfer_max_bytes=1_000_000)
+    f.handle(ClientData(b"CONNECT " + target + b" HTTP/1.1\r\n\r\n"))
+    f.handle(Connected("198.18.7.1", 5, "198.18.7.2", 80))
+    return f
+
+
+@pytest.mark.parametrize(
+    ("client", "server", "name", "detail"),
+    [
+        ([b"SSH-2.0-OpenSSH_9.6\r\n"], [], "ssh", "client: SSH-2.0-OpenSSH_9.6"),
+        ([], [b"SSH-2.0-dropbear\r\n"], "ssh", "server: SSH-2.0-dropbear"),
+        (
+            [b'{"id": 1, "method": "mining.subscribe", "params": ["cpuminer/2.5"]}\n'],
+            [],
+            "stratum",
+            "client: mining.subscribe",
+        ),
+        (
+            [
+                b'{"id":1,"jsonrpc":"2.0","method":"login","params":{"login":"4A..","pass":"x","agent":"XMRig"}}\n'
+            ],
+            [],
+            "stratum",
+            "client: login",
+        ),
+        (
+            [b'{"id": 2, "method": "mining.auth', b'orize", "params": ["w", "x"]}\n'],
+            [],
+            "stratum",
+            "client: mining.authorize",
+        ),
+        (
+            [b"\x00" + client_hello("tunnel.example.net")],
+            [],
+            "tls-tunnel",
+            "client: sni=tunnel.example.net offset=1",
+        ),
+    ],
+)
+def test_fingerprints_are_reported_while_the_flow_runs(
+    client: list[bytes], server: list[bytes], name: str, detail: str
+) -> None:
+    f = _open()
+    out: list[Command] = []
+    for c in client:
+        out += f.handle(ClientData(c))
+    for s in server:
+        out += f.handle(ServerData(s))
+    (early,) = records(out)
+    assert (early.interim, early.decision, early.fingerprint, early.fingerprint_detail) == (
+        True,
+        "allowed",
+        name,
+        detail,
+    )
+    (final,) = records(f.handle(ClientClosed()))
+    assert (final.interim, final.fingerprint) == (False, name)
+
+
+@pytest.mark.parametrize(
+    ("client", "server"),
+    [
+        (
+            [b"GET /simple/ HTTP/1.1\r\nHost: pkg.test\r\n\r\n"],
+            [b"HTTP/1.1 200 OK\r\n\r\n<html>login</html>"],
+        ),
+        ([b'{"method": "login", "user": "me"}\n'], []),  # a JSON API with a login call is not stratum
+        ([b"git-upload-pack /repo.git\x00"], [b"0000"]),
+    ],
+)
+def test_benign_traffic_has_no_fingerprint(client: list[bytes], server: list[bytes]) -> None:
+    f = _open()
+    out: list[Command] = []
+    for c in client:
+        out += f.handle(ClientData(c))
+    for s in server:
+        out += f.handle(ServerData(s))
+    out += f.handle(ClientClosed())
+    (rec,) = records(out)
+    assert rec.fingerprint is None and not rec.interim
+
+
+def test_tls_with_the_allowed_name_is_not_a_tunnel() -> None:
+    f = flow(transfer_max_bytes=1_000_000)
+    f.handle(ClientData(b"CONNECT pkg.test:443 HTTP/1.1\r\n\r\n"))
+    f.handle(Resolved(("198.18.7.2",)))
+    f.handle(OUT)
+    out = f.handle(ClientData(client_hello("pkg.test")))
+    assert not records(out)

@@ -147,17 +147,12 @@ def _owner_networks(i: int) -> list[ipaddress.IPv4Network]:
 
 
 def _candidates() -> set[int]:
+    """Indices with something left to sweep: an owner record, a state directory or a named netns."""
     found: set[int] = set()
-    default = ipaddress.IPv4Network(DEFAULT_BASE)
     with contextlib.suppress(FileNotFoundError):
         for name in os.listdir(LOCK_DIR):
-            if m := re.fullmatch(r"index-(\d+)\.(?:lock|json)|block-(\d+)", name):
+            if m := re.fullmatch(r"index-(\d+)\.json|block-(\d+)", name):
                 found.add(int(m.group(1) or m.group(2)))
-            elif m := re.fullmatch(r"block-([\d.]+)\.lock", name):
-                with contextlib.suppress(ValueError):
-                    a = ipaddress.IPv4Address(m.group(1))
-                    if a in default:
-                        found.add((int(a) - int(default.network_address)) >> (32 - BLOCK_PREFIX))
     with contextlib.suppress(FileNotFoundError):
         for name in os.listdir(NETNS_DIR):
             if m := re.fullmatch(r"corral-(\d\d)-\d+", name):
@@ -182,6 +177,7 @@ def reap_dead(keep: int | None = None) -> list[int]:
                 held.append(bfd)
             else:
                 sweep_names(i)
+                _forget(i)
                 reaped.append(i)
         finally:
             for fd in held:
@@ -205,6 +201,11 @@ def sweep_names(index: int) -> None:
             if name.startswith(ns_prefix):
                 remove_named_netns(name)
     shutil.rmtree(state_dir(index), ignore_errors=True)
+
+
+def _forget(index: int) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join(LOCK_DIR, f"index-{index}.json"))
 
 
 def sweep_block(block: Block) -> None:
@@ -288,6 +289,7 @@ def destroy_slot(slot: Slot) -> None:
 
 def release_block(block: Block) -> None:
     sweep_block(block)
+    _forget(block.index)
     os.close(block.lock_fd)
     if block.index_fd >= 0:
         os.close(block.index_fd)
