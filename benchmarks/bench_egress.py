@@ -19,7 +19,11 @@ import time
 from collections.abc import Callable
 
 from corral.egress import Egress
+from corral.egress._export import FORMATS, render
+from corral.egress._fingerprint import SNIFF_BYTES, Sniffer
+from corral.egress._flow import Account, ClientData, Connected, Flow, ServerData
 from corral.egress._nsutil import CLONE_NEWNET, in_netns
+from corral.egress._rules import Rules
 from corral.policy import Policy
 
 
@@ -81,10 +85,44 @@ def denied_proxy(gw: str, proxy_port: int) -> None:
         assert s.recv(256).startswith(b"HTTP/1.1 403")
 
 
+def relay_flow(sniff: bool) -> None:
+    """One CONNECT flow relaying 64 chunks of 4 KiB each way through the pure state machine."""
+    rules = Rules(Policy.from_yaml("network:\n  mode: allowlist\n  allow: ['198.18.7.2:443']\n").network)
+    f = Flow(rules, Account(10, 1 << 30))
+    f.handle(ClientData(b"CONNECT 198.18.7.2:443 HTTP/1.1\r\n\r\n"))
+    f.handle(Connected("198.18.7.1", 1, "198.18.7.2", 443))
+    if not sniff:  # the baseline: a sniffer that has already seen its budget
+        f._sniffer = Sniffer("198.18.7.2")
+        f._sniffer.client(b"\x01" * SNIFF_BYTES)
+        f._sniffer.server(b"\x01" * SNIFF_BYTES)
+    chunk = b"\x17\x03\x03" + bytes(4093)
+    for _ in range(64):
+        f.handle(ClientData(chunk))
+        f.handle(ServerData(chunk))
+
+
+def export_bench(n: int) -> None:
+    allow = [f"93.{i % 200}.{i // 200}.0/24:443,80" for i in range(200)] + [
+        f"h{i}.example.org" for i in range(50)
+    ]
+    deny = [f"93.{i % 200}.{i // 200}.{i % 250}" for i in range(0, 200, 3)]
+    pol = Policy.from_yaml(f"network:\n  mode: allowlist\n  allow: {allow}\n  deny: {deny}\n")
+    base = median_ms(lambda: Rules(pol.network), max(5, n // 10))
+    print(f"policy of {len(allow)} allows / {len(deny)} denies: Rules() {base:.2f} ms (baseline)")
+    for fmt in FORMATS:
+        ms = median_ms(lambda fmt=fmt: render(pol, fmt), max(5, n // 10))  # type: ignore[misc]
+        print(f"  render {fmt:<18} {ms:8.2f} ms  ({ms / base:.0f}x Rules())")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=100)
     n = ap.parse_args().n
+    plain = median_ms(lambda: relay_flow(False), n)
+    sniffed = median_ms(lambda: relay_flow(True), n)
+    print(f"flow relay, 2 x 256 KiB in 4 KiB chunks: {plain:.3f} ms without fingerprinting (baseline), "
+          f"{sniffed:.3f} ms with ({sniffed / plain:.2f}x)")  # fmt: skip
+    export_bench(n)
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.unshare(CLONE_NEWNET) != 0:
         raise SystemExit("needs root (unshare CLONE_NEWNET)")
