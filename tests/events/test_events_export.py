@@ -21,6 +21,7 @@ from corral.events import (
     ProcessStart,
     ToolCall,
     TraceContext,
+    export_events,
     export_spans,
     parse_time_ns,
     rfc3339_ns,
@@ -164,3 +165,28 @@ def test_otel_spans(store: Path) -> None:
     assert span.start_time == T0 and span.end_time == T0 + 10**9
     assert span.attributes is not None and span.attributes["corral.episode_id"] == "e2"
     assert {e.name for e in span.events} >= {"process_start", "alert", "network_connection"}
+
+
+def test_tool_call_output_reaches_every_export(tmp_path: Path) -> None:
+    call = ToolCall(
+        command="pytest -q",
+        start_ns=T0,
+        end_ns=T0 + 1,
+        exit_code=1,
+        stdout="1 failed\n" + "x" * 70_000,
+        stderr="warn\n",
+    )
+    with EventStore(tmp_path / "e.db") as s:
+        s.append(Event(time_ns=T0, sandbox_id="sb1", ctx=CTX, data=call))
+        s.flush()
+        for fmt in ("jsonl", "ocsf", "parquet"):
+            assert export_events(s.query(), fmt, tmp_path / f"out.{fmt}") == 1
+    (line,) = (tmp_path / "out.jsonl").read_text().splitlines()
+    rec = json.loads(line)
+    assert rec["stdout"].startswith("1 failed\n") and len(rec["stdout"]) == 64 * 1024
+    assert (rec["stdout_truncated"], rec["stderr"], rec["stderr_truncated"]) == (True, "warn\n", False)
+    (ocsf_line,) = (tmp_path / "out.ocsf").read_text().splitlines()
+    data = json.loads(ocsf_line)["unmapped"]["corral"]["data"]  # OCSF has no field for a call's output
+    assert data["stdout_truncated"] is True and data["stderr"] == "warn\n"
+    payload = json.loads(pq.read_table(tmp_path / "out.parquet").column("data")[0].as_py())
+    assert payload["stdout"] == rec["stdout"] and payload["stdout_truncated"] is True
