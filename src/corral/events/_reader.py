@@ -114,10 +114,15 @@ class StoreReader:
         since_ns: int | None = None,
         until_ns: int | None = None,
         after_seq: int | None = None,
+        upto_seq: int | None = None,
         limit: int | None = None,
         tail: int | None = None,
     ) -> Iterator[Event]:
-        """Matching events in ``seq`` order: all, the oldest ``limit``, or the newest ``tail``."""
+        """Matching events in ``seq`` order: all, the oldest ``limit``, or the newest ``tail``.
+
+        ``after_seq``/``upto_seq`` bound the seqs (exclusive/inclusive), e.g. to read what was
+        committed up to a ``last_seq()`` and then ``follow`` from there without a gap or a repeat.
+        """
         sql, params = build_query(
             run_id=run_id,
             episode_id=episode_id,
@@ -127,6 +132,7 @@ class StoreReader:
             since_ns=since_ns,
             until_ns=until_ns,
             after_seq=after_seq,
+            upto_seq=upto_seq,
             limit=limit,
             tail=tail,
         )
