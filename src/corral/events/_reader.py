@@ -15,9 +15,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 
+from pydantic import ValidationError
+
 from corral.errors import InputError, StoreError
-from corral.events._model import EVENT_TYPES, Event
-from corral.events._schema import COLUMNS, SCHEMA_VERSION, from_row
+from corral.events._model import EVENT_TYPES, Event, Health
+from corral.events._schema import COLUMNS, SCHEMA_VERSION, Row, from_row
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _BUSY_TIMEOUT_S = 30.0
@@ -87,9 +89,33 @@ def iter_events(conn: sqlite3.Connection, sql: str, params: Sequence[object], pa
         cur = conn.execute(sql, params)
         while rows := cur.fetchmany(1000):
             for row in rows:
-                yield from_row(row)
+                try:
+                    yield from_row(row)
+                except (ValidationError, ValueError, TypeError) as exc:
+                    yield _unreadable(row, exc)
     except sqlite3.Error as exc:
         raise StoreError(f"cannot read event store {path}: {exc}") from exc
+
+
+def _unreadable(row: Row, exc: Exception) -> Event:
+    """A row this code cannot read (a newer payload type, damage) stands as a degraded Health event.
+
+    It keeps the row's seq and, where they are sound, its envelope, so one bad row is reported in
+    place and never stops a read of everything after it.
+    """
+    seq = row[0] if isinstance(row[0], int) else None
+    kind = row[2] if isinstance(row[2], str) else "?"
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    data = Health(
+        component="event_store",
+        status="degraded",
+        message=f"event seq {seq} of type {kind!r} could not be read: {reason}"[:500],
+        count=1,
+    )
+    try:
+        return from_row((*row[:10], None), data=data)
+    except (ValidationError, ValueError, TypeError):
+        return Event(seq=seq, time_ns=0, data=data)
 
 
 class StoreReader:

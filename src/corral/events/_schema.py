@@ -124,8 +124,9 @@ def _scrub(value: Any) -> Any:
         return f"<{type(value).__name__}>"
 
 
-def from_row(row: Row) -> Event:
-    seq, time_ns, _type, host, sandbox_id, run_id, step, episode_id, turn, tool_call_id, data = row
+def from_row(row: Row, data: Payload | None = None) -> Event:
+    """The event in a row; ``data`` replaces the payload column (for a row that cannot be read)."""
+    seq, time_ns, _type, host, sandbox_id, run_id, step, episode_id, turn, tool_call_id, raw = row
     ctx = TraceContext(run_id=run_id, step=step, episode_id=episode_id, turn=turn, tool_call_id=tool_call_id)
     return Event(
         seq=seq,
@@ -133,5 +134,5 @@ def from_row(row: Row) -> Event:
         host=host,
         sandbox_id=sandbox_id,
         ctx=ctx,
-        data=_payload.validate_json(data),
+        data=data if data is not None else _payload.validate_json(raw),
     )
