@@ -125,14 +125,15 @@ def test_no_matching_events_says_so(store: Path, tmp_path: Path) -> None:
 
 
 def test_multi_line_and_hostile_commands_stay_on_one_line(tmp_path: Path) -> None:
-    command = "cat <<EOF > x.py\nprint(1)\r\nEOF\n\x1b[2J\x1b]0;pwned\x07 [bold]not markup[/] [/x] \u202eevil"
+    command = "cat <<EOF > x.py\nprint(1)\r\nEOF\n\x1b[2J\x1b]0;pwned\x07 "
+    command += "[bold]not markup[/] [/x] \u202eevil\u2028!"
     with EventStore(tmp_path / "e.db") as s:
         s.append(Event(ctx=CTX, data=ToolCall(command=command, start_ns=T0)))
     r = events_cli("--store", str(tmp_path / "e.db"))
     assert r.exit_code == 0, r.output
     (row,) = [line for line in r.stdout.splitlines() if "tool_call" in line]
     assert "command=cat <<EOF > x.py ⏎ print(1) ⏎ EOF ⏎ \\x1b[2J\\x1b]0;pwned\\x07" in row
-    assert "[bold]not markup[/] [/x] \\u202eevil" in row  # shown as text, never read as markup
+    assert "[bold]not markup[/] [/x] \\u202eevil\\u2028!" in row  # shown as text, never read as markup
     assert "\x1b" not in r.stdout and "\u202e" not in r.stdout
 
 
@@ -244,6 +245,9 @@ def test_every_option_has_help_and_booleans_are_flags() -> None:
     assert {o for p in options if p.is_flag for o in p.opts} == {"--json", "--follow", "-f"}
     r = CliRunner().invoke(app, ["events", "--help"], env={"COLUMNS": "120"})
     assert "OLDEST" in r.stdout and "NEWEST" in r.stdout
+    for line in r.stdout.splitlines():
+        if "--json" in line or "--follow" in line:
+            assert "<bool>" not in line, line  # a flag is not shown as taking a value
 
 
 # -- following a live store --------------------------------------------------------------------

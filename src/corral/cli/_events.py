@@ -52,10 +52,11 @@ _FOLLOW_WIDTHS = {"seq": 7, "time": 30, "type": 18, "sandbox": 15, "run": 10, "e
 _FOLLOW_WIDTHS |= {"turn": 4, "call": 15}
 _FOLLOW_START = 10  # like tail -f: the newest 10, unless --tail says otherwise
 _POLL_S = 0.25
+_FLAG = ""  # typer would show a flag as taking a "<bool>" value; a flag takes none
 
 # Control characters (an agent's command may hold terminal escapes) and bidirectional overrides
-# (which can make text read backwards) are shown as escapes, never sent to the terminal.
-_UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# (which can make text read backwards) and Unicode line separators are shown as escapes.
+_UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
 
 
 def _one_line(value: object) -> str:
@@ -173,7 +174,10 @@ def _quiet_exit_on_closed_pipe() -> NoReturn:
 @app.command("events")
 def events(
     json_out: bool = typer.Option(
-        False, "--json", help="Print one JSON object per line (the event's envelope and its own fields)."
+        False,
+        "--json",
+        metavar=_FLAG,
+        help="Print one JSON object per line (the event's envelope and its own fields).",
     ),
     run: str | None = typer.Option(None, "--run", metavar="ID", help="Only events of this run id."),
     episode: str | None = typer.Option(
@@ -208,6 +212,7 @@ def events(
         False,
         "--follow",
         "-f",
+        metavar=_FLAG,
         help=f"Keep printing new events as they are recorded, until Ctrl-C; starts with the newest "
         f"{_FOLLOW_START} (or --tail N).",
     ),
