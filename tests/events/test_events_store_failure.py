@@ -70,7 +70,7 @@ def test_full_disk_is_detected_before_the_next_append(
     assert "database or disk is full" in str(err) and "SQLITE_FULL" in str(err) and str(small_fs) in str(err)
     with pytest.raises(StoreError, match="disk is full") as info:
         s.check()
-    assert info.value is err
+    assert str(info.value) == str(err) and info.value.__cause__ is err.__cause__
 
     # Appends are refused at once and nothing is queued; flush keeps raising.
     before = s.stats.enqueued

@@ -97,7 +97,8 @@ class EventStore:
       dead store must stop the call before its command runs.
     - ``store.failed`` is ``True`` once the writer failed (it never goes back to
       ``False``: open a new ``EventStore`` after fixing the cause); ``store.error``
-      is that ``StoreError`` (``None`` while healthy).
+      is that ``StoreError`` (``None`` while healthy); each raise is a new ``StoreError``
+      with the same message and cause.
     - After a failure ``append``/``append_many`` raise that ``StoreError`` at once,
       without queueing; ``flush`` raises it, including when the writer fails while
       ``flush`` waits; ``close`` raises ``StoreError`` naming the events left
@@ -162,7 +163,9 @@ class EventStore:
         """``None`` while the store takes events; the writer's ``StoreError`` (or "closed") otherwise."""
         err = self._error  # one attribute read: no lock needed
         if err is not None:
-            raise err
+            # A fresh exception each time: re-raising one shared object from many threads would
+            # grow and mix up its traceback.
+            raise StoreError(str(err)) from err.__cause__
         if self._closing or self._closed:
             raise StoreError(f"event store {self.path} is closed")
         if not self._writer.is_alive():
@@ -210,7 +213,7 @@ class EventStore:
             self._cond.notify_all()
             done = self._cond.wait_for(lambda: self._committed >= target or self._error is not None, timeout)
             if self._error is not None:
-                raise self._error
+                self.check()  # raises the writer's failure
             if not done:
                 raise StoreError(
                     f"event store {self.path}: flush timed out after {timeout}s "
