@@ -1,6 +1,8 @@
 """Event store write throughput: events/s from append() to committed (flush), median of runs.
 
 Baseline in the same run: raw sqlite executemany of the same rows (no model, no thread).
+Also the cost of the health check a harness makes before every tool call (``store.check()``),
+against the cost of one ``append`` measured in the same run.
 Usage: .venv/bin/python benchmarks/bench_store.py [N] [RUNS]
 """
 
@@ -53,6 +55,21 @@ def raw_rate(evs: list[Event], d: Path) -> float:
     return rate
 
 
+def per_call_ns(evs: list[Event], d: Path) -> tuple[float, float]:
+    """(ns per check(), ns per append()) on a healthy store."""
+    with EventStore(d / f"c{time.monotonic_ns()}.db") as s:
+        t = time.perf_counter_ns()
+        for _ in evs:
+            s.check()
+        check = (time.perf_counter_ns() - t) / len(evs)
+        t = time.perf_counter_ns()
+        for e in evs:
+            s.append(e)
+        append = (time.perf_counter_ns() - t) / len(evs)
+        s.flush()
+    return check, append
+
+
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
     runs = int(sys.argv[2]) if len(sys.argv) > 2 else 5
@@ -61,9 +78,14 @@ def main() -> None:
         d = Path(tmp)
         store = [store_rate(evs, d) for _ in range(runs)]
         raw = [raw_rate(evs, d) for _ in range(runs)]
+        calls = [per_call_ns(evs, d) for _ in range(runs)]
     ms, mr = statistics.median(store), statistics.median(raw)
+    mc, ma = statistics.median(c for c, _ in calls), statistics.median(a for _, a in calls)
     print(f"EventStore append->flush: median {ms:,.0f} events/s over {runs} runs of {n:,} (target >= 50,000)")
     print(f"raw sqlite executemany (baseline): median {mr:,.0f} events/s; store/raw = {ms / mr:.2f}")
+    print(
+        f"store.check(): median {mc:,.0f} ns per call; append(): {ma:,.0f} ns; check/append = {mc / ma:.2f}"
+    )
 
 
 if __name__ == "__main__":

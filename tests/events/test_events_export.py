@@ -1,4 +1,4 @@
-"""Exporters (JSON lines, Parquet, OCSF, OpenTelemetry) and ``corral events``."""
+"""Exporters: JSON lines, Parquet, OCSF, OpenTelemetry."""
 
 from __future__ import annotations
 
@@ -7,9 +7,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from typer.testing import CliRunner
 
-from corral.cli import app
 from corral.events import (
     Alert,
     DnsQuery,
@@ -21,6 +19,7 @@ from corral.events import (
     ProcessStart,
     ToolCall,
     TraceContext,
+    export_events,
     export_spans,
     parse_time_ns,
     rfc3339_ns,
@@ -99,57 +98,6 @@ def test_rfc3339() -> None:
     assert rfc3339_ns(T0) == "2024-05-01T12:00:00.123456789Z"
 
 
-def test_cli_json(store: Path) -> None:
-    r = CliRunner().invoke(app, ["events", "--json", "--store", str(store), "--episode", "e2"])
-    assert r.exit_code == 0, r.output
-    lines = [json.loads(x) for x in r.stdout.splitlines()]
-    assert len(lines) == len(PAYLOADS)
-    first = lines[0]
-    for key in ("type", "time", "sandbox_id", "run_id", "episode_id", "step", "turn", "tool_call_id"):
-        assert key in first
-    assert first["Image"] == "/usr/bin/curl" and first["time"] == "2024-05-01T12:00:00.123456789Z"
-    r = CliRunner().invoke(app, ["events", "--json", "--store", str(store), "--type", "dns_query"])
-    assert [json.loads(x)["QueryName"] for x in r.stdout.splitlines()] == ["pool.example"]
-
-
-def test_cli_table(store: Path) -> None:
-    r = CliRunner().invoke(app, ["events", "--store", str(store), "--sandbox", "sb2"])
-    assert r.exit_code == 0 and "process_start" in r.stdout and "curl" in r.stdout
-
-
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["--type", "bogus"], "unknown event type bogus"),
-        (["--since", "yesterday"], "bad time"),
-        (["--since", "2024-13-01T00:00:00Z"], "bad time"),
-        (["--export", "csv", "--out", "x"], "unknown export format"),
-        (["--export", "jsonl"], "--export needs --out"),
-    ],
-)
-def test_cli_malformed(store: Path, args: list[str], message: str) -> None:
-    r = CliRunner().invoke(app, ["events", "--store", str(store), *args])
-    assert r.exit_code == 2 and message in r.stderr
-
-
-def test_cli_missing_store(tmp_path: Path) -> None:
-    r = CliRunner().invoke(app, ["events", "--store", str(tmp_path / "none.db")])
-    assert r.exit_code == 2 and "no event store" in r.stderr
-
-
-def test_exports(store: Path, tmp_path: Path) -> None:
-    for fmt in ("jsonl", "ocsf", "parquet"):
-        out = tmp_path / f"out.{fmt}"
-        r = CliRunner().invoke(app, ["events", "--store", str(store), "--export", fmt, "--out", str(out)])
-        assert r.exit_code == 0, r.output
-    assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 7
-    ocsf = [json.loads(x) for x in (tmp_path / "out.ocsf").read_text().splitlines()]
-    assert {o["class_uid"] for o in ocsf} == {1007, 4001, 4003, 2004, 0}
-    table = pq.read_table(tmp_path / "out.parquet")
-    assert table.num_rows == 7 and table.column("seq").to_pylist() == list(range(1, 8))
-    assert json.loads(table.column("data")[0].as_py())["Image"] == "/usr/bin/curl"
-
-
 def test_otel_spans(store: Path) -> None:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -164,3 +112,28 @@ def test_otel_spans(store: Path) -> None:
     assert span.start_time == T0 and span.end_time == T0 + 10**9
     assert span.attributes is not None and span.attributes["corral.episode_id"] == "e2"
     assert {e.name for e in span.events} >= {"process_start", "alert", "network_connection"}
+
+
+def test_tool_call_output_reaches_every_export(tmp_path: Path) -> None:
+    call = ToolCall(
+        command="pytest -q",
+        start_ns=T0,
+        end_ns=T0 + 1,
+        exit_code=1,
+        stdout="1 failed\n" + "x" * 70_000,
+        stderr="warn\n",
+    )
+    with EventStore(tmp_path / "e.db") as s:
+        s.append(Event(time_ns=T0, sandbox_id="sb1", ctx=CTX, data=call))
+        s.flush()
+        for fmt in ("jsonl", "ocsf", "parquet"):
+            assert export_events(s.query(), fmt, tmp_path / f"out.{fmt}") == 1
+    (line,) = (tmp_path / "out.jsonl").read_text().splitlines()
+    rec = json.loads(line)
+    assert rec["stdout"].startswith("1 failed\n") and len(rec["stdout"]) == 64 * 1024
+    assert (rec["stdout_truncated"], rec["stderr"], rec["stderr_truncated"]) == (True, "warn\n", False)
+    (ocsf_line,) = (tmp_path / "out.ocsf").read_text().splitlines()
+    data = json.loads(ocsf_line)["unmapped"]["corral"]["data"]  # OCSF has no field for a call's output
+    assert data["stdout_truncated"] is True and data["stderr"] == "warn\n"
+    payload = json.loads(pq.read_table(tmp_path / "out.parquet").column("data")[0].as_py())
+    assert payload["stdout"] == rec["stdout"] and payload["stdout_truncated"] is True

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from corral.errors import InputError
+from corral.errors import InputError, StoreError
 from corral.events import (
     Event,
     EventStore,
     Health,
+    PolicyDecision,
     ProcessStart,
     ToolCall,
     TraceContext,
@@ -147,3 +148,52 @@ def test_two_processes_share_a_store(tmp_path: Path) -> None:
     with EventStore(db) as s:
         seqs = [e.seq for e in s.query()]
         assert seqs == list(range(1, 4001))
+
+
+def test_tail_is_the_newest_in_order(tmp_path: Path) -> None:
+    with EventStore(tmp_path / "e.db") as s:
+        s.append_many(_ev(i) for i in range(20))
+        s.flush()
+        assert [e.seq for e in s.query(tail=3)] == [18, 19, 20]
+        assert [e.seq for e in s.query(limit=3)] == [1, 2, 3]
+        assert [e.data.ProcessId for e in s.query(episode_id="e1", tail=2)] == [16, 19]  # type: ignore[union-attr]
+        assert list(s.query(tail=0)) == []
+        with pytest.raises(InputError, match="cannot be used together"):
+            s.query(tail=1, limit=1)
+
+
+def test_values_json_cannot_hold_are_kept_as_text(tmp_path: Path) -> None:
+    # argv bytes that are not UTF-8 arrive as lone surrogates (surrogateescape); they must not
+    # stop the writer, and the stored text shows the original byte.
+    argv_event = Event(data=ProcessStart(ProcessId=1, Image="/bin/echo", CommandLine="echo a\udcff b"))
+    odd = PolicyDecision(
+        action="x", reason="y", detail={"raw": b"\xff\x00", "obj": object(), "nan": float("nan")}
+    )
+    with EventStore(tmp_path / "e.db") as s:
+        s.append(argv_event)
+        s.append(Event(data=odd))
+        s.flush()
+        s.check()
+        first, second = list(s.query())
+    assert isinstance(first.data, ProcessStart) and first.data.CommandLine == "echo a\\xff b"
+    assert isinstance(second.data, PolicyDecision)
+    assert second.data.detail["raw"] == "\\xff\x00" and second.data.detail["nan"] is None
+    assert second.data.detail["obj"].startswith("<object object at")
+
+
+def test_a_database_that_is_not_an_event_store_is_never_written(tmp_path: Path) -> None:
+    other = tmp_path / "app.db"
+    conn = sqlite3.connect(other)
+    conn.execute("CREATE TABLE users (name TEXT)")
+    conn.commit()
+    conn.close()
+    before = other.read_bytes()
+    with pytest.raises(StoreError, match="not a Corral event store"):
+        EventStore(other)
+    assert other.read_bytes() == before
+    junk = tmp_path / "notes.txt"
+    junk.write_text("hello\n" * 100)
+    with pytest.raises(StoreError, match="not a database"):
+        EventStore(junk)
+    assert junk.read_text() == "hello\n" * 100
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app.db", "notes.txt"]  # no -wal, no -shm

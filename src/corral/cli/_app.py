@@ -7,6 +7,7 @@ from typing import NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from corral.errors import CorralError
 
@@ -23,6 +24,7 @@ err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 def fail(exc: CorralError | str, code: int = 2) -> NoReturn:
     """Print a harness error to stderr and exit non-zero (never mixed into a tool's output)."""
-    text = str(exc)
+    # Escaped: the text quotes user data (a policy key, a path), which must never be read as markup.
+    text = escape(str(exc))
     err_console.print(f"[bold red]corral:[/] {text}", markup=True, highlight=False)
     sys.exit(code)

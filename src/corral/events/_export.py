@@ -14,6 +14,7 @@ from typing import IO, Any, Literal
 from corral.errors import InputError, StoreError
 from corral.events._model import Event
 from corral.events._ocsf import to_ocsf
+from corral.events._schema import payload_json
 
 ExportFormat = Literal["jsonl", "parquet", "ocsf"]
 EXPORT_FORMATS: tuple[str, ...] = ("jsonl", "parquet", "ocsf")
@@ -72,7 +73,7 @@ def _columns(batch: list[Event]) -> dict[str, list[Any]]:
         "episode_id": [e.ctx.episode_id for e in batch],
         "turn": [e.ctx.turn for e in batch],
         "tool_call_id": [e.ctx.tool_call_id for e in batch],
-        "data": [e.data.model_dump_json(exclude={"kind"}) for e in batch],
+        "data": [payload_json(e.data, exclude={"kind"}) for e in batch],
     }
 
 

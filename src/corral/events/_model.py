@@ -12,7 +12,7 @@ import time
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from corral.events._timefmt import rfc3339_ns
 from corral.events._trace import TraceContext
@@ -128,8 +128,36 @@ class PolicyDecision(_Payload):
     detail: dict[str, Any] = Field(default_factory=dict)
 
 
+OUTPUT_CAP_BYTES = 64 * 1024
+"""The most of one output stream (stdout or stderr) a ``ToolCall`` event keeps, in UTF-8 bytes."""
+
+
+def cap_output(text: str | bytes | None, cap_bytes: int = OUTPUT_CAP_BYTES) -> tuple[str | None, bool]:
+    """``(text, truncated)``: at most ``cap_bytes`` of UTF-8, cut on a character boundary.
+
+    Bytes are decoded as UTF-8 with replacement characters, so any captured output can be stored.
+    """
+    if text is None:
+        return None, False
+    if isinstance(text, str):
+        if len(text) * 4 <= cap_bytes:  # cannot be over the cap: skip encoding it
+            return text, False
+        data = text.encode("utf-8", "surrogatepass")
+    else:
+        data = text
+    if len(data) <= cap_bytes:
+        return (text if isinstance(text, str) else data.decode("utf-8", "replace")), False
+    # "ignore" drops the partial character left at the cut.
+    return data[:cap_bytes].decode("utf-8", "ignore"), True
+
+
 class ToolCall(_Payload):
-    """One tool call, start to end; also the source of Corral's trace records."""
+    """One tool call, start to end; also the source of Corral's trace records.
+
+    ``stdout``/``stderr`` are the call's captured output, at most ``OUTPUT_CAP_BYTES`` each; a
+    longer stream is cut there and its ``*_truncated`` flag set. The model enforces the cap, so
+    a producer that passes more gets it cut rather than a store row of unbounded size.
+    """
 
     kind: Literal["tool_call"] = "tool_call"
     command: str
@@ -140,6 +168,25 @@ class ToolCall(_Payload):
     stop_reason: str | None = None
     sandbox_ip: str | None = None
     host_ip: str | None = None
+    stdout: str | None = None
+    stderr: str | None = None
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _cap_streams(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        for stream in ("stdout", "stderr"):
+            value = data.get(stream)
+            if isinstance(value, str | bytes):
+                capped, cut = cap_output(value)
+                if cut or isinstance(value, bytes):
+                    data = {**data, stream: capped}
+                if cut:
+                    data[f"{stream}_truncated"] = True
+        return data
 
 
 class Alert(_Payload):

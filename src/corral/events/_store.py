@@ -10,10 +10,15 @@ Backpressure is explicit and lossless: when more than ``max_pending`` events
 wait, a producer blocks for at most ``block_s``, is counted, and its event is
 kept anyway; the writer then records a ``Health(status="backpressure")`` event
 carrying the counter.
+
+A writer that fails (disk full, I/O error, a file made read-only) records why and
+stops; from then on the store refuses work loudly rather than queue events that
+will never be written. See ``EventStore`` for the health-check API.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
@@ -24,9 +29,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal
 
-from corral.errors import InputError, StoreError
-from corral.events._model import EVENT_TYPES, Event, Health
-from corral.events._schema import COLUMNS, INSERT, SCHEMA, SCHEMA_VERSION, from_row, to_row
+from corral.errors import StoreError
+from corral.events._model import Event, Health
+from corral.events._reader import build_query, check_schema, connect_read_only, iter_events
+from corral.events._schema import INSERT, SCHEMA, SCHEMA_VERSION, to_row
 
 if TYPE_CHECKING:
     from corral.policy import Policy
@@ -55,14 +61,51 @@ def _connect(path: Path, sync: str) -> sqlite3.Connection:
     conn = sqlite3.connect(
         path, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
     )
-    conn.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
+    try:
+        conn.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+        # Before the switch to WAL, which rewrites the header: a foreign database stays untouched.
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if tables:
+            check_schema(conn, path)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
+    except BaseException:
+        conn.close()
+        raise
     return conn
 
 
+def _describe(exc: BaseException) -> str:
+    """The cause of a writer failure in words, with SQLite's error name (``SQLITE_FULL``) if any."""
+    name = getattr(exc, "sqlite_errorname", None)
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, sqlite3.Error):
+        return f"{text} ({name})" if name else text
+    return f"{type(exc).__name__}: {text}"
+
+
 class EventStore:
-    """Append-only event store in one SQLite file; safe to open from several processes."""
+    """Append-only event store in one SQLite file; safe to open from several processes.
+
+    Health of the writer (all cheap and thread-safe; none touches the disk):
+
+    - ``store.check()`` returns ``None`` while the store takes events and raises
+      ``StoreError`` once it cannot: the writer failed (``__cause__`` is the original
+      ``sqlite3.Error``/``OSError``, the message names the store, the cause such as
+      ``database or disk is full (SQLITE_FULL)`` and how many events were not
+      committed), or the store was closed. Call it before starting a tool call: a
+      dead store must stop the call before its command runs.
+    - ``store.failed`` is ``True`` once the writer failed (it never goes back to
+      ``False``: open a new ``EventStore`` after fixing the cause); ``store.error``
+      is that ``StoreError`` (``None`` while healthy); each raise is a new ``StoreError``
+      with the same message and cause.
+    - After a failure ``append``/``append_many`` raise that ``StoreError`` at once,
+      without queueing; ``flush`` raises it, including when the writer fails while
+      ``flush`` waits; ``close`` raises ``StoreError`` naming the events left
+      uncommitted (they are never dropped silently).
+    - The writer thread never dies with an uncaught exception: whatever it raises is
+      recorded as above and the thread returns.
+    """
 
     def __init__(
         self,
@@ -85,7 +128,7 @@ class EventStore:
         self._committed = 0
         self._backpressure = 0
         self._reported_backpressure = 0
-        self._error: BaseException | None = None
+        self._error: StoreError | None = None
         self._closing = False
         self._closed = False
         self._writer = threading.Thread(target=self._run, name=f"corral-store:{self.path.name}", daemon=True)
@@ -114,6 +157,30 @@ class EventStore:
             except (sqlite3.Error, OSError) as exc:
                 raise StoreError(f"cannot open event store {self.path}: {exc}") from exc
 
+    # -- health ------------------------------------------------------------------
+
+    def check(self) -> None:
+        """``None`` while the store takes events; the writer's ``StoreError`` (or "closed") otherwise."""
+        err = self._error  # one attribute read: no lock needed
+        if err is not None:
+            # A fresh exception each time: re-raising one shared object from many threads would
+            # grow and mix up its traceback.
+            raise StoreError(str(err)) from err.__cause__
+        if self._closing or self._closed:
+            raise StoreError(f"event store {self.path} is closed")
+        if not self._writer.is_alive():
+            raise StoreError(f"event store {self.path}: the writer thread is not running")
+
+    @property
+    def failed(self) -> bool:
+        """``True`` once the writer failed; the store then refuses every append."""
+        return self._error is not None
+
+    @property
+    def error(self) -> StoreError | None:
+        """Why the writer failed (``__cause__`` holds the original exception), or ``None``."""
+        return self._error
+
     # -- writing -----------------------------------------------------------------
 
     def append(self, event: Event) -> None:
@@ -125,11 +192,14 @@ class EventStore:
         if not batch:
             return
         with self._cond:
-            self._check_open()
+            self.check()
             if len(self._pending) >= self._max_pending:
                 self._backpressure += 1
                 self._cond.notify_all()
-                self._cond.wait_for(lambda: len(self._pending) < self._max_pending, self._block_s)
+                self._cond.wait_for(
+                    lambda: len(self._pending) < self._max_pending or self._error is not None, self._block_s
+                )
+                self.check()  # the writer may have failed while this producer waited
             was_empty = not self._pending
             self._pending.extend(batch)
             self._enqueued += len(batch)
@@ -143,7 +213,7 @@ class EventStore:
             self._cond.notify_all()
             done = self._cond.wait_for(lambda: self._committed >= target or self._error is not None, timeout)
             if self._error is not None:
-                raise StoreError(f"event store {self.path}: writer failed: {self._error}") from self._error
+                self.check()  # raises the writer's failure
             if not done:
                 raise StoreError(
                     f"event store {self.path}: flush timed out after {timeout}s "
@@ -155,13 +225,23 @@ class EventStore:
         with self._cond:
             return StoreStats(self._enqueued, self._committed, len(self._pending), self._backpressure)
 
-    def _check_open(self) -> None:
-        if self._closing or self._closed:
-            raise StoreError(f"event store {self.path} is closed")
-        if self._error is not None:
-            raise StoreError(f"event store {self.path}: writer failed: {self._error}") from self._error
-
     def _run(self) -> None:
+        try:
+            self._write_loop()
+        except BaseException as exc:  # the thread records every failure; it never dies uncaught
+            self._fail(exc)
+
+    def _fail(self, exc: BaseException) -> None:
+        with self._cond:
+            left = len(self._pending)
+            err = StoreError(
+                f"event store {self.path}: writer failed, {left} events not committed: {_describe(exc)}"
+            )
+            err.__cause__ = exc
+            self._error = err
+            self._cond.notify_all()
+
+    def _write_loop(self) -> None:
         while True:
             with self._cond:
                 while not self._pending and not self._closing:
@@ -171,17 +251,15 @@ class EventStore:
                 batch, self._pending = self._pending, []
                 backpressure = self._backpressure
                 self._cond.notify_all()  # wake producers blocked on a full queue
-            rows = [to_row(e) for e in batch]
-            if backpressure != self._reported_backpressure:
-                rows.append(to_row(self._backpressure_event(backpressure)))
             try:
+                rows = [to_row(e) for e in batch]
+                if backpressure != self._reported_backpressure:
+                    rows.append(to_row(self._backpressure_event(backpressure)))
                 self._commit(rows)
-            except sqlite3.Error as exc:
+            except BaseException:
                 with self._cond:
-                    self._error = exc
                     self._pending[:0] = batch  # kept, never dropped: close() reports them
-                    self._cond.notify_all()
-                return
+                raise
             self._reported_backpressure = backpressure
             with self._cond:
                 self._committed += len(batch)
@@ -200,16 +278,23 @@ class EventStore:
                 self._conn.execute("BEGIN IMMEDIATE")
                 try:
                     self._conn.executemany(INSERT, rows)
+                    self._conn.execute("COMMIT")
                 except BaseException:
-                    self._conn.execute("ROLLBACK")
+                    self._rollback()
                     raise
-                self._conn.execute("COMMIT")
                 return
             except sqlite3.OperationalError as exc:
                 # Another process held the lock past busy_timeout: retry, then give up loudly.
                 if ("locked" not in str(exc) and "busy" not in str(exc)) or attempt == _COMMIT_RETRIES - 1:
                     raise
                 time.sleep(0.1 * (attempt + 1))
+
+    def _rollback(self) -> None:
+        # SQLite may already have rolled back (disk full does): a failing ROLLBACK must not hide
+        # the error that caused it.
+        if self._conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("ROLLBACK")
 
     # -- reading -----------------------------------------------------------------
 
@@ -225,8 +310,13 @@ class EventStore:
         until_ns: int | None = None,
         after_seq: int | None = None,
         limit: int | None = None,
+        tail: int | None = None,
     ) -> Iterator[Event]:
-        """Committed events matching every given filter, in ``seq`` order (seen by any process)."""
+        """Committed events matching every filter, in ``seq`` order (seen by any process).
+
+        ``limit`` keeps the oldest N matches, ``tail`` the newest N. Reads open the file
+        read-only, so they work even after the writer failed.
+        """
         sql, params = build_query(
             run_id=run_id,
             episode_id=episode_id,
@@ -237,28 +327,26 @@ class EventStore:
             until_ns=until_ns,
             after_seq=after_seq,
             limit=limit,
+            tail=tail,
         )
         return self._iter(sql, params)
 
     def _iter(self, sql: str, params: list[object]) -> Iterator[Event]:
+        conn = connect_read_only(self.path)
         try:
-            conn = _connect(self.path, self._sync)
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot read event store {self.path}: {exc}") from exc
-        try:
-            cur = conn.execute(sql, params)
-            while rows := cur.fetchmany(1000):
-                for row in rows:
-                    yield from_row(row)
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot read event store {self.path}: {exc}") from exc
+            yield from iter_events(conn, sql, params, self.path)
         finally:
             conn.close()
 
     def count(self) -> int:
         """Committed events in the store (all processes)."""
-        with _connect(self.path, self._sync) as conn:
+        conn = connect_read_only(self.path)
+        try:
             return int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read event store {self.path}: {exc}") from exc
+        finally:
+            conn.close()
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -275,7 +363,10 @@ class EventStore:
         if not self._writer.is_alive():
             self._conn.close()
         if self._error is not None or left:
-            raise StoreError(f"event store {self.path}: {left} events not committed ({self._error})")
+            cause = _describe(self._error.__cause__) if self._error and self._error.__cause__ else "timed out"
+            raise StoreError(
+                f"event store {self.path}: {left} events not committed ({cause})"
+            ) from self._error
 
     def __enter__(self) -> EventStore:
         return self
@@ -284,59 +375,3 @@ class EventStore:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
-
-
-def build_query(
-    *,
-    run_id: str | None = None,
-    episode_id: str | None = None,
-    sandbox_id: str | None = None,
-    tool_call_id: str | None = None,
-    type: str | Sequence[str] | None = None,
-    since_ns: int | None = None,
-    until_ns: int | None = None,
-    after_seq: int | None = None,
-    limit: int | None = None,
-) -> tuple[str, list[object]]:
-    """The SQL for a query; validates the filters (InputError on unknown types or bad bounds)."""
-    where: list[str] = []
-    params: list[object] = []
-    for col, val in (
-        ("run_id", run_id),
-        ("episode_id", episode_id),
-        ("sandbox_id", sandbox_id),
-        ("tool_call_id", tool_call_id),
-    ):
-        if val is not None:
-            where.append(f"{col} = ?")
-            params.append(val)
-    if type is not None:
-        types = [type] if isinstance(type, str) else list(type)
-        bad = [t for t in types if t not in EVENT_TYPES]
-        if bad or not types:
-            raise InputError(
-                f"unknown event type {', '.join(bad) or '(none)'}: expected one of {', '.join(EVENT_TYPES)}"
-            )
-        where.append(f"type IN ({', '.join('?' * len(types))})")
-        params.extend(types)
-    if since_ns is not None:
-        where.append("time_ns >= ?")
-        params.append(since_ns)
-    if until_ns is not None:
-        where.append("time_ns < ?")
-        params.append(until_ns)
-    if since_ns is not None and until_ns is not None and until_ns < since_ns:
-        raise InputError("the time range is empty: --until is before --since")
-    if after_seq is not None:
-        where.append("seq > ?")
-        params.append(after_seq)
-    sql = f"SELECT {COLUMNS} FROM events"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY seq"
-    if limit is not None:
-        if limit < 0:
-            raise InputError(f"bad limit {limit}: must be >= 0")
-        sql += " LIMIT ?"
-        params.append(limit)
-    return sql, params
