@@ -1,4 +1,4 @@
-"""Fixtures for the image tests live in ``images_support`` (tests import helpers from there)."""
+"""The image fixtures live in ``tests/images_support.py`` (shared with the sandbox tests)."""
 
 from images_support import big_image, busybox_image, registry
 

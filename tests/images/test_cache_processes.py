@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
-from images_support import BuiltImage, Registry, layer_digests
 
 from corral.errors import ImageError
 from corral.images import ImageCache
+from images_support import BuiltImage, Registry, layer_digests
 
 
 def _python(code: str, **kw: object) -> subprocess.Popen[str]:
@@ -112,6 +112,7 @@ def test_pull_killed_with_sigkill_is_repaired_by_the_next_pull(
     assert proc.poll() is None, "the pull finished before it could be interrupted"
     os.killpg(proc.pid, signal.SIGKILL)  # the puller and its skopeo/umoci, as an OOM kill or node drain would
     proc.wait()
+    _wait_for(lambda: not _live_members(proc.pid), 30, "skopeo/umoci to die")
     # Killed part-way: nothing published, nothing referenced, its work left behind.
     assert os.listdir(root / "images") == [] and os.listdir(root / "refs") == []
     assert os.listdir(root / "tmp") != []
@@ -121,6 +122,19 @@ def test_pull_killed_with_sigkill_is_repaired_by_the_next_pull(
         assert (image.rootfs / "data" / name).read_bytes() == (big_image.rootfs / "data" / name).read_bytes()
     assert os.listdir(root / "tmp") == []  # the dead pull's leftovers were swept
     assert [im.digest for im in ImageCache(root).ls()] == [image.digest]
+
+
+def _live_members(pgid: int) -> list[int]:
+    """Processes of a process group that have not exited (zombies count as gone)."""
+    live = []
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            live.append(int(stat_file.parent.name))
+    return live
 
 
 def _children(pid: int) -> list[int]:

@@ -139,7 +139,5 @@ def rm(
         removed = _cache(policy, cache).rm(absolute_ref(ref))
     except CorralError as exc:
         fail(exc)
-    typer.echo(
-        f"{ref}: removed"
-        + (f" (deleted {', '.join(removed)})" if removed else " (image kept: still referenced)")
-    )
+    kept = " (its image stays: other references use it)"
+    typer.echo(f"{ref}: removed" + (f"; deleted {', '.join(removed)}" if removed else kept))

@@ -46,6 +46,7 @@ from corral.policy._imageref import (
 )
 
 META = "image.json"
+_INSPECT_TIMEOUT_S = 120.0
 _DIGEST = re.compile(r"sha256:[a-f0-9]{64}")
 _GOARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x"}
 _HINTS = {
@@ -299,7 +300,7 @@ class ImageCache:
             ref=str(r),
             what="reading the manifest from the registry",
             hint=_HINTS["docker"],
-            timeout_s=self._pull_timeout_s,
+            timeout_s=min(self._pull_timeout_s, _INSPECT_TIMEOUT_S),
         )
         digest = digest_of(raw)
         return digest, digest
@@ -419,8 +420,9 @@ class ImageCache:
         return True
 
 
-def check_allowed(r: ImageRef, allowed: Iterable[str]) -> None:
-    """Refuse ``r`` unless an ``images_allowed`` entry matches it, by its text and by its real path."""
+def check_allowed(ref: str | ImageRef, allowed: Iterable[str]) -> None:
+    """Refuse ``ref`` unless an ``images_allowed`` entry matches it, by its text and by its real path."""
+    r = _as_ref(ref)
     allowed = tuple(allowed)
     try:
         entries = [parse_allow_entry(e) for e in allowed]

@@ -3,6 +3,8 @@ umoci, copied by skopeo into docker archives and into a real registry (Debian's 
 served on 127.0.0.1 by the test itself. Nothing here reaches any other address.
 
 A missing tool fails the test (CI installs them through ``./dev``); it never skips.
+Imported as ``images_support`` (the tests folder is on sys.path through its conftest), so the
+sandbox tests can build and serve images the same way.
 """
 
 from __future__ import annotations
