@@ -125,15 +125,16 @@ def test_pull_killed_with_sigkill_is_repaired_by_the_next_pull(
 
 
 def _live_members(pgid: int) -> list[int]:
-    """Processes of a process group that have not exited (zombies count as gone)."""
+    """Processes of a process group with a thread that has not exited. A killed Go program's leader
+    thread shows "Z" while its other threads still tear down and its files are still open."""
     live = []
-    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+    for task_stat in Path("/proc").glob("[0-9]*/task/[0-9]*/stat"):
         try:
-            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+            fields = task_stat.read_text().rsplit(")", 1)[1].split()
         except (FileNotFoundError, ProcessLookupError, IndexError):
             continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            live.append(int(stat_file.parent.name))
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            live.append(int(task_stat.parents[2].name))
     return live
 
 
@@ -160,19 +161,20 @@ def test_puller_killed_alone_keeps_its_orphaned_work_marked_live_until_the_orpha
         big_image.rootfs / "data" / "blob010.bin"
     ).read_bytes()
     for pid in orphans:
-        _wait_for(
-            lambda pid=pid: not Path(f"/proc/{pid}").exists() or _is_zombie(pid), 120, "the orphan to exit"
-        )
+        _wait_for(lambda pid=pid: not _alive(pid), 120, "the orphan to exit")
     ImageCache(root).pull(big_image.ref)  # its sweep now finds the orphan's work dead
     assert os.listdir(root / "tmp") == []
     assert [im.digest for im in ImageCache(root).ls()] == [image.digest]
 
 
-def _is_zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
+def _alive(pid: int) -> bool:
+    for task_stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        try:
+            if task_stat.read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
+                return True
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+    return False
 
 
 def test_lease_in_another_process_stops_rm_until_that_process_dies(
