@@ -12,6 +12,7 @@ LAYERS = [
     "errors",
     "policy",
     "events",
+    "images",
     "sandbox",
     "egress",
     "monitor",

@@ -11,6 +11,8 @@ from the failures of the agent's own command, which are data in a
     │   ├── SandboxUnavailableError  a required kernel feature or tool is missing, or no privileges
     │   ├── SandboxSetupError        creating the sandbox failed (nothing is left behind)
     │   └── SandboxClosedError       the sandbox was used after destroy
+    ├── ImageError               an image reference is invalid, or the image cannot be pulled or unpacked
+    │   └── ImageNotAllowedError     the reference is not in the policy's environment.images_allowed
     ├── EgressError              the network layer could not be set up or failed (fail closed)
     ├── StoreError               the event store could not be opened, written or queried
     ├── CollectorError           a monitoring collector could not start, or died
@@ -74,6 +76,17 @@ class SandboxSetupError(SandboxError):
 
 class SandboxClosedError(SandboxError):
     """The sandbox was used after it was destroyed."""
+
+
+class ImageError(CorralError):
+    """An image reference is malformed, or the image could not be pulled, unpacked or used.
+
+    The message names the reference and what to do; nothing half-made is left in the cache.
+    """
+
+
+class ImageNotAllowedError(ImageError):
+    """The image is not in ``environment.images_allowed``; refused before anything is fetched."""
 
 
 class EgressError(CorralError):

@@ -10,6 +10,7 @@ from corral.cli import (  # noqa: F401  (importing a command module registers it
     _demo,
     _events,
     _firewall,
+    _image,
     _policy,
     _redteam,
     _run,

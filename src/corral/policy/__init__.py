@@ -1,6 +1,7 @@
 """Policy: what a sandboxed tool call may do, validated from YAML into frozen typed objects."""
 
 from corral.policy._detection import Action, DetectionSection
+from corral.policy._environment import EnvironmentSection
 from corral.policy._loader import load_policy_file, load_policy_text
 from corral.policy._model import Policy, policy_json_schema
 from corral.policy._monitoring import MonitoringSection
@@ -35,6 +36,7 @@ __all__ = [
     "DetectionSection",
     "EndEpisodeSection",
     "EnvSection",
+    "EnvironmentSection",
     "FilesystemSection",
     "GpuSection",
     "GroupingSection",

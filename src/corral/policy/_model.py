@@ -11,6 +11,7 @@ from pydantic import Field
 
 from corral.policy._base import Section
 from corral.policy._detection import DetectionSection
+from corral.policy._environment import EnvironmentSection
 from corral.policy._monitoring import MonitoringSection
 from corral.policy._network import NetworkSection
 from corral.policy._response import ResponseSection
@@ -40,6 +41,7 @@ class Policy(Section):
     gpu: GpuSection = Field(default_factory=GpuSection)
     programs: ProgramsSection = Field(default_factory=ProgramsSection)
     env: EnvSection = Field(default_factory=EnvSection)
+    environment: EnvironmentSection = Field(default_factory=EnvironmentSection)
     identity: IdentitySection = Field(default_factory=IdentitySection)
     store: StoreSection = Field(default_factory=StoreSection)
     detection: DetectionSection = Field(default_factory=DetectionSection)
