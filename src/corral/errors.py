@@ -10,7 +10,15 @@ from the failures of the agent's own command, which are data in a
     ├── SandboxError             the sandbox could not do its job
     │   ├── SandboxUnavailableError  a required kernel feature or tool is missing, or no privileges
     │   ├── SandboxSetupError        creating the sandbox failed (nothing is left behind)
-    │   └── SandboxClosedError       the sandbox was used after destroy
+    │   ├── SandboxClosedError       the sandbox was used after destroy
+    │   ├── BackendError             a backend name is unknown or its plugin failed to load
+    │   └── SandboxFileError         a file operation inside the sandbox failed (names the path)
+    │       ├── SandboxFileNotFoundError     (also a FileNotFoundError)
+    │       ├── SandboxIsADirectoryError     (also an IsADirectoryError)
+    │       ├── SandboxNotADirectoryError    (also a NotADirectoryError)
+    │       ├── SandboxPermissionError       (also a PermissionError)
+    │       ├── SandboxPathError             a path that leaves the sandbox's allowed view
+    │       └── SandboxFileTooLargeError     a file over the policy's size cap
     ├── ImageError               an image reference is invalid, or the image cannot be pulled or unpacked
     │   └── ImageNotAllowedError     the reference is not in the policy's environment.images_allowed
     ├── EgressError              the network layer could not be set up or failed (fail closed)
@@ -87,6 +95,36 @@ class ImageError(CorralError):
 
 class ImageNotAllowedError(ImageError):
     """The image is not in ``environment.images_allowed``; refused before anything is fetched."""
+class BackendError(SandboxError):
+    """A sandbox backend named in configuration is unknown, or its plugin failed to load."""
+
+
+class SandboxFileError(SandboxError):
+    """A file operation inside a sandbox failed; the message names the path as the sandbox sees it."""
+
+
+class SandboxFileNotFoundError(SandboxFileError, FileNotFoundError):
+    """The path does not exist inside the sandbox."""
+
+
+class SandboxIsADirectoryError(SandboxFileError, IsADirectoryError):
+    """A file was expected, the path is a directory."""
+
+
+class SandboxNotADirectoryError(SandboxFileError, NotADirectoryError):
+    """A directory was expected, the path is not one."""
+
+
+class SandboxPermissionError(SandboxFileError, PermissionError):
+    """The sandbox's uid may not do this to the path (or the file system is read-only there)."""
+
+
+class SandboxPathError(SandboxFileError):
+    """The path leaves what the policy lets the harness touch (``..``, or outside the workspace)."""
+
+
+class SandboxFileTooLargeError(SandboxFileError):
+    """A file or transfer exceeds the policy's ``files`` caps."""
 
 
 class EgressError(CorralError):

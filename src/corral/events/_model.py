@@ -189,6 +189,19 @@ class ToolCall(_Payload):
         return data
 
 
+class FileTransfer(_Payload):
+    """Files the trainer put into or took out of a sandbox: the harness's act, not the agent's."""
+
+    kind: Literal["file_transfer"] = "file_transfer"
+    direction: Literal["in", "out"]
+    TargetFilename: str  # as the sandbox sees it
+    operation: Literal["write_file", "read_file", "upload", "download"]
+    files: int = 1
+    bytes: int = 0
+    sha256: str | None = None  # of a single file's content
+    skipped: int = 0  # entries not transferred (symlinks and special files on the way out)
+
+
 class Alert(_Payload):
     kind: Literal["alert"] = "alert"
     rule_id: str
@@ -228,6 +241,7 @@ Payload = Annotated[
     | FileDenied
     | PolicyDecision
     | ToolCall
+    | FileTransfer
     | Alert
     | GpuUsage
     | Health,
@@ -243,6 +257,7 @@ EVENT_TYPES: tuple[str, ...] = (
     "file_denied",
     "policy_decision",
     "tool_call",
+    "file_transfer",
     "alert",
     "gpu",
     "health",

@@ -8,31 +8,12 @@ reason, in ``known_gaps``: the gap is reported, never hidden.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
 
 from corral.events import TraceContext
+from corral.harness._interface import SandboxLike
 from corral.sandbox import ToolResult
-
-
-@runtime_checkable
-class SandboxLike(Protocol):
-    """The Sandbox interface every backend offers: ``corral.Sandbox``, ``RemoteSandbox``, a Ray pool's."""
-
-    id: str
-
-    def run(
-        self,
-        command: str | Sequence[str],
-        ctx: TraceContext | None = None,
-        *,
-        timeout: float | None = None,
-        stdin: bytes | None = None,
-        env: Mapping[str, str] | None = None,
-    ) -> ToolResult: ...
-
-    def close(self) -> None: ...
 
 
 class ConformanceFailure(AssertionError):

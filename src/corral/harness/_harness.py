@@ -1,30 +1,37 @@
 """The Harness: services shared by every sandbox of one process.
 
-It owns the detector, the egress layer (started on first need), and the event
-path: every event from any layer goes through ``emit``, which stores it, runs
-runtime detection on it, and hands alerts to the call that caused them.
+It owns the detector, the egress layer (started on first need), the collectors
+that follow calls, and the event path: every event from any layer goes through
+``emit``, which stores it, runs runtime detection on it, and hands alerts to the
+call that caused them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 from corral.detect import Detector
 from corral.egress import Egress
-from corral.events import Alert, Event, EventStore
+from corral.errors import InputError, StoreError
+from corral.events import Alert, Event, EventStore, default_store_path
 from corral.harness._host import node_address
 from corral.harness._services import GpuPoller, gpu_source, own_process_tree, shared_exec
 from corral.monitor import GpuCollector, GpuSource, ResourceCollector
 from corral.policy import Policy
-from corral.sandbox import CallObserver
+from corral.sandbox import CallObserver, Coalescer, ImageView
 
 if TYPE_CHECKING:
-    from corral.harness._sandbox import Sandbox
+    from corral.harness._async_sandbox import AsyncSandbox
+    from corral.harness._sync_sandbox import Sandbox
 
 EventSink = Callable[[Event], None]
-
+DEFAULT_STORE: Literal["default"] = "default"
+StoreArg = EventStore | None | Literal["default"]
 
 _detectors: dict[str, Detector] = {}
 _detectors_lock = threading.Lock()
@@ -44,6 +51,14 @@ def shared_detector(policy: Policy) -> Detector:
         return det
 
 
+def open_store(policy: Policy, store: StoreArg) -> tuple[EventStore | None, bool]:
+    """The store a harness records to, and whether it owns it: by default the policy's
+    ``store.path`` or ``$CORRAL_HOME/events.db``; ``None`` records nowhere."""
+    if store is None or isinstance(store, EventStore):
+        return store, False
+    return EventStore(default_store_path(policy)), True
+
+
 class Harness:
     """Shared services for many sandboxes: ``with harness.sandbox() as sb: sb.run(...)``."""
 
@@ -51,7 +66,7 @@ class Harness:
         self,
         policy: Policy | None = None,
         *,
-        store: EventStore | None = None,
+        store: StoreArg = DEFAULT_STORE,
         sinks: Sequence[EventSink] = (),
         host: str | None = None,
         detector: Detector | None = None,
@@ -59,14 +74,15 @@ class Harness:
         declared_gpu_pids: Callable[[], set[int]] = own_process_tree,
         gpu_source: GpuSource | None = None,
     ) -> None:
-        """``declared_gpu_pids``: the processes allowed to use GPUs (the trainer); any other GPU
-        compute, and all of it inside sandboxes, is flagged. ``gpu_source``: NVML by default."""
+        """``store``: where events go (default: the policy's ``store.path`` or ``$CORRAL_HOME/events.db``;
+        None: nowhere). ``declared_gpu_pids``: the processes allowed to use GPUs (the trainer); any other
+        GPU compute, and all of it inside sandboxes, is flagged. ``gpu_source``: NVML by default."""
         self.policy = policy if policy is not None else Policy.default()
         self.host = host or node_address()
-        self.store = store
+        self.store, self._own_store = open_store(self.policy, store)
         self._sinks: list[EventSink] = list(sinks)
-        if store is not None:
-            self._sinks.append(store.append)
+        if self.store is not None:
+            self._sinks.append(self.store.append)
         self.detector = detector if detector is not None else shared_detector(self.policy)
         self._egress = egress
         self._own_egress = False
@@ -78,6 +94,7 @@ class Harness:
         self._gpu: GpuPoller | None = None
         self._declared_gpu_pids = declared_gpu_pids
         self._gpu_source = gpu_source
+        self._flush = Coalescer(self.flush)
 
     # -- services ------------------------------------------------------------------------
 
@@ -118,10 +135,39 @@ class Harness:
                 self._observers = obs
             return list(self._observers)
 
-    def sandbox(self, sandbox_id: str | None = None) -> Sandbox:
-        from corral.harness._sandbox import Sandbox
+    def resolve_image(self, ref: str | ImageView | None) -> ImageView | None:
+        """The image a sandbox runs in: the argument, else the policy's default (null: the host view)."""
+        if ref is None:
+            return None
+        if not isinstance(ref, str):
+            return ref
+        from corral.harness._images import resolve
 
-        return Sandbox(self.policy, harness=self, sandbox_id=sandbox_id)
+        return resolve(self.policy, ref)
+
+    def sandbox(
+        self,
+        sandbox_id: str | None = None,
+        *,
+        image: str | ImageView | None = None,
+        workspace: str | os.PathLike[str] | None = None,
+    ) -> Sandbox:
+        from corral.harness._sync_sandbox import Sandbox
+
+        return Sandbox(self.policy, harness=self, sandbox_id=sandbox_id, image=image, workspace=workspace)
+
+    def async_sandbox(
+        self,
+        sandbox_id: str | None = None,
+        *,
+        image: str | ImageView | None = None,
+        workspace: str | os.PathLike[str] | None = None,
+    ) -> AsyncSandbox:
+        from corral.harness._async_sandbox import AsyncSandbox
+
+        return AsyncSandbox(
+            self.policy, harness=self, sandbox_id=sandbox_id, image=image, workspace=workspace
+        )
 
     # -- the event path ----------------------------------------------------------------------
 
@@ -159,9 +205,22 @@ class Harness:
         with self._lock:
             return self._call_alerts.pop(tool_call_id, [])
 
+    def check_store(self) -> None:
+        """StoreError if events can no longer be recorded: a call must not run unrecorded."""
+        if self.store is None:
+            return
+        check = getattr(self.store, "check", None)
+        if check is not None:
+            check()
+
     def flush(self) -> None:
         if self.store is not None:
             self.store.flush()
+
+    async def aflush(self) -> None:
+        """``flush`` for coroutines: concurrent callers share one commit."""
+        if self.store is not None:
+            await self._flush()
 
     def close(self) -> None:
         with self._lock:
@@ -175,3 +234,20 @@ class Harness:
             self._resources.close()
         if self._gpu is not None:
             self._gpu.close()
+        if self.store is not None and self._own_store:
+            with contextlib.suppress(StoreError):
+                self.store.close()
+
+
+def parse_workspace(workspace: str | os.PathLike[str] | None) -> Path | None:
+    """A workspace template argument: an existing host directory (checked before anything starts)."""
+    if workspace is None:
+        return None
+    p = Path(workspace)
+    if not p.is_absolute():
+        p = p.resolve()
+    if not p.exists():
+        raise InputError(f"workspace template {p} does not exist")
+    if not p.is_dir():
+        raise InputError(f"workspace template {p} is not a directory")
+    return p

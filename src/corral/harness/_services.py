@@ -8,14 +8,12 @@ its events are routed to the harness that owns the call's sandbox.
 from __future__ import annotations
 
 import atexit
-import os
-import shutil
 import threading
 from collections.abc import Callable
 
 import psutil
 
-from corral.events import Event, ProcessExit, ProcessStart
+from corral.events import Event, ProcessExit
 from corral.harness._host import node_address
 from corral.monitor import ExecCollector, GpuCollector, NvmlSource
 from corral.sandbox import CallScope
@@ -33,12 +31,12 @@ class SharedExec:
         self._uid_range = uid_range
         self._lock = threading.Lock()
         self._collector: ExecCollector | None = None
-        self._routes: dict[str, Emit] = {}
+        self._routes: dict[str, tuple[Emit, int]] = {}  # sandbox id -> (emit, live scopes)
 
     def _route(self, event: Event) -> None:
-        emit = self._routes.get(event.sandbox_id or "")
-        if emit is not None:
-            emit(event)
+        route = self._routes.get(event.sandbox_id or "")
+        if route is not None:
+            route[0](event)
 
     def collector(self) -> ExecCollector:
         with self._lock:
@@ -54,42 +52,52 @@ class SharedExec:
 
     def register(self, sandbox_id: str, emit: Emit) -> None:
         with self._lock:
-            self._routes[sandbox_id] = emit
+            _, n = self._routes.get(sandbox_id, (emit, 0))
+            self._routes[sandbox_id] = (emit, n + 1)
 
     def unregister(self, sandbox_id: str) -> None:
         with self._lock:
-            self._routes.pop(sandbox_id, None)
+            route = self._routes.get(sandbox_id)
+            if route is None:
+                return
+            if route[1] <= 1:
+                del self._routes[sandbox_id]
+            else:
+                self._routes[sandbox_id] = (route[0], route[1] - 1)
 
 
 class RoutedExec:
     """A CallObserver that sends the shared collector's events of its calls to one harness.
 
-    The harness's own bubblewrap processes (started by this process, confining the
-    call) are dropped: they are the sandbox, not something the agent ran.
+    The exit of a call's first process is dropped: it is the sandbox's own process (forked by the
+    zygote, never exec'd), not something the agent ran, so it has no image.
     """
 
     def __init__(self, shared: SharedExec, emit: Emit) -> None:
         self._shared = shared
         self._emit = emit
         self._collector = shared.collector()
-        self._bwrap = shutil.which("bwrap") or "/usr/bin/bwrap"
 
     def _filtered(self, event: Event) -> None:
         data = event.data
-        if isinstance(data, ProcessStart):
-            if data.Image == self._bwrap and data.ParentProcessId == os.getpid():
-                return
-        elif isinstance(data, ProcessExit) and data.Image == self._bwrap:
+        if isinstance(data, ProcessExit) and data.Image is None:
             return
         self._emit(event)
 
     def call_started(self, scope: CallScope) -> None:
         self._shared.register(scope.sandbox_id, self._filtered)
-        self._collector.call_started(scope)
-
-    def call_finished(self, scope: CallScope) -> None:
         try:
-            self._collector.call_finished(scope)
+            self._collector.call_started(scope)
+        except BaseException:
+            self._shared.unregister(scope.sandbox_id)
+            raise
+
+    async def call_finished(self, scope: CallScope, *, lingering: bool = False) -> None:
+        await self._collector.call_finished(scope, lingering=lingering)
+
+    def scope_released(self, scope: CallScope) -> None:
+        try:
+            self._collector.scope_released(scope)
         finally:
             self._shared.unregister(scope.sandbox_id)
 

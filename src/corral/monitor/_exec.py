@@ -37,7 +37,7 @@ from corral.events import Event, Health
 from corral.monitor import _bpftrace
 from corral.monitor._execrecords import ArgvAssembler, ExecDone, ExecEnter, Lost, Marker, ParseError, Record
 from corral.monitor._exectrack import ExecTracker
-from corral.sandbox._scope import CallScope
+from corral.sandbox import CallScope, Coalescer
 
 Emit = Callable[[Event], None]
 HealthStatus = Literal["ok", "degraded", "failed", "backpressure"]
@@ -109,6 +109,7 @@ class ExecCollector:
         self.records = 0
         self.lost = 0
         self.emitted = 0
+        self._settler = Coalescer(self.settle)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -173,16 +174,21 @@ class ExecCollector:
             self._scopes[scope.cgroup_id] = scope
             self._tracker.register(scope.cgroup_id)
 
-    def call_finished(self, scope: CallScope) -> None:
-        """Emit every remaining event of the call, then forget its cgroup."""
-        try:
-            with self._drain_lock:
-                self._sync(self._sync_timeout_s)
-                self._drain()
-        finally:
-            with self._drain_lock:
-                self._tracker.unregister(scope.cgroup_id)
-                self._scopes.pop(scope.cgroup_id, None)
+    async def call_finished(self, scope: CallScope, *, lingering: bool = False) -> None:
+        """Emit every event of the call so far. Calls ending together share one sync round."""
+        await self._settler()
+
+    def scope_released(self, scope: CallScope) -> None:
+        """The call's cgroup is gone: forget it (its last events were emitted by ``call_finished``)."""
+        with self._drain_lock:
+            self._tracker.unregister(scope.cgroup_id)
+            self._scopes.pop(scope.cgroup_id, None)
+
+    def settle(self) -> None:
+        """Block until every record written before now is read and emitted."""
+        with self._drain_lock:
+            self._sync(self._sync_timeout_s)
+            self._drain()
 
     @property
     def ignored(self) -> int:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from corral.events import Event, GpuUsage, Health, PolicyDecision
-from corral.sandbox._scope import CallScope
+from corral.sandbox import CallScope
 
 Emit = Callable[[Event], None]
 COMPONENT = "monitor.gpu"
@@ -171,8 +171,11 @@ class GpuCollector:
             with self._lock:
                 self._calls["/" + str(unified.relative_to(self._root))] = scope
 
-    def call_finished(self, scope: CallScope) -> None:
-        self.poll()  # a last look while the call's processes are accounted to it
+    async def call_finished(self, scope: CallScope, *, lingering: bool = False) -> None:
+        """A last look while the call's processes are accounted to it (episode survivors stay watched)."""
+        self.poll()
+
+    def scope_released(self, scope: CallScope) -> None:
         with self._lock:
             self._calls = {k: v for k, v in self._calls.items() if v.cgroup_id != scope.cgroup_id}
 

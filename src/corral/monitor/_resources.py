@@ -18,7 +18,7 @@ from types import TracebackType
 
 from corral.events import Event, Health, Payload, PolicyDecision, ResourceSample
 from corral.monitor._cgstats import SustainedCpu, Usage, read_usage
-from corral.sandbox._scope import CallScope
+from corral.sandbox import CallScope
 
 Emit = Callable[[Event], None]
 COMPONENT = "monitor.resources"
@@ -59,7 +59,13 @@ class ResourceCollector:
         with self._lock:
             self._live[scope.cgroup_id] = _Live(scope, time.monotonic(), SustainedCpu(*self._miner))
 
-    def call_finished(self, scope: CallScope) -> None:
+    async def call_finished(self, scope: CallScope, *, lingering: bool = False) -> None:
+        """The call returned. Its final sample now; in episode mode processes it left keep being
+        sampled (and flagged when miner-shaped) under the same call until ``scope_released``."""
+        if not lingering:
+            self.scope_released(scope)
+
+    def scope_released(self, scope: CallScope) -> None:
         with self._lock:
             live = self._live.pop(scope.cgroup_id, None)
         if live is None:

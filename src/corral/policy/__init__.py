@@ -20,6 +20,7 @@ from corral.policy._response import (
 )
 from corral.policy._sections import (
     EnvSection,
+    FilesSection,
     FilesystemSection,
     GpuSection,
     IdentitySection,
@@ -37,6 +38,7 @@ __all__ = [
     "EndEpisodeSection",
     "EnvSection",
     "EnvironmentSection",
+    "FilesSection",
     "FilesystemSection",
     "GpuSection",
     "GroupingSection",

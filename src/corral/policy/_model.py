@@ -17,6 +17,7 @@ from corral.policy._network import NetworkSection
 from corral.policy._response import ResponseSection
 from corral.policy._sections import (
     EnvSection,
+    FilesSection,
     FilesystemSection,
     GpuSection,
     IdentitySection,
@@ -40,6 +41,7 @@ class Policy(Section):
     network: NetworkSection = Field(default_factory=NetworkSection)
     gpu: GpuSection = Field(default_factory=GpuSection)
     programs: ProgramsSection = Field(default_factory=ProgramsSection)
+    files: FilesSection = Field(default_factory=FilesSection)
     env: EnvSection = Field(default_factory=EnvSection)
     environment: EnvironmentSection = Field(default_factory=EnvironmentSection)
     identity: IdentitySection = Field(default_factory=IdentitySection)

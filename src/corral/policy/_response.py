@@ -165,6 +165,12 @@ class ResponseSection(Section):
     circuit_breaker: CircuitBreakerSection = Field(default_factory=CircuitBreakerSection)
     sinks: tuple[SinkConfig, ...] = ()
     grouping: GroupingSection = Field(default_factory=GroupingSection)
+    agent_message: Literal["neutral", "detailed"] = Field(
+        default="neutral",
+        description="What the agent is told when a call is blocked or alerted. `neutral` never names a rule "
+        "(naming one teaches a policy which pattern to avoid); `detailed` gives the rule titles. The trainer "
+        "and the event store always get the full alerts.",
+    )
 
     @model_validator(mode="after")
     def _function_name(self) -> ResponseSection:

@@ -57,12 +57,20 @@ SafeBind = Annotated[str, AfterValidator(_safe_bind)]
 class WorkspaceSection(Section):
     """The only writable place a tool call sees; it persists across the calls of one sandbox."""
 
-    host_path: AbsPath | None = Field(
+    template: AbsPath | None = Field(
         default=None,
-        description="Existing host directory to use as the workspace. "
-        "Null: a fresh size-capped tmpfs per sandbox.",
+        description="Host directory copied on write into every sandbox's workspace (the agent sees and "
+        "edits it, owned by the agent; the host directory never changes). Null: an empty workspace. "
+        "A sandbox's own `workspace=` argument takes precedence.",
     )
-    size_max_bytes: int = Field(default=1 * GiB, gt=0, description="Capacity of the workspace tmpfs.")
+    writable_host_path: AbsPath | None = Field(
+        default=None,
+        description="DANGEROUS: a host directory the agent writes in place (shown as the agent's; files it "
+        "creates belong to the directory's owner on the host). Prefer `template`.",
+    )
+    size_max_bytes: int = Field(
+        default=1 * GiB, gt=0, description="Capacity of the workspace (or of its copy-on-write layer)."
+    )
     mount_point: AbsPath = Field(default="/workspace", description="Where the workspace appears inside.")
 
     @field_validator("mount_point")
@@ -72,10 +80,16 @@ class WorkspaceSection(Section):
             raise ValueError(f"{v} cannot be the workspace mount point")
         return v
 
-    @field_validator("host_path")
+    @field_validator("template", "writable_host_path")
     @classmethod
     def _safe_host(cls, v: str | None) -> str | None:
         return None if v is None else _safe_bind(v)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> WorkspaceSection:
+        if self.template is not None and self.writable_host_path is not None:
+            raise ValueError("set either template or writable_host_path, not both")
+        return self
 
 
 DEFAULT_RO_BINDS = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32", "/etc")
@@ -102,6 +116,13 @@ class FilesystemSection(Section):
         description="Paths under the binds that are masked (empty dir or empty file).",
     )
     tmp_size_max_bytes: int = Field(default=256 * MiB, gt=0, description="Capacity of the private /tmp.")
+    image_root: Literal["read_only", "copy_on_write"] = Field(
+        default="read_only",
+        description="With an image: `read_only` keeps its root filesystem read-only (only the workspace and "
+        "/tmp are writable); `copy_on_write` gives each sandbox a private writable copy in which the "
+        "image's root-owned files appear as the agent's (no capability is granted; the image cache and other "
+        "sandboxes never see the changes).",
+    )
 
 
 class ResourcesSection(Section):
@@ -116,11 +137,42 @@ class ResourcesSection(Section):
 
 
 class ProcessesSection(Section):
-    outlive_call: bool = Field(
-        default=False,
-        description="Allow processes started by a call to keep running after it returns "
-        "(until the sandbox is destroyed). Off: everything left is killed at the end of each call.",
+    lifetime: Literal["call", "episode"] = Field(
+        default="call",
+        description="`call`: every process a call starts dies when the call returns, and each call has its "
+        "own pid namespace and /tmp. `episode`: processes may outlive their call (a server started in one "
+        "call answers the next) but never the sandbox; calls share its pid namespace, loopback and /tmp, "
+        "stay in its cgroups and limits, and are still monitored.",
     )
+
+
+class FilesSection(Section):
+    """What the trainer may move in and out of a sandbox with write_file/read_file/upload/download."""
+
+    file_max_bytes: int = Field(default=64 * MiB, gt=0, description="Largest single file in or out.")
+    transfer_max_bytes: int = Field(
+        default=1 * GiB, gt=0, description="Most bytes one upload or download may move in total."
+    )
+    entries_max: int = Field(
+        default=100_000, gt=0, description="Most files and directories one transfer or listing may hold."
+    )
+    read_paths: tuple[AbsPath, ...] = Field(
+        default=(),
+        description="Absolute paths outside the workspace that may be read (e.g. an image's /testbed). "
+        "Relative paths are always inside the workspace.",
+    )
+    write_paths: tuple[AbsPath, ...] = Field(
+        default=(),
+        description="Absolute paths outside the workspace that may be written (needs a writable root).",
+    )
+
+    @field_validator("read_paths", "write_paths")
+    @classmethod
+    def _not_kernel(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for p in v:
+            if p == "/" or any(p == k or p.startswith(k + "/") for k in ("/proc", "/sys", "/dev")):
+                raise ValueError(f"{p}: file transfers never touch /, /proc, /sys or /dev")
+        return v
 
 
 class GpuSection(Section):

@@ -1,10 +1,12 @@
 """Sandbox core: per-episode confinement of tool calls (namespaces, cgroups, seccomp, workspace)."""
 
-from corral.sandbox._bwrap import INSIDE_UID, INSIDE_USER
+from corral.sandbox._callio import RawOutcome
+from corral.sandbox._coalesce import Coalescer
+from corral.sandbox._files import FileSession
 from corral.sandbox._jail import CallOutcome, Jail, new_id, normalize_command
-from corral.sandbox._launch import RawOutcome
+from corral.sandbox._plan import INSIDE_UID, INSIDE_USER, ImageView
 from corral.sandbox._preflight import preflight
-from corral.sandbox._result import STOP_REASONS, ToolResult
+from corral.sandbox._result import STOP_REASONS, StopReason, ToolResult
 from corral.sandbox._scope import CallObserver, CallScope, NetworkAttachment
 from corral.sandbox._seccomp import DENIED_SYSCALLS
 from corral.sandbox._state import DEFAULT_STATE_ROOT, reap_stale
@@ -18,9 +20,13 @@ __all__ = [
     "CallObserver",
     "CallOutcome",
     "CallScope",
+    "Coalescer",
+    "FileSession",
+    "ImageView",
     "Jail",
     "NetworkAttachment",
     "RawOutcome",
+    "StopReason",
     "ToolResult",
     "new_id",
     "normalize_command",

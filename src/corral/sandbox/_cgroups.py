@@ -103,8 +103,9 @@ class CallCgroup:
     _oom_base: int = 0
 
     @classmethod
-    def create(cls, layout: Layout, sandbox_id: str, call_id: str) -> CallCgroup:
-        rel = f"{PARENT}/{sandbox_id}/{call_id}"
+    def create(cls, layout: Layout, sandbox_id: str, call_id: str | None = None) -> CallCgroup:
+        """``corral/<sandbox>/<call>``, or the sandbox's own ``corral/<sandbox>`` when ``call_id`` is None."""
+        rel = f"{PARENT}/{sandbox_id}" + (f"/{call_id}" if call_id is not None else "")
         cg = cls(layout, rel)
         try:
             for ctrl, root in layout.dirs.items():
@@ -177,6 +178,9 @@ class CallCgroup:
         if self.layout.kind == "hybrid":
             return int(_read(self.paths["memory"] / "memory.usage_in_bytes").strip() or 0)
         return int(_read(self.unified / "memory.current").strip() or 0)
+
+    def populated(self) -> bool:
+        return any(_read(p / "cgroup.procs").strip() for p in self.paths.values())
 
     def pids(self) -> list[int]:
         out: set[int] = set()

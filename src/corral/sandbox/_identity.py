@@ -1,11 +1,16 @@
 """Host uids for sandboxes: each live sandbox holds one uid that no other sandbox has.
 
 A lease is an ``flock`` on ``<state>/uids/<uid>.lock``: the kernel drops it when
-the holder dies, so a crashed harness never strands a uid.
+the holder dies, so a crashed harness never strands a uid. The lock file is
+removed on release (so they do not pile up); a taker checks that the file it
+locked is still the one at that path, so removing never lets two holders in.
+No process of a sandbox outlives it (each lives in the sandbox's pid namespaces),
+so a free lease means a uid with nothing running under it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import random
@@ -19,6 +24,7 @@ from corral.errors import SandboxSetupError
 class UidLease:
     uid: int
     _fd: int
+    _path: Path
 
     @classmethod
     def acquire(cls, state_dir: Path, start: int, size: int) -> UidLease:
@@ -27,33 +33,27 @@ class UidLease:
         offset = random.randrange(size)
         for i in range(size):
             uid = start + (offset + i) % size
-            fd = os.open(d / f"{uid}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            path = d / f"{uid}.lock"
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 os.close(fd)
                 continue
-            if _uid_has_processes(uid):
-                # A process of a dead harness's sandbox still runs under this uid: skip it.
-                fcntl.flock(fd, fcntl.LOCK_UN)
+            try:
+                same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:  # released (and removed) between our open and our lock: not ours
                 os.close(fd)
                 continue
-            return cls(uid, fd)
+            return cls(uid, fd, path)
         raise SandboxSetupError(f"all {size} sandbox uids from {start} are in use")
 
     def release(self) -> None:
         if self._fd >= 0:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._path)  # while still locked: a waiter then sees a different inode
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = -1
-
-
-def _uid_has_processes(uid: int) -> bool:
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                if entry.stat().st_uid == uid:
-                    return True
-            except OSError:
-                continue
-    return False

@@ -1,48 +1,49 @@
-"""A sandbox's confinement: the workspace, the uid, and running each call in fresh namespaces.
+"""A sandbox's confinement: its namespaces, uid, cgroups, and running each call inside them.
 
 ``Jail`` knows nothing of detection or event storage; the harness composes it
-with those. One Jail per episode: create, run many calls, close.
+with those. One Jail per episode: ``await Jail.create(...)``, run many calls
+(concurrently if asked), ``await close()``.
+
+The namespaces are built once, when the sandbox is created, and kept alive only
+by the file descriptors this object holds; each call is forked into them by the
+zygote. Nothing of a sandbox is mounted in the host's mount namespace, so the
+cost of a call does not grow with the number of live sandboxes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shlex
-import shutil
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from corral.errors import InputError, SandboxClosedError, SandboxSetupError
 from corral.events import TraceContext
 from corral.policy import Policy
-from corral.sandbox._bwrap import (
-    INSIDE_GID,
-    INSIDE_UID,
-    INSIDE_USER,
-    CallMounts,
-    build_argv,
-    call_env,
-    resolve_programs,
-)
-from corral.sandbox._cgroups import CallCgroup
+from corral.sandbox._callio import CallLimits, OutputSink, PidsWatch, RawOutcome, execute
+from corral.sandbox._cgroups import CallCgroup, Layout
+from corral.sandbox._env import call_env
+from corral.sandbox._files import FileSession
 from corral.sandbox._identity import UidLease
-from corral.sandbox._launch import RawOutcome, launch
-from corral.sandbox._mounts import bind_mount, mount_tmpfs
+from corral.sandbox._plan import INSIDE_UID, BuildPlan, ImageView, SandboxSpec, plan
 from corral.sandbox._preflight import preflight
-from corral.sandbox._reaper import become_subreaper, reap_orphans
 from corral.sandbox._scope import CallObserver, CallScope, NetworkAttachment
-from corral.sandbox._seccomp import filter_fd
+from corral.sandbox._seccomp import filter_bpf
 from corral.sandbox._state import DEFAULT_STATE_ROOT, lock_state_dir, reap_stale, remove_state
+from corral.sandbox._zygote_client import Zygote, recv_async, shared_zygote
 
-# bwrap's own two processes (the outer monitor and pid 1 inside) count against pids.max.
-_BWRAP_PIDS = 2
+_ZYGOTE_PIDS = 1  # the call's first process (pid 1 of its namespace) counts against pids.max
+_BUILD_TIMEOUT_S = 60.0
 _reaped_roots: set[Path] = set()
 _reap_lock = threading.Lock()
+_pids_watches: dict[int, PidsWatch] = {}  # per event loop (by id), shared by that loop's calls
 
 
 def new_id(prefix: str) -> str:
@@ -54,8 +55,12 @@ def normalize_command(command: object) -> tuple[list[str], str]:
     if isinstance(command, str):
         if not command.strip():
             raise InputError("command is empty")
+        if "\x00" in command:
+            raise InputError("command contains a NUL byte")
         return ["/bin/sh", "-c", command], command
     if isinstance(command, (list, tuple)) and command and all(isinstance(a, str) for a in command):
+        if any("\x00" in a for a in command):
+            raise InputError("command contains a NUL byte")
         return list(command), shlex.join(command)
     raise InputError(f"command must be a non-empty string or list of strings, got {type(command).__name__}")
 
@@ -67,88 +72,162 @@ class CallOutcome:
     command_text: str
 
 
+class _NetContexts:
+    """The egress attachment knows one trace context at a time; with concurrent calls it carries the
+    newest live one, and falls back to an older live one when the newest ends."""
+
+    def __init__(self, network: NetworkAttachment) -> None:
+        self.network = network
+        self._live: list[TraceContext] = []
+
+    def begin(self, ctx: TraceContext) -> None:
+        self._live.append(ctx)
+        self.network.begin_call(ctx)
+
+    def end(self, ctx: TraceContext) -> None:
+        with contextlib.suppress(ValueError):
+            self._live.remove(ctx)
+        if self._live:
+            self.network.begin_call(self._live[-1])
+        else:
+            self.network.end_call()
+
+
+def _pids_watch() -> PidsWatch:
+    loop = asyncio.get_running_loop()
+    watch = _pids_watches.get(id(loop))
+    if watch is None:
+        watch = _pids_watches[id(loop)] = PidsWatch()
+    return watch
+
+
 class Jail:
     """Host-side state of one sandbox, and the runner of its calls."""
 
     def __init__(
         self,
         policy: Policy,
+        sandbox_id: str,
+        *,
+        network: NetworkAttachment | None,
+        observers: Sequence[CallObserver],
+        state_root: Path,
+        layout: Layout,
+        zygote: Zygote,
+    ) -> None:
+        self.policy = policy
+        self.id = sandbox_id
+        self.network = network
+        self.observers = list(observers)
+        self.state_dir = state_root / "sandboxes" / sandbox_id
+        self.layout = layout
+        self.episode = policy.processes.lifetime == "episode"
+        self._zygote = zygote
+        self._closed = False
+        self._lease: UidLease | None = None
+        self._lock_fd = -1
+        self._ns: dict[str, int] = {}
+        self._lifeline = -1
+        self._cgroup: CallCgroup | None = None
+        self._plan: BuildPlan | None = None
+        self._net = _NetContexts(network) if network is not None else None
+        self._inflight: set[asyncio.Task[Any]] = set()
+        self._lingering: list[tuple[CallCgroup, CallScope]] = []  # episode calls whose processes live on
+        self._seccomp = "allowlist" if policy.programs.allow is not None else "default"
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @classmethod
+    async def create(
+        cls,
+        policy: Policy,
         *,
         sandbox_id: str | None = None,
+        image: ImageView | None = None,
+        workspace: Path | None = None,
         network: NetworkAttachment | None = None,
         observers: Sequence[CallObserver] = (),
         state_root: Path = DEFAULT_STATE_ROOT,
-    ) -> None:
+        gpu_devices: tuple[str, ...] = (),
+    ) -> Jail:
         if policy.network.mode != "none" and network is None:
             raise SandboxSetupError("policy network.mode is not 'none' but no network attachment was given")
-        self.bwrap, self.layout = preflight()
-        become_subreaper()
+        layout = preflight()
         with _reap_lock:
             if state_root not in _reaped_roots:
-                reap_stale(state_root, self.layout)
+                reap_stale(state_root, layout)
                 _reaped_roots.add(state_root)
-        self.policy = policy
-        self.id = sandbox_id or new_id("sb")
-        self.network = network
-        self.observers = list(observers)
-        self.state_dir = state_root / "sandboxes" / self.id
-        self._closed = False
-        self._lock = threading.Lock()  # one call at a time per sandbox
-        self._lease: UidLease | None = None
-        self._lock_fd = -1
-        self._ws_owner: tuple[int, int] | None = None
+        zygote = shared_zygote()
+        jail = cls(
+            policy,
+            sandbox_id or new_id("sb"),
+            network=network,
+            observers=observers,
+            state_root=state_root,
+            layout=layout,
+            zygote=zygote,
+        )
         try:
-            self._setup(state_root)
+            await jail._setup(state_root, image, workspace, gpu_devices)
         except BaseException:
-            self._teardown()
+            jail._teardown()
             raise
+        return jail
 
-    def _setup(self, state_root: Path) -> None:
+    async def _setup(
+        self, state_root: Path, image: ImageView | None, workspace: Path | None, gpu: tuple[str, ...]
+    ) -> None:
         p = self.policy
         self._lease = UidLease.acquire(state_root, p.identity.uid_range_start, p.identity.uid_range_size)
-        uid = self._lease.uid
         try:
             self._lock_fd = lock_state_dir(self.state_dir)
         except FileExistsError as exc:
             raise SandboxSetupError(f"sandbox id {self.id} is already in use") from exc
-        allowlist = p.programs.allow is not None
-        if p.workspace.host_path is None:
-            ws = self.state_dir / "workspace"
-            mount_tmpfs(ws, size_bytes=p.workspace.size_max_bytes, uid=uid, gid=uid, noexec=allowlist)
-        else:
-            src = Path(p.workspace.host_path)
-            if not src.is_dir():
-                raise SandboxSetupError(f"workspace.host_path {src} is not a directory")
-            st = src.stat()
-            self._ws_owner = (st.st_uid, st.st_gid)
-            _chown_tree(src, uid, uid)
-            # Bound under the state dir so the sandbox uid needs no access to the path's parents.
-            ws = self.state_dir / "workspace"
-            bind_mount(src, ws, noexec=allowlist)
-        scratch = None
-        if allowlist:
-            scratch = self.state_dir / "scratch"
-            mount_tmpfs(scratch, size_bytes=p.filesystem.tmp_size_max_bytes, uid=uid, gid=uid, noexec=True)
-            for sub in ("tmp", "shm"):
-                (scratch / sub).mkdir()
-                os.chown(scratch / sub, uid, uid)
-                os.chmod(scratch / sub, 0o1777)
-        passwd, group = self.state_dir / "passwd", self.state_dir / "group"
-        passwd.write_text(
-            f"root:x:0:0:root:/root:/usr/sbin/nologin\n"
-            f"{INSIDE_USER}:x:{INSIDE_UID}:{INSIDE_GID}:agent:{p.workspace.mount_point}:/bin/sh\n"
-            "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+        template = (
+            workspace
+            if workspace is not None
+            else (Path(p.workspace.template) if p.workspace.template else None)
         )
-        group.write_text(f"root:x:0:\n{INSIDE_USER}:x:{INSIDE_GID}:\nnogroup:x:65534:\n")
-        for f in (passwd, group):
-            os.chmod(f, 0o644)
-        self._programs = (
-            resolve_programs(p.programs.allow, p.env.set.get("PATH", "/usr/bin:/bin"))
-            if p.programs.allow
-            else None
-        )
-        extra = dict(self.network.files) if self.network is not None else {}
-        self.mounts = CallMounts(ws, passwd, group, scratch, extra)
+        net_files = dict(self.network.files) if self.network is not None else {}
+        spec = SandboxSpec(self.uid, image, template, net_files, gpu)
+        self._plan = plan(p, spec)
+        cg = CallCgroup.create(self.layout, self.id)
+        self._cgroup = cg
+        cg.set_limits(p.resources.memory_max_bytes, p.resources.pids_max + 2, p.resources.cpu_quota_cores)
+        init_cg = CallCgroup.create(self.layout, self.id, "init")
+        self._init_cgroup = init_cg
+        staging, aux = _staging_dirs(state_root)
+        msg = self._plan.request(spec, str(staging), str(aux))
+        fds: list[int] = []
+        lifeline_r = -1
+        try:
+            if self.network is not None:
+                msg["net"] = "fd"
+                fds.append(os.open(self.network.netns_path, os.O_RDONLY | os.O_CLOEXEC))
+            else:
+                msg["net"] = "new"
+            if self.episode:
+                msg["episode"] = True
+                lifeline_r, self._lifeline = os.pipe()
+                fds.append(lifeline_r)
+            fds += [os.open(f, os.O_WRONLY | os.O_CLOEXEC) for f in init_cg.procs_files()]
+            self._zygote.ensure_filter(self._seccomp, filter_bpf(self._seccomp == "allowlist"))
+            reply = self._zygote.request(msg, fds)
+        finally:
+            for fd in fds:
+                os.close(fd)
+        try:
+            answer, got = await asyncio.wait_for(recv_async(reply), _BUILD_TIMEOUT_S)
+        except TimeoutError as exc:
+            raise SandboxSetupError(f"building sandbox {self.id} took over {_BUILD_TIMEOUT_S}s") from exc
+        finally:
+            reply.close()
+        if answer is None or not answer.get("ok"):
+            for fd in got:
+                os.close(fd)
+            reason = answer.get("error") if answer else "the setup process died"
+            raise SandboxSetupError(f"cannot build sandbox {self.id}: {reason}")
+        self._ns = dict(zip(answer["names"], got, strict=True))
 
     @property
     def uid(self) -> int:
@@ -156,128 +235,42 @@ class Jail:
         return self._lease.uid
 
     @property
-    def workspace(self) -> Path:
-        return self.mounts.workspace
+    def cwd(self) -> str:
+        assert self._plan is not None
+        return self._plan.cwd
 
-    def run(
-        self,
-        command: str | Sequence[str],
-        *,
-        ctx: TraceContext,
-        timeout: float | None = None,
-        stdin: bytes | None = None,
-        env: Mapping[str, str] | None = None,
-    ) -> CallOutcome:
-        argv, text = normalize_command(command)
-        with self._lock:
-            if self._closed:
-                raise SandboxClosedError(f"sandbox {self.id} is closed")
-            if ctx.tool_call_id is None:
-                ctx = ctx.with_tool_call(new_id("tc"))
-            return self._run_locked(argv, text, ctx, timeout, stdin, env or {})
+    @property
+    def workspace(self) -> str:
+        """The workspace as the sandbox sees it (it exists only inside the sandbox's mount namespace)."""
+        return self.policy.workspace.mount_point
 
-    def _run_locked(
-        self,
-        argv: list[str],
-        text: str,
-        ctx: TraceContext,
-        timeout: float | None,
-        stdin: bytes | None,
-        env: Mapping[str, str],
-    ) -> CallOutcome:
-        p = self.policy
-        assert ctx.tool_call_id is not None  # run() names every call
-        cg = CallCgroup.create(self.layout, self.id, ctx.tool_call_id)
-        try:
-            cg.set_limits(
-                p.resources.memory_max_bytes, p.resources.pids_max + _BWRAP_PIDS, p.resources.cpu_quota_cores
-            )
-            scope = CallScope(
-                self.id, ctx, dict(cg.paths), os.stat(cg.unified).st_ino, self.uid, time.time_ns()
-            )
-            net_env = dict(self.network.env) if self.network is not None else {}
-            full_env = call_env(p, {**net_env, **env}, os.environ)
-            if self._programs is not None:
-                self._wipe_scratch()
-            sfd = filter_fd(self._programs is not None)
-            try:
-                bw = build_argv(
-                    p,
-                    self.mounts,
-                    argv,
-                    full_env,
-                    seccomp_fd=sfd,
-                    programs=self._programs,
-                    own_netns=self.network is None,
-                    bwrap=self.bwrap,
-                )
-                started: list[CallObserver] = []
-                try:
-                    for obs in self.observers:  # a collector that cannot follow the call stops it
-                        obs.call_started(scope)
-                        started.append(obs)
-                    if self.network is not None:
-                        self.network.begin_call(ctx)
-                    raw = launch(
-                        bw,
-                        cgroup=cg,
-                        uid=self.uid,
-                        gid=self.uid,
-                        netns_path=self.network.netns_path if self.network is not None else None,
-                        pass_fds=(sfd,),
-                        timeout_s=timeout if timeout is not None else p.resources.wall_timeout_s,
-                        output_max_bytes=p.resources.output_max_bytes,
-                        kill_on_pids_limit=p.resources.kill_on_pids_limit,
-                        stdin=stdin,
-                        kill_at_exit=not p.processes.outlive_call,
-                    )
-                finally:
-                    if self.network is not None:
-                        self.network.end_call()
-                    for obs in started:
-                        obs.call_finished(scope)
-            finally:
-                os.close(sfd)
-        finally:
-            if not p.processes.outlive_call:
-                cg.kill()
-                cg.remove()
-            self._reap()
-        return CallOutcome(scope, raw, text)
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
-    def _reap(self) -> None:
-        ident = self.policy.identity
-        reap_orphans(ident.uid_range_start, ident.uid_range_start + ident.uid_range_size)
-
-    def _wipe_scratch(self) -> None:
-        # /tmp is private to each call; under an allowlist it lives on the sandbox's noexec tmpfs.
-        assert self.mounts.scratch is not None
-        for sub in ("tmp", "shm"):
-            d = self.mounts.scratch / sub
-            for entry in os.scandir(d):
-                if entry.is_dir(follow_symlinks=False):
-                    shutil.rmtree(entry.path, ignore_errors=True)
-                else:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(entry.path)
-
-    def close(self) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._teardown()
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for task in list(self._inflight):
+            task.cancel()
+        if self._inflight:
+            await asyncio.gather(*self._inflight, return_exceptions=True)
+        await self._release_lingering(force=True)
+        self._teardown()
 
     def _teardown(self) -> None:
         errors: list[str] = []
-        self._reap()
+        if self._lifeline >= 0:
+            os.close(self._lifeline)  # the episode init sees EOF and exits: its pid namespace dies
+            self._lifeline = -1
+        for fd in self._ns.values():
+            os.close(fd)
+        self._ns.clear()
         try:
             remove_state(self.state_dir, self.layout, self.id) if self.state_dir.exists() else None
         except Exception as exc:  # keep going: the uid and lock must still be released
             errors.append(str(exc))
-        if self._ws_owner is not None:
-            with contextlib.suppress(OSError):
-                _chown_tree(Path(str(self.policy.workspace.host_path)), *self._ws_owner)
         if self._lock_fd >= 0:
             os.close(self._lock_fd)
             self._lock_fd = -1
@@ -292,9 +285,162 @@ class Jail:
         if errors:
             raise SandboxSetupError(f"tearing down sandbox {self.id}: " + "; ".join(errors))
 
+    # -- calls -----------------------------------------------------------------------------
 
-def _chown_tree(root: Path, uid: int, gid: int) -> None:
-    os.chown(root, uid, gid, follow_symlinks=False)
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            os.chown(os.path.join(dirpath, name), uid, gid, follow_symlinks=False)
+    async def run(
+        self,
+        command: str | Sequence[str],
+        *,
+        ctx: TraceContext,
+        timeout: float | None = None,
+        stdin: bytes | None = None,
+        env: Mapping[str, str] | None = None,
+        on_output: OutputSink | None = None,
+        before_start: Callable[[CallScope], Awaitable[None]] | None = None,
+    ) -> CallOutcome:
+        """Run one call. ``before_start`` runs once the call's cgroup exists, just before its process does."""
+        argv, text = normalize_command(command)
+        if self._closed:
+            raise SandboxClosedError(f"sandbox {self.id} is closed")
+        if ctx.tool_call_id is None:
+            ctx = ctx.with_tool_call(new_id("tc"))
+        task = asyncio.current_task()
+        if task is not None:
+            self._inflight.add(task)
+        try:
+            return await self._run(argv, text, ctx, timeout, stdin, env or {}, on_output, before_start)
+        finally:
+            if task is not None:
+                self._inflight.discard(task)
+
+    async def _run(
+        self,
+        argv: list[str],
+        text: str,
+        ctx: TraceContext,
+        timeout: float | None,
+        stdin: bytes | None,
+        env: Mapping[str, str],
+        on_output: OutputSink | None,
+        before_start: Callable[[CallScope], Awaitable[None]] | None,
+    ) -> CallOutcome:
+        p = self.policy
+        assert ctx.tool_call_id is not None and self._plan is not None
+        await self._release_lingering(force=False)
+        cg = CallCgroup.create(self.layout, self.id, ctx.tool_call_id)
+        keep = False
+        try:
+            cg.set_limits(
+                p.resources.memory_max_bytes, p.resources.pids_max + _ZYGOTE_PIDS, p.resources.cpu_quota_cores
+            )
+            scope = CallScope(
+                self.id, ctx, dict(cg.paths), os.stat(cg.unified).st_ino, self.uid, time.time_ns()
+            )
+            if before_start is not None:
+                await before_start(scope)
+            net_env = dict(self.network.env) if self.network is not None else {}
+            full_env = call_env(p, self._plan.env, {**net_env, **env}, os.environ)
+            msg: dict[str, Any] = {
+                "op": "call",
+                "mode": "episode" if self.episode else "call",
+                "argv": argv,
+                "env": full_env,
+                "cwd": self._plan.cwd,
+                "tmp": self._plan.tmp,
+                "seccomp": self._seccomp,
+                "inside_id": INSIDE_UID,
+                "ns": list(self._ns),
+            }
+            limits = CallLimits(
+                timeout if timeout is not None else p.resources.wall_timeout_s,
+                p.resources.output_max_bytes,
+                p.resources.kill_on_pids_limit,
+            )
+            started: list[CallObserver] = []
+            try:
+                for obs in self.observers:  # a collector that cannot follow the call stops it
+                    obs.call_started(scope)
+                    started.append(obs)
+                if self._net is not None:
+                    self._net.begin(ctx)
+                try:
+                    raw = await execute(
+                        self._zygote,
+                        msg,
+                        list(self._ns.values()),
+                        cg,
+                        limits,
+                        stdin=stdin,
+                        pids_watch=_pids_watch(),
+                        on_output=on_output,
+                        episode=self.episode,
+                    )
+                finally:
+                    if self._net is not None:
+                        self._net.end(ctx)
+                keep = self.episode and cg.populated()
+            finally:
+                await _finish(started, scope, lingering=keep)
+        finally:
+            if keep:
+                self._lingering.append((cg, scope))
+            else:
+                cg.kill()
+                cg.remove()
+        return CallOutcome(scope, raw, text)
+
+    async def _release_lingering(self, *, force: bool) -> None:
+        """Episode mode: forget the cgroups of earlier calls once their last process is gone."""
+        still: list[tuple[CallCgroup, CallScope]] = []
+        for cg, scope in self._lingering:
+            if force or not cg.populated():
+                with contextlib.suppress(SandboxSetupError):
+                    cg.kill()
+                    cg.remove()
+                await _release(self.observers, scope)
+            else:
+                still.append((cg, scope))
+        self._lingering = still
+
+    def lingering_scopes(self) -> list[CallScope]:
+        return [s for _, s in self._lingering]
+
+    # -- files -----------------------------------------------------------------------------
+
+    async def files(self) -> FileSession:
+        """A session that opens files inside the sandbox's view, as its uid (see ``FileSession``)."""
+        if self._closed:
+            raise SandboxClosedError(f"sandbox {self.id} is closed")
+        names = ["mnt", "user"]
+        msg = {"op": "files", "ns": names, "inside_id": INSIDE_UID, "seccomp": self._seccomp, "cwd": self.cwd}
+        reply = self._zygote.request(msg, [self._ns[n] for n in names])
+        return await FileSession.open(reply, self.id)
+
+
+def _staging_dirs(state_root: Path) -> tuple[Path, Path]:
+    """Empty host directories every setup child mounts on inside its own private mount namespace."""
+    out = []
+    for name in ("staging", "aux"):
+        d = state_root / "zygote" / name
+        d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        out.append(d)
+    return out[0], out[1]
+
+
+async def _finish(observers: Sequence[CallObserver], scope: CallScope, *, lingering: bool) -> None:
+    """Tell every collector the call returned, even when one of them fails (the first error is raised)."""
+    errors: list[BaseException] = []
+    for obs in observers:
+        try:
+            await obs.call_finished(scope, lingering=lingering)
+            if not lingering:
+                obs.scope_released(scope)
+        except Exception as exc:
+            errors.append(exc)
+    if errors:
+        raise errors[0]
+
+
+async def _release(observers: Sequence[CallObserver], scope: CallScope) -> None:
+    for obs in observers:
+        obs.scope_released(scope)

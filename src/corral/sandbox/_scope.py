@@ -32,11 +32,20 @@ class CallScope:
 
 
 class CallObserver(Protocol):
-    """A collector that follows calls: told before the first process starts and after the last died."""
+    """A collector that follows calls.
+
+    ``call_started`` runs before the call's first process exists (raising stops the
+    call: it must not run unobserved). ``call_finished`` is awaited when the call's
+    command has returned; in ``call`` mode every process of the call is dead by then,
+    in ``episode`` mode some may live on (``lingering``) and keep being observed
+    until ``scope_released``, which follows once the last of them is gone.
+    """
 
     def call_started(self, scope: CallScope) -> None: ...
 
-    def call_finished(self, scope: CallScope) -> None: ...
+    async def call_finished(self, scope: CallScope, *, lingering: bool) -> None: ...
+
+    def scope_released(self, scope: CallScope) -> None: ...
 
 
 class NetworkAttachment(Protocol):

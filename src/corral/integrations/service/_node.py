@@ -151,7 +151,7 @@ class NodeService:
         return SandboxInfo(
             id=sid,
             policy=lease.policy,
-            host=lease.sandbox.host,
+            host=lease.sandbox.harness.host,
             lease_s=lease.lease_s,
             owner=lease.owner,
             calls=lease.calls,

@@ -1,0 +1,235 @@
+"""Linux system calls Python 3.11 does not wrap, through ctypes (x86_64 and aarch64 numbers)."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+import struct
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+_libc.syscall.restype = ctypes.c_long
+_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+
+_NR = {
+    "x86_64": {
+        "pivot_root": 155,
+        "setns": 308,
+        "unshare": 272,
+        "capset": 126,
+        "open_tree": 428,
+        "move_mount": 429,
+        "mount_setattr": 442,
+        "seccomp": 317,
+        "close_range": 436,
+        "pidfd_open": 434,
+        "openat2": 437,
+    },
+    "aarch64": {
+        "pivot_root": 41,
+        "setns": 268,
+        "unshare": 97,
+        "capset": 91,
+        "open_tree": 428,
+        "move_mount": 429,
+        "mount_setattr": 442,
+        "seccomp": 277,
+        "close_range": 436,
+        "pidfd_open": 434,
+        "openat2": 437,
+    },
+}[platform.machine()]
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+NS_FLAGS = {
+    "mnt": CLONE_NEWNS,
+    "uts": CLONE_NEWUTS,
+    "ipc": CLONE_NEWIPC,
+    "user": CLONE_NEWUSER,
+    "pid": CLONE_NEWPID,
+    "net": CLONE_NEWNET,
+}
+
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_REMOUNT = 32
+MS_BIND = 4096
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+MNT_DETACH = 2
+
+OPEN_TREE_CLONE = 1
+OPEN_TREE_CLOEXEC = os.O_CLOEXEC
+AT_EMPTY_PATH = 0x1000
+AT_RECURSIVE = 0x8000
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+MOVE_MOUNT_T_EMPTY_PATH = 0x40
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_NOEXEC = 0x8
+MOUNT_ATTR_IDMAP = 0x100000
+MOUNT_ATTR_BITS = {
+    "ro": MOUNT_ATTR_RDONLY,
+    "nosuid": MOUNT_ATTR_NOSUID,
+    "nodev": MOUNT_ATTR_NODEV,
+    "noexec": MOUNT_ATTR_NOEXEC,
+}
+MS_BITS = {"ro": MS_RDONLY, "nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC}
+
+PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+PR_SET_NO_NEW_PRIVS = 38
+PR_CAPBSET_DROP = 24
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+PR_SET_CHILD_SUBREAPER = 36
+SECCOMP_SET_MODE_FILTER = 1
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_IN_ROOT = 0x10
+
+
+def _check(ret: int, what: str) -> int:
+    if ret < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+    return ret
+
+
+def _b(s: str | None) -> bytes | None:
+    return None if s is None else os.fsencode(s)
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    _check(
+        _libc.mount(_b(source), _b(target), _b(fstype), flags, _b(data)),
+        f"mount {fstype or source} on {target}",
+    )
+
+
+def umount(target: str, flags: int = MNT_DETACH) -> None:
+    _check(_libc.umount2(_b(target), flags), f"umount {target}")
+
+
+def unshare(flags: int) -> None:
+    _check(_libc.unshare(flags), f"unshare {flags:#x}")
+
+
+def setns(fd: int, nstype: int) -> None:
+    _check(_libc.setns(fd, nstype), f"setns {nstype:#x}")
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    _check(_libc.syscall(_NR["pivot_root"], _b(new_root), _b(put_old)), "pivot_root")
+
+
+def open_tree(path: str, flags: int) -> int:
+    return _check(_libc.syscall(_NR["open_tree"], -100, _b(path), ctypes.c_uint(flags)), f"open_tree {path}")
+
+
+def move_mount_fd(fd: int, target: str) -> None:
+    """Attach the detached mount ``fd`` at ``target``; a ``/proc/self/fd/N`` target means that fd itself."""
+    if target.startswith("/proc/self/fd/"):
+        to_fd, to_path, flags = (
+            int(target.rsplit("/", 1)[1]),
+            b"",
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+        )
+    else:
+        to_fd, to_path, flags = -100, os.fsencode(target), MOVE_MOUNT_F_EMPTY_PATH
+    _check(
+        _libc.syscall(_NR["move_mount"], fd, b"", to_fd, to_path, ctypes.c_uint(flags)),
+        f"move_mount to {target}",
+    )
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [
+        ("attr_set", ctypes.c_uint64),
+        ("attr_clr", ctypes.c_uint64),
+        ("propagation", ctypes.c_uint64),
+        ("userns_fd", ctypes.c_uint64),
+    ]
+
+
+def mount_setattr(fd: int, attr_set: int, *, recursive: bool, userns_fd: int = -1) -> None:
+    attr = _MountAttr(attr_set, 0, 0, userns_fd if userns_fd >= 0 else 0)
+    flags = AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0)
+    _check(
+        _libc.syscall(
+            _NR["mount_setattr"], fd, b"", ctypes.c_uint(flags), ctypes.byref(attr), ctypes.c_size_t(32)
+        ),
+        "mount_setattr",
+    )
+
+
+def prctl(option: int, arg2: int = 0, arg3: int = 0) -> None:
+    _check(_libc.prctl(option, arg2, arg3, 0, 0), f"prctl {option}")
+
+
+def last_cap() -> int:
+    with open("/proc/sys/kernel/cap_last_cap") as f:
+        return int(f.read())
+
+
+def drop_capabilities(last: int) -> None:
+    """Empty the bounding, ambient, effective, permitted and inheritable sets."""
+    for cap in range(last + 1):
+        prctl(PR_CAPBSET_DROP, cap)
+    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
+    header = struct.pack("=Ii", 0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this thread
+    data = bytes(24)  # two all-zero __user_cap_data_struct
+    _check(_libc.syscall(_NR["capset"], header, data), "capset")
+
+
+def load_seccomp(program: bytes) -> None:
+    """Install a classic-BPF seccomp filter (no_new_privs must already be set)."""
+    count = len(program) // 8
+    buf = ctypes.create_string_buffer(program, len(program))
+
+    class _Fprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+    prog = _Fprog(count, ctypes.cast(buf, ctypes.c_void_p))
+    _check(
+        _libc.syscall(_NR["seccomp"], SECCOMP_SET_MODE_FILTER, 0, ctypes.byref(prog)),
+        "seccomp(SET_MODE_FILTER)",
+    )
+
+
+def close_range_from(first: int) -> None:
+    if _libc.syscall(_NR["close_range"], first, ctypes.c_uint(0xFFFFFFFF), 0) < 0:
+        os.closerange(first, 1 << 20)
+
+
+def openat2(dirfd: int, path: str, flags: int, mode: int, resolve: int) -> int:
+    how = struct.pack("=QQQ", flags, mode, resolve)
+    return _check(
+        _libc.syscall(_NR["openat2"], dirfd, _b(path), how, ctypes.c_size_t(len(how))), f"open {path}"
+    )
+
+
+def sethostname(name: str) -> None:
+    raw = name.encode()
+    _check(_libc.sethostname(raw, len(raw)), "sethostname")
+
+
+def loopback_up() -> None:
+    """Bring ``lo`` up in the current network namespace (SIOCGIFFLAGS / SIOCSIFFLAGS)."""
+    import fcntl
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        req = struct.pack("16sH14s", b"lo", 0, b"")
+        flags = struct.unpack("16sH14s", fcntl.ioctl(s.fileno(), 0x8913, req))[1]
+        fcntl.ioctl(s.fileno(), 0x8914, struct.pack("16sH14s", b"lo", flags | 0x1 | 0x40, b""))

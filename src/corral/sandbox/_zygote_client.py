@@ -1,0 +1,159 @@
+"""The harness's side of the zygote: start it, send requests, wait for replies (sync or asyncio).
+
+One zygote serves every sandbox of a process (it holds no per-sandbox state).
+It dies with the process (parent-death signal), and with it every sandbox's
+namespaces, because only this process holds their descriptors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from corral.errors import SandboxSetupError, SandboxUnavailableError
+from corral.sandbox._zygote import _proto
+
+_BOOT = "import sys; sys.path.insert(0, sys.argv[2]); from _zygote.__main__ import main; main()"
+_START_TIMEOUT_S = 30.0
+
+Message = dict[str, Any]
+
+
+class Zygote:
+    """A running zygote process. ``send`` is thread-safe: one request is one datagram."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], sock: socket.socket, last_cap: int) -> None:
+        self._proc = proc
+        self._sock = sock
+        self.last_cap = last_cap
+        self.pid = proc.pid
+        self._filters: set[str] = set()
+        self._lock = threading.Lock()
+
+    @classmethod
+    def start(cls) -> Zygote:
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        here = str(Path(__file__).resolve().parent)
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-I", "-S", "-c", _BOOT, str(child.fileno()), here],
+                pass_fds=(child.fileno(),),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                close_fds=True,
+                env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+            )
+        except OSError as exc:
+            parent.close()
+            raise SandboxUnavailableError(
+                f"cannot start the sandbox zygote ({sys.executable}): {exc}"
+            ) from exc
+        finally:
+            child.close()
+        parent.settimeout(_START_TIMEOUT_S)
+        try:
+            msg, fds = _proto.recv(parent)
+        except OSError as exc:
+            proc.kill()
+            raise SandboxUnavailableError(f"the sandbox zygote did not start: {exc}") from exc
+        finally:
+            parent.settimeout(None)
+        for fd in fds:
+            os.close(fd)
+        if not msg or not msg.get("ready"):
+            proc.kill()
+            proc.wait()
+            raise SandboxUnavailableError(f"the sandbox zygote did not start (exit {proc.poll()})")
+        return cls(proc, parent, int(msg["last_cap"]))
+
+    @property
+    def alive(self) -> bool:
+        return self._proc.poll() is None
+
+    def send(self, msg: Message, fds: Sequence[int] = ()) -> None:
+        try:
+            _proto.send(self._sock, msg, list(fds))
+        except OSError as exc:
+            raise SandboxSetupError(f"the sandbox zygote is gone ({exc}); no new call can start") from exc
+
+    def ensure_filter(self, name: str, program: bytes) -> None:
+        with self._lock:
+            if name in self._filters:
+                return
+            self.send({"op": "filter", "name": name, "bpf": base64.b64encode(program).decode()})
+            self._filters.add(name)
+
+    def request(self, msg: Message, fds: Sequence[int] = ()) -> socket.socket:
+        """Send a request with a fresh reply socket (first fd); returns our end of it."""
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self.send(msg, [theirs.fileno(), *fds])
+        except BaseException:
+            mine.close()
+            raise
+        finally:
+            theirs.close()
+        return mine
+
+    def close(self) -> None:
+        self._sock.close()
+        try:
+            self._proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+
+
+def recv(sock: socket.socket, timeout_s: float | None = None) -> tuple[Message | None, list[int]]:
+    sock.settimeout(timeout_s)
+    try:
+        return _proto.recv(sock)
+    except TimeoutError as exc:
+        raise SandboxSetupError(f"the sandbox zygote did not answer within {timeout_s}s") from exc
+    finally:
+        sock.settimeout(None)
+
+
+async def recv_async(sock: socket.socket) -> tuple[Message | None, list[int]]:
+    """The next message on a reply socket, without blocking the event loop."""
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            return _proto.recv(sock)
+        except BlockingIOError:
+            pass
+        ready: asyncio.Future[None] = loop.create_future()
+        loop.add_reader(sock.fileno(), _wake, ready)
+        try:
+            await ready
+        finally:
+            loop.remove_reader(sock.fileno())
+
+
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+_shared: tuple[int, Zygote] | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_zygote() -> Zygote:
+    """This process's zygote, started on first use (and again after a fork or if it died)."""
+    global _shared
+    with _shared_lock:
+        if _shared is not None and (_shared[0] != os.getpid() or not _shared[1].alive):
+            _shared = None
+        if _shared is None:
+            _shared = (os.getpid(), Zygote.start())
+        return _shared[1]
