@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -40,7 +41,7 @@ def test_200_cycles_leave_nothing_behind(policy: Policy) -> None:
     for i in range(200):
         with Sandbox(policy) as sb:
             ids.add(sb.id)
-            uids.add(sb._jail.uid)
+            uids.add(sb.uid)
             r = sb.run("echo $$ > pid; sleep 60 & true" if i % 2 else "true")
             assert r.exit_code == 0
     assert _leftovers(ids, uids) == []
@@ -53,22 +54,27 @@ def test_bad_commands_are_rejected_before_anything_runs(policy: Policy) -> None:
                 sb.run(bad)  # type: ignore[arg-type]
 
 
+def _state_dirs() -> set[Path]:
+    d = DEFAULT_STATE_ROOT / "sandboxes"
+    return set(d.iterdir()) if d.exists() else set()
+
+
 def test_failed_setup_leaves_nothing_behind(policy: Policy, tmp_path: Path) -> None:
-    before = (
-        set((DEFAULT_STATE_ROOT / "sandboxes").iterdir())
-        if (DEFAULT_STATE_ROOT / "sandboxes").exists()
-        else set()
-    )
-    bad = policy.with_overrides(workspace={"host_path": str(tmp_path / "missing")})
-    with pytest.raises(SandboxSetupError, match="not a directory"):
+    before = _state_dirs()
+    with pytest.raises(InputError, match="does not exist"):
+        Sandbox(policy, workspace=tmp_path / "missing")  # refused before anything is made
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputError, match="not a directory"):
+        Sandbox(policy, workspace=tmp_path / "file")
+    bad = policy.with_overrides(workspace={"writable_host_path": str(tmp_path / "missing")})
+    with pytest.raises(SandboxSetupError, match="does not exist"):
         Sandbox(bad)
-    after = set((DEFAULT_STATE_ROOT / "sandboxes").iterdir())
-    assert after == before
+    assert _state_dirs() == before
 
 
 def test_stale_state_of_a_dead_owner_is_reaped(policy: Policy) -> None:
-    # Simulate a crashed harness: a sandbox whose lock nobody holds, with a mount and a cgroup.
-    jail = Jail(policy)
+    # Simulate a crashed harness: a sandbox whose lock nobody holds, with its cgroups still there.
+    jail = asyncio.run(Jail.create(policy))
     sid, state = jail.id, jail.state_dir
     os.close(jail._lock_fd)  # the "owner" dies without cleaning up
     jail._lock_fd = -1
@@ -77,22 +83,22 @@ def test_stale_state_of_a_dead_owner_is_reaped(policy: Policy) -> None:
     reaped = reap_stale(DEFAULT_STATE_ROOT, jail.layout)
     assert sid in reaped
     assert not state.exists()
+    asyncio.run(jail.close())
     assert _leftovers({sid}, set()) == []
-    jail._closed = True
-    assert jail._lease is not None
-    jail._lease.release()
 
 
-def test_workspace_on_a_host_directory(policy: Policy, tmp_path: Path) -> None:
+def test_writable_host_directory_keeps_its_owner(policy: Policy, tmp_path: Path) -> None:
     ws = tmp_path / "repo"
     ws.mkdir()
     (ws / "README").write_text("hello\n")
     os.chown(ws, 1234, 1234)
-    with Sandbox(policy.with_overrides(workspace={"host_path": str(ws)})) as sb:
-        r = sb.run("cat README && echo new > out")
-        assert r.stdout == "hello\n"
+    os.chown(ws / "README", 1234, 1234)
+    with Sandbox(policy.with_overrides(workspace={"writable_host_path": str(ws)})) as sb:
+        r = sb.run("cat README && echo new > out && stat -c '%U %u' README out .")
+        assert r.stdout.splitlines() == ["hello", "agent 1000", "agent 1000", "agent 1000"]  # the agent's inside
+        # ...and the directory's owner's on the host, while the sandbox lives: nothing is chowned
+        assert (ws.stat().st_uid, (ws / "out").stat().st_uid) == (1234, 1234)
     assert (ws / "out").read_text() == "new\n"
-    assert (ws.stat().st_uid, (ws / "out").stat().st_uid) == (1234, 1234)  # handed back after destroy
 
 
 def test_sandbox_is_unusable_after_close(policy: Policy) -> None:
@@ -123,13 +129,10 @@ class _VanishedNetwork:
 
 def test_a_harness_failure_is_an_error_not_the_commands_output(policy: Policy) -> None:
     p = policy.with_overrides(network={"mode": "allowlist"})
-    jail = Jail(p, network=_VanishedNetwork())
-    try:
-        with pytest.raises(SandboxSetupError, match="could not be set up"):
-            jail.run("echo should-not-run", ctx=TraceContext())
-    finally:
-        jail.close()
-    assert _leftovers({jail.id}, {jail.uid} if jail._lease else set()) == []
+    before = _state_dirs()
+    with pytest.raises(SandboxSetupError, match="network namespace"):
+        asyncio.run(Jail.create(p, network=_VanishedNetwork()))
+    assert _state_dirs() == before
 
 
 class _Recorder:
@@ -139,8 +142,11 @@ class _Recorder:
     def call_started(self, scope: CallScope) -> None:
         self.calls.append("started")
 
-    def call_finished(self, scope: CallScope) -> None:
+    async def call_finished(self, scope: CallScope, *, lingering: bool) -> None:
         self.calls.append("finished")
+
+    def scope_released(self, scope: CallScope) -> None:
+        self.calls.append("released")
 
 
 class _DeadCollector:
@@ -149,17 +155,26 @@ class _DeadCollector:
     def call_started(self, scope: CallScope) -> None:
         raise CollectorError("exec collector failed: tracer exited")
 
-    def call_finished(self, scope: CallScope) -> None:
+    async def call_finished(self, scope: CallScope, *, lingering: bool) -> None:
         raise AssertionError("never started, so never finished")
 
+    def scope_released(self, scope: CallScope) -> None:
+        raise AssertionError("never started, so never released")
 
-def test_a_call_no_collector_can_follow_does_not_run(policy: Policy, tmp_path: Path) -> None:
+
+def test_a_call_no_collector_can_follow_does_not_run(policy: Policy) -> None:
     rec = _Recorder()
-    jail = Jail(policy, observers=[rec, _DeadCollector()])
-    try:
-        with pytest.raises(CollectorError):
-            jail.run(f"touch {policy.workspace.mount_point}/ran", ctx=TraceContext())
-        assert not (jail.workspace / "ran").exists()
-        assert rec.calls == ["started", "finished"]  # the collector that did start is told it ended
-    finally:
-        jail.close()
+
+    async def scenario() -> str:
+        jail = await Jail.create(policy, observers=[rec, _DeadCollector()])
+        try:
+            with pytest.raises(CollectorError):
+                await jail.run("touch ran", ctx=TraceContext())
+            jail.observers = []
+            check = await jail.run("ls", ctx=TraceContext())
+            return check.raw.stdout.decode()
+        finally:
+            await jail.close()
+
+    assert "ran" not in asyncio.run(scenario())
+    assert rec.calls == ["started", "finished", "released"]  # the collector that did start is told it ended

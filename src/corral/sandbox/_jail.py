@@ -203,7 +203,13 @@ class Jail:
         try:
             if self.network is not None:
                 msg["net"] = "fd"
-                fds.append(os.open(self.network.netns_path, os.O_RDONLY | os.O_CLOEXEC))
+                try:
+                    fds.append(os.open(self.network.netns_path, os.O_RDONLY | os.O_CLOEXEC))
+                except OSError as exc:
+                    raise SandboxSetupError(
+                        f"the sandbox's network namespace {self.network.netns_path} is gone ({exc.strerror}); "
+                        "its egress layer has failed"
+                    ) from exc
             else:
                 msg["net"] = "new"
             if self.episode:

@@ -487,18 +487,20 @@ def _start_init(req: dict[str, Any], lifeline: int, reply: socket.socket) -> tup
     if pid == 0:
         try:
             os.close(r)
+            mount_proc_and_tmp(req["tmp"])  # first: closing the rest needs this pid namespace's /proc
             close_all_except({lifeline, w})
-            mount_proc_and_tmp(req["tmp"])
             os.write(w, b"1")
             os.close(w)
-        except Exception:
+        except Exception as exc:
+            with contextlib.suppress(OSError):
+                os.write(w, b"0" + str(exc).encode()[:400])
             os._exit(1)
         _init_loop(lifeline)
     os.close(w)
-    ok = os.read(r, 1) == b"1"
+    status = os.read(r, 512)
     os.close(r)
-    if not ok:
-        raise OSError(5, "the sandbox's init could not mount /proc and /tmp")
+    if status != b"1":
+        raise OSError(5, f"the sandbox's init could not mount /proc and /tmp: {status[1:].decode(errors='replace')}")
     return pid, os.open(f"{pid}/ns/pid", os.O_RDONLY | os.O_CLOEXEC, dir_fd=_host_proc())
 
 
