@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 
 from corral import Harness, Policy, TraceContext
 from corral.events import Event, GpuUsage, PolicyDecision
@@ -32,12 +31,12 @@ def test_gpu_compute_in_a_sandbox_is_flagged_with_the_calls_context() -> None:
         with harness.sandbox(sid) as sb:
             t = threading.Thread(target=sb.run, args=("sleep 1", ctx))
             t.start()
-            unified = Path(f"/sys/fs/cgroup/unified/corral/{sid}/tc-gpu-1")
-            for _ in range(200):
-                if unified.exists():
+            assert harness._gpu is not None
+            key = f"/corral/{sid}/tc-gpu-1"
+            for _ in range(500):  # until the collector follows the call (its cgroup exists before that)
+                if key in harness._gpu.collector._calls:
                     break
                 time.sleep(0.01)
-            assert harness._gpu is not None
             harness._gpu.collector.poll()  # one poll while the call runs
             t.join()
     finally:

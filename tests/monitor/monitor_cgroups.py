@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import subprocess
@@ -9,6 +10,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 
@@ -90,3 +92,15 @@ def run_in(scope: CallScope, command: str, timeout: float = 60) -> subprocess.Co
     return subprocess.run(
         ["sh", "-c", command], preexec_fn=enter, capture_output=True, text=True, timeout=timeout, check=False
     )
+
+
+class _Observer(Protocol):
+    async def call_finished(self, scope: CallScope, *, lingering: bool = ...) -> None: ...
+
+    def scope_released(self, scope: CallScope) -> None: ...
+
+
+def finish(observer: _Observer, scope: CallScope) -> None:
+    """What the sandbox does when a call ends in ``call`` mode: finished, then released."""
+    asyncio.run(observer.call_finished(scope, lingering=False))
+    observer.scope_released(scope)

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-from monitor_cgroups import MakeScope, run_in
+from monitor_cgroups import MakeScope, finish, run_in
 
 from corral.errors import CollectorError
 from corral.events import Event, Health, ProcessExit, ProcessStart
@@ -38,7 +38,7 @@ def test_shell_with_background_job(collector: Collected, make_scope: MakeScope) 
     py = shutil.which("python3") or sys.executable
     r = run_in(scope, f"ls / >/dev/null; {py} -c 'print(1)'; (sleep 0.1 &); sleep 0.3")
     assert r.returncode == 0, r.stderr
-    c.call_finished(scope)
+    finish(c, scope)
     mine = [e for e in events if e.ctx.tool_call_id == scope.ctx.tool_call_id]
     assert all(e.sandbox_id == "sbA" and e.ctx == scope.ctx for e in mine)
     starts = _starts(events, scope.ctx.tool_call_id or "")
@@ -65,7 +65,7 @@ def test_exit_status_signal_and_outsiders(
     c.call_started(scope)
     run_in(scope, "sh -c 'exit 3'; sh -c 'kill -9 $$'; true")
     subprocess.run(["true"], check=True)  # outside every registered cgroup: never reported
-    c.call_finished(scope)
+    finish(c, scope)
     exits = [e.data for e in events if isinstance(e.data, ProcessExit) and e.ctx == scope.ctx]
     assert any(x.exit_code == 3 for x in exits)
     assert any(x.signal == 9 for x in exits)
@@ -78,7 +78,7 @@ def test_long_argv_is_complete(collector: tuple[ExecCollector, list[Event]], mak
     c.call_started(scope)
     args = [f"arg{i}" for i in range(100)] + ["x" * 500]
     run_in(scope, "/bin/echo " + " ".join(args) + " >/dev/null; exec sleep 0.2")
-    c.call_finished(scope)
+    finish(c, scope)
     echo = [s for s in _starts(events, scope.ctx.tool_call_id or "") if s.Image == "/bin/echo"]
     assert len(echo) == 1
     # the probe cuts argv; either /proc completed it or the event says it is cut
@@ -106,7 +106,7 @@ def test_burst_across_cgroups(collector: tuple[ExecCollector, list[Event]], make
     for p in procs:
         assert p.wait(120) == 0
     for s in scopes:
-        c.call_finished(s)
+        finish(c, s)
     health = [e.data for e in events if isinstance(e.data, Health) and e.data.status != "ok"]
     assert [h for h in health if h.status != "failed"] == []
     # Nothing goes missing silently: on an overloaded machine the kernel may drop records, and then
@@ -161,6 +161,6 @@ def test_collectors_do_not_answer_each_others_syncs(make_scope: MakeScope) -> No
         c.call_started(scope)
         r = run_in(scope, "i=0; while [ $i -lt 300 ]; do /bin/true sync $i; i=$((i+1)); done")
         assert r.returncode == 0
-        c.call_finished(scope)
+        finish(c, scope)
         seen = {x.argv[2] for x in _starts(mine, scope.ctx.tool_call_id or "") if x.Image == "/bin/true"}
     assert seen == {str(i) for i in range(300)}

@@ -6,6 +6,8 @@ import os
 import time
 from pathlib import Path
 
+from monitor_cgroups import finish
+
 from corral.events import Event, GpuUsage, Health, PolicyDecision, TraceContext
 from corral.monitor import GpuCollector, NvmlSource, ReplaySource
 from corral.sandbox._scope import CallScope
@@ -41,7 +43,7 @@ def test_recorded_samples() -> None:
     assert c.poll() == 2
     assert not any(isinstance(e.data, PolicyDecision) for e in events)
     assert c.poll() == 4
-    c.call_finished(scope)  # a last poll: the replay is exhausted, nothing repeats
+    finish(c, scope)  # a last poll: the replay is exhausted, nothing repeats
     usage = [e for e in events if isinstance(e.data, GpuUsage)]
     assert len(usage) == 6
     sandboxed = [e for e in usage if e.data.ProcessId == 5123]  # type: ignore[union-attr]

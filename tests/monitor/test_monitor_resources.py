@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from monitor_cgroups import MakeScope, run_in
+from monitor_cgroups import MakeScope, finish, run_in
 
 from corral.events import Event, PolicyDecision, ResourceSample
 from corral.monitor import ResourceCollector, SustainedCpu, read_usage
@@ -36,7 +36,7 @@ def test_final_sample_and_series(make_scope: MakeScope) -> None:
         r = run_in(scope, f"python3 -c '{busy}'")
         assert r.returncode == 0, r.stderr
         time.sleep(0.2)
-        rc.call_finished(scope)
+        finish(rc, scope)
     mine = [e for e in events if e.ctx == scope.ctx]
     samples = [e.data for e in mine if isinstance(e.data, ResourceSample)]
     final = [s for s in samples if s.final]

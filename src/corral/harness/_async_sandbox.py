@@ -101,7 +101,9 @@ class AsyncSandbox:
         try:
             image = harness.resolve_image(self._image_arg or _policy_image(self.policy))
             if self.policy.network.mode != "none":
-                self._network = harness.egress().attach(self.id)
+                # Netlink work (pyroute2 runs its own event loop): never on this loop's thread.
+                egress = await asyncio.to_thread(harness.egress)
+                self._network = await asyncio.to_thread(egress.attach, self.id)
             self._jail = await Jail.create(
                 self.policy,
                 sandbox_id=self.id,
@@ -112,7 +114,7 @@ class AsyncSandbox:
             )
         except BaseException:
             if self._network is not None:
-                self._network.close()
+                await asyncio.to_thread(self._network.close)
             if self._own_harness:
                 harness.close()
             raise

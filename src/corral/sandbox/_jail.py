@@ -170,7 +170,7 @@ class Jail:
         try:
             await jail._setup(state_root, image, workspace, gpu_devices)
         except BaseException:
-            jail._teardown()
+            await asyncio.to_thread(jail._teardown)
             raise
         return jail
 
@@ -263,7 +263,7 @@ class Jail:
         if self._inflight:
             await asyncio.gather(*self._inflight, return_exceptions=True)
         await self._release_lingering(force=True)
-        self._teardown()
+        await asyncio.to_thread(self._teardown)  # cgroup kills wait, and the egress layer does netlink
 
     def _teardown(self) -> None:
         errors: list[str] = []
