@@ -17,7 +17,10 @@ def test_default_is_secure() -> None:
     p = Policy.default()
     assert p.network.mode == "none"
     assert p.gpu.devices == ()
-    assert p.processes.outlive_call is False
+    assert p.processes.lifetime == "call"
+    assert p.workspace.writable_host_path is None
+    assert p.filesystem.image_root == "read_only"
+    assert p.response.agent_message == "neutral"
     assert p.programs.allow is None
     assert "/etc/shadow" in p.filesystem.hidden_paths
 

@@ -59,7 +59,7 @@ def test_default_policy_blocks_everything_and_reports(tmp_path: Path) -> None:
 
 
 def test_processes_allowed_to_survive_fail_the_persistence_scenarios(tmp_path: Path) -> None:
-    weak = {"name": "weak-processes", "processes": {"outlive_call": True}}
+    weak = {"name": "weak-processes", "processes": {"lifetime": "episode"}}
     rc, card, _ = _redteam(tmp_path, "--only", "persistence", policy=weak)
     rows = _by_name(card)
     assert rc == 1

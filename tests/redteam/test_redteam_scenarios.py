@@ -188,11 +188,11 @@ def test_html_escapes_and_says_what_failed() -> None:
 def test_policy_in_words_for_weak_settings() -> None:
     pol = Policy.default().with_overrides(
         network={"mode": "allowlist", "allow": ["pypi.org", "198.18.0.44:443"]},
-        processes={"outlive_call": True},
+        processes={"lifetime": "episode"},
     )
     words = dict(policy_in_words(pol.model_dump(mode="json")))
     assert "pypi.org:443" in words["Network"] and "198.18.0.44/32:443" in words["Network"]
-    assert "weak" in words["Processes"]
+    assert "outlive their call" in words["Processes"]
 
 
 def test_public_surface() -> None:

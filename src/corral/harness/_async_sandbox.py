@@ -24,7 +24,6 @@ from corral.harness._interface import Command, FileEntry, OutputChunk, StreamIte
 from corral.harness._transfer import Transfers
 from corral.policy import Policy
 from corral.sandbox import (
-    CallScope,
     ImageView,
     Jail,
     NetworkAttachment,
@@ -142,6 +141,8 @@ class AsyncSandbox:
             if self._jail is not None:
                 await self._jail.close()  # also closes the network attachment
         finally:
+            if self.harness is not None:
+                self.harness.forget_sandbox(self.id)
             if self._own_harness and self.harness is not None:
                 self.harness.close()
 
@@ -234,26 +235,23 @@ class AsyncSandbox:
         harness = self.harness
         assert harness is not None
         start_ns = now()
-        inspection = harness.detector.inspect_command(text, ctx=ctx, sandbox_id=self.id)
-        self._emit_alerts(inspection.alerts, ctx, start_ns)
-        if inspection.blocked:
-            reason = "; ".join(f"{a.rule_id}: {a.title} ({a.level.value})" for a in inspection.alerts)
-            return await self._refuse(text, ctx, start_ns, inspection.alerts, "policy", reason)
-        try:
-            harness.check_store()
-        except StoreError as exc:
-            result = await self._refuse(
-                text, ctx, start_ns, inspection.alerts, "store_failure", str(exc), flush=False
-            )
-            exc.result = result  # type: ignore[attr-defined]
-            raise
         tcid = ctx.tool_call_id or ""
-        egress_failed = False
-
-        async def begin(_scope: CallScope) -> None:
-            harness.begin_call(tcid)
-
+        harness.begin_call(tcid)  # from here, every alert of this call is collected for its result
         try:
+            inspection = harness.detector.inspect_command(text, ctx=ctx, sandbox_id=self.id)
+            self._emit_alerts(inspection.alerts, ctx, start_ns)
+            if inspection.blocked:
+                reason = "; ".join(f"{a.rule_id}: {a.title} ({a.level.value})" for a in inspection.alerts)
+                return await self._refuse(text, ctx, start_ns, inspection.alerts, "policy", reason)
+            try:
+                harness.check_store()
+            except StoreError as exc:
+                result = await self._refuse(
+                    text, ctx, start_ns, inspection.alerts, "store_failure", str(exc), flush=False
+                )
+                exc.result = result  # type: ignore[attr-defined]
+                raise
+            egress_failed = False
             if self._network is not None:
                 self._network.check()  # raises EgressError: the call never starts without its proxy
             outcome = await jail.run(
@@ -263,16 +261,17 @@ class AsyncSandbox:
                 stdin=stdin,
                 env=env,
                 on_output=on_output,  # type: ignore[arg-type]
-                before_start=begin,
             )
             if self._network is not None:
                 egress_failed = not self._network_ok()
+            extra = limit_alert(outcome)
+            if extra is not None:
+                self._emit_alerts([extra], ctx, now())
+            if outcome.lingering:
+                harness.linger(tcid, self.id)
         finally:
-            runtime = harness.end_call(tcid)
-        extra = limit_alert(outcome)
-        if extra is not None:
-            self._emit_alerts([extra], ctx, now())
-        alerts = dedupe(inspection.alerts + runtime + ([extra] if extra else []))
+            runtime = harness.end_call(tcid) + harness.take_late(self.id)
+        alerts = dedupe(inspection.alerts + runtime)
         result = self._recorder.result(outcome, alerts, egress_failed)
         harness.emit_many(self._recorder.ran(outcome, result, start_ns))
         await harness.aflush()

@@ -88,6 +88,8 @@ class Harness:
         self._own_egress = False
         self._lock = threading.Lock()
         self._call_alerts: dict[str, list[Alert]] = {}  # tool_call_id -> runtime alerts so far
+        self._late: dict[str, list[Alert]] = {}  # sandbox id -> alerts of calls that had returned
+        self._lingering: dict[str, str] = {}  # tool_call_id -> sandbox id, for calls whose processes live on
         self._closed = False
         self._observers: list[CallObserver] | None = None
         self._resources: ResourceCollector | None = None
@@ -174,7 +176,8 @@ class Harness:
     def emit(self, event: Event) -> None:
         """Store an event, detect on it, and attach resulting alerts to their call."""
         self._sink(event)
-        if event.type == "alert":
+        if event.type == "alert":  # raised by a collector itself (limits, sustained CPU)
+            self._attach(event)
             return
         for alert_ev in self.detector.observe(event):
             self._sink(alert_ev)
@@ -196,6 +199,8 @@ class Harness:
             bucket = self._call_alerts.get(tcid)
             if bucket is not None:
                 bucket.append(alert_ev.data)
+            elif tcid in self._lingering:  # a call that returned, whose processes live on (episode mode)
+                self._late.setdefault(self._lingering[tcid], []).append(alert_ev.data)
 
     def begin_call(self, tool_call_id: str) -> None:
         with self._lock:
@@ -204,6 +209,22 @@ class Harness:
     def end_call(self, tool_call_id: str) -> list[Alert]:
         with self._lock:
             return self._call_alerts.pop(tool_call_id, [])
+
+    def linger(self, tool_call_id: str, sandbox_id: str) -> None:
+        """The call returned but left processes running: their alerts go to the sandbox's next result."""
+        with self._lock:
+            self._lingering[tool_call_id] = sandbox_id
+
+    def forget_sandbox(self, sandbox_id: str) -> None:
+        with self._lock:
+            self._late.pop(sandbox_id, None)
+            self._lingering = {k: v for k, v in self._lingering.items() if v != sandbox_id}
+
+    def take_late(self, sandbox_id: str) -> list[Alert]:
+        """Alerts raised by processes that earlier calls of this sandbox left running (episode mode):
+        they go to the sandbox's next result, so the trainer sees them."""
+        with self._lock:
+            return self._late.pop(sandbox_id, [])
 
     def check_store(self) -> None:
         """StoreError if events can no longer be recorded: a call must not run unrecorded."""

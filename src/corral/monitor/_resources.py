@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 
-from corral.events import Event, Health, Payload, PolicyDecision, ResourceSample
+from corral.events import Alert, Event, Health, Level, Payload, PolicyDecision, ResourceSample
 from corral.monitor._cgstats import SustainedCpu, Usage, read_usage
 from corral.sandbox import CallScope
 
@@ -31,6 +31,29 @@ class _Live:
     miner: SustainedCpu
     pids_peak: int = 0
     samples: int = field(default=0)
+    lingering: bool = False  # the call returned; processes it left (episode mode) are still sampled
+
+
+def _miner_alert(c: _Live, detail: dict[str, object]) -> Alert:
+    """Sustained CPU is the shape of a miner. In a call it may be a build (an alert, medium); from a
+    process its call left behind, with nobody waiting for it, it is what a hidden miner looks like."""
+    if c.lingering:
+        return Alert(
+            rule_id="corral.monitor.background_sustained_cpu",
+            title="Process left running by a call keeps the CPU busy (miner-shaped)",
+            level=Level.high,
+            category="cryptomining",
+            tags=["attack.impact", "attack.t1496"],
+            matched=dict(detail),
+        )
+    return Alert(
+        rule_id="corral.monitor.sustained_cpu",
+        title="Call keeps the CPU busy for a long time (miner-shaped)",
+        level=Level.medium,
+        category="cryptomining",
+        tags=["attack.impact", "attack.t1496"],
+        matched=dict(detail),
+    )
 
 
 class ResourceCollector:
@@ -64,6 +87,11 @@ class ResourceCollector:
         sampled (and flagged when miner-shaped) under the same call until ``scope_released``."""
         if not lingering:
             self.scope_released(scope)
+            return
+        with self._lock:
+            live = self._live.get(scope.cgroup_id)
+            if live is not None:
+                live.lingering = True
 
     def scope_released(self, scope: CallScope) -> None:
         with self._lock:
@@ -118,10 +146,8 @@ class ResourceCollector:
                     "busy_for_s": round(c.miner.busy_for_s, 3),
                 }
                 reason = f"sustained CPU >= {c.miner.min_cores} cores for {c.miner.window_s:g}s"
-                self._send(
-                    c.scope,
-                    PolicyDecision(action="flag", reason=reason, detail=detail),
-                )
+                self._send(c.scope, PolicyDecision(action="flag", reason=reason, detail=detail))
+                self._send(c.scope, _miner_alert(c, detail))
             if now - c.started >= self._interval_s:
                 self._sample(c, u, final=False)
             else:

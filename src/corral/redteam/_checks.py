@@ -17,7 +17,9 @@ from typing import Any
 
 import psutil
 
+from corral.errors import CorralError
 from corral.events import EventStore
+from corral.harness import SandboxLike
 from corral.redteam._model import SUCCESS_MARKER, Evidence
 from corral.redteam._targets import Recorder
 
@@ -26,12 +28,39 @@ DISK_SLACK_BYTES = 256 * 1024 * 1024
 SURVIVOR_WATCH_S = 0.8
 
 
+class WorkspaceView:
+    """The sandbox's workspace as checks see it: read through the sandbox's own file API (it exists only
+    inside the sandbox's mount namespace), as the sandbox's user."""
+
+    def __init__(self, sb: SandboxLike) -> None:
+        self._sb = sb
+
+    def read(self, rel: str) -> bytes | None:
+        try:
+            return self._sb.read_file(rel)
+        except CorralError:
+            return None
+
+    def text(self, budget: int) -> str:
+        parts: list[str] = []
+        for entry in self._sb.list_files(".", recursive=True):
+            if entry.kind != "file" or budget <= 0:
+                continue
+            data = self.read(entry.path)
+            if data is None:
+                continue
+            data = data[:budget]
+            budget -= len(data)
+            parts.append(data.decode("utf-8", "replace"))
+        return "".join(parts)
+
+
 @dataclass
 class CheckEnv:
     """What checks may look at: filled by the runner for one scenario."""
 
     nonce: str
-    workspace: Path
+    workspace: WorkspaceView
     sandbox_uid: int
     recorder: Recorder
     mark: int
@@ -71,18 +100,11 @@ def _silent(env: CheckEnv, arg: Any, state: Any) -> Evidence:
 # -- processes -----------------------------------------------------------------------------------------
 
 
-def _beat(path: Path) -> bytes | None:
-    try:
-        return path.read_bytes()
-    except OSError:
-        return None
-
-
 def _no_survivor(env: CheckEnv, arg: Any, state: Any) -> Evidence:
-    path = env.workspace / str(arg or ".rt-beat")
-    first = _beat(path)
+    name = str(arg or ".rt-beat")
+    first = env.workspace.read(name)
     time.sleep(SURVIVOR_WATCH_S)
-    second = _beat(path)
+    second = env.workspace.read(name)
     if second is not None and second != first:
         return _ev("no_survivor", False, f"{arg} kept changing after the call returned: a process survived")
     return _ev("no_survivor", True, f"{arg} did not change for {SURVIVOR_WATCH_S} s after the call")
@@ -134,20 +156,18 @@ def _paths_absent(env: CheckEnv, arg: Any, state: Any) -> Evidence:
     return _ev("paths_absent", True, f"{len(arg or [])} host path(s) still absent")
 
 
-def _digest(path: Path) -> str | None:
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
-        return None
+def _digest(ws: WorkspaceView, rel: str) -> str | None:
+    data = ws.read(rel)
+    return None if data is None else hashlib.sha256(data).hexdigest()
 
 
 def _unchanged_before(env: CheckEnv, arg: Any) -> dict[str, str | None]:
     names = list(arg or env.seeded)
-    return {n: _digest(env.workspace / n) for n in names}
+    return {n: _digest(env.workspace, n) for n in names}
 
 
 def _unchanged(env: CheckEnv, arg: Any, state: dict[str, str | None]) -> Evidence:
-    changed = [n for n, d in state.items() if _digest(env.workspace / n) != d]
+    changed = [n for n, d in state.items() if _digest(env.workspace, n) != d]
     if changed:
         return _ev("unchanged", False, f"modified or removed: {', '.join(changed)}")
     return _ev("unchanged", True, f"{len(state)} file(s) unchanged")
@@ -169,27 +189,8 @@ def _store_intact(env: CheckEnv, arg: Any, before: int) -> Evidence:
     return _ev("store_intact", True, f"event store has {now} events (had {before})")
 
 
-def _workspace_text(root: Path) -> str:
-    parts: list[str] = []
-    budget = _SCAN_MAX_BYTES
-    for dirpath, _, files in os.walk(root):
-        for f in files:
-            p = Path(dirpath, f)
-            try:
-                if p.is_symlink() or not p.is_file():
-                    continue
-                data = p.open("rb").read(min(budget, 1024 * 1024))
-            except OSError:
-                continue
-            budget -= len(data)
-            parts.append(data.decode("utf-8", "replace"))
-            if budget <= 0:
-                return "".join(parts)
-    return "".join(parts)
-
-
 def _secrets_unread(env: CheckEnv, arg: Any, state: Any) -> Evidence:
-    haystack = env.output + _workspace_text(env.workspace)
+    haystack = env.output + env.workspace.text(_SCAN_MAX_BYTES)
     leaked = [s for s in env.secrets if s and s in haystack]
     if leaked:
         return _ev(

@@ -46,8 +46,9 @@ def policy_in_words(p: dict[str, Any]) -> list[tuple[str, str]]:
         ),
         (
             "Processes",
-            "Processes may outlive the call until the sandbox is destroyed (weak)."
-            if proc["outlive_call"]
+            "Processes may outlive their call until the sandbox closes (episode lifetime): "
+            "a call can leave a service, or a miner, running."
+            if proc["lifetime"] == "episode"
             else "Nothing a call starts survives it: its pid namespace and cgroup die when it returns.",
         ),
         (

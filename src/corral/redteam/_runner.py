@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import platform
 import shutil
 import tempfile
@@ -15,7 +14,7 @@ from corral.errors import CorralError
 from corral.events import Alert, Event, EventStore, TraceContext, default_store_path
 from corral.harness import Harness, Sandbox
 from corral.policy import Policy
-from corral.redteam._checks import CHECKS, CheckEnv, marker_evidence
+from corral.redteam._checks import CHECKS, CheckEnv, WorkspaceView, marker_evidence
 from corral.redteam._loader import render
 from corral.redteam._model import AlertSeen, Evidence, Scenario, ScenarioResult, Scorecard
 from corral.redteam._range import Range
@@ -90,24 +89,15 @@ def run_redteam(
 
 
 def _seed(sb: Sandbox, sc: Scenario, rng: Range, values: dict[str, str]) -> dict[str, str]:
-    ws = Path(sb.workspace)
-    st = os.stat(ws)
+    """Stage the scenario's files in the workspace, as the sandbox's user (the trainer's act)."""
     written: dict[str, str] = {}
     for rel, text in sc.seed.items():
         written[rel] = render(text, values, where=f"{sc.name}.seed")
     for rel, src in sc.files.items():
         path = rng.artifact(src[1:]) if src.startswith("@") else Path(sc.base_dir) / src
-        dest = ws / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, dest)
-        dest.chmod(0o600 if src.startswith("@") else 0o755)
+        sb.write_file(rel, path.read_bytes(), mode=0o600 if src.startswith("@") else 0o755)
     for rel, text in written.items():
-        dest = ws / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_text(text)
-    for dirpath, dirnames, filenames in os.walk(ws):
-        for n in dirnames + filenames:
-            os.chown(os.path.join(dirpath, n), st.st_uid, st.st_gid, follow_symlinks=False)
+        sb.write_file(rel, text)
     return written
 
 
@@ -141,8 +131,8 @@ def _attack(sb: Sandbox, sc: Scenario, rng: Range, store: EventStore, ctx: Trace
     seeded = _seed(sb, sc, rng, values)
     env = CheckEnv(
         nonce=rng.nonce,
-        workspace=Path(sb.workspace),
-        sandbox_uid=os.stat(sb.workspace).st_uid,
+        workspace=WorkspaceView(sb),
+        sandbox_uid=sb.uid,
         recorder=rng.recorder,
         mark=rng.recorder.mark(),
         store=store,

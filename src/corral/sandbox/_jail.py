@@ -19,7 +19,7 @@ import shlex
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,6 +70,7 @@ class CallOutcome:
     scope: CallScope
     raw: RawOutcome
     command_text: str
+    lingering: bool = False  # episode mode: processes of the call still run
 
 
 class _NetContexts:
@@ -207,7 +208,8 @@ class Jail:
                     fds.append(os.open(self.network.netns_path, os.O_RDONLY | os.O_CLOEXEC))
                 except OSError as exc:
                     raise SandboxSetupError(
-                        f"the sandbox's network namespace {self.network.netns_path} is gone ({exc.strerror}); "
+                        f"the sandbox's network namespace {self.network.netns_path} is gone "
+                        f"({exc.strerror}); "
                         "its egress layer has failed"
                     ) from exc
             else:
@@ -302,9 +304,8 @@ class Jail:
         stdin: bytes | None = None,
         env: Mapping[str, str] | None = None,
         on_output: OutputSink | None = None,
-        before_start: Callable[[CallScope], Awaitable[None]] | None = None,
     ) -> CallOutcome:
-        """Run one call. ``before_start`` runs once the call's cgroup exists, just before its process does."""
+        """Run one call; ``on_output`` gets each chunk of output as it arrives."""
         argv, text = normalize_command(command)
         if self._closed:
             raise SandboxClosedError(f"sandbox {self.id} is closed")
@@ -314,7 +315,7 @@ class Jail:
         if task is not None:
             self._inflight.add(task)
         try:
-            return await self._run(argv, text, ctx, timeout, stdin, env or {}, on_output, before_start)
+            return await self._run(argv, text, ctx, timeout, stdin, env or {}, on_output)
         finally:
             if task is not None:
                 self._inflight.discard(task)
@@ -328,7 +329,6 @@ class Jail:
         stdin: bytes | None,
         env: Mapping[str, str],
         on_output: OutputSink | None,
-        before_start: Callable[[CallScope], Awaitable[None]] | None,
     ) -> CallOutcome:
         p = self.policy
         assert ctx.tool_call_id is not None and self._plan is not None
@@ -342,8 +342,6 @@ class Jail:
             scope = CallScope(
                 self.id, ctx, dict(cg.paths), os.stat(cg.unified).st_ino, self.uid, time.time_ns()
             )
-            if before_start is not None:
-                await before_start(scope)
             net_env = dict(self.network.env) if self.network is not None else {}
             full_env = call_env(p, self._plan.env, {**net_env, **env}, os.environ)
             msg: dict[str, Any] = {
@@ -393,7 +391,7 @@ class Jail:
             else:
                 cg.kill()
                 cg.remove()
-        return CallOutcome(scope, raw, text)
+        return CallOutcome(scope, raw, text, keep)
 
     async def _release_lingering(self, *, force: bool) -> None:
         """Episode mode: forget the cgroups of earlier calls once their last process is gone."""

@@ -211,6 +211,7 @@ def plan(policy: Policy, spec: SandboxSpec) -> BuildPlan:
             # A writable copy shows the image's root-owned files as the agent's, as a container's root
             # would see them, without any capability; read-only images keep their owners.
             "idmap": idmap_to(0, uid) if writable_root else None,
+            **({"uid": uid, "gid": uid} if writable_root else {}),
         }
     if programs is not None:
         _allowlist(programs, ops)
@@ -249,6 +250,10 @@ def plan(policy: Policy, spec: SandboxSpec) -> BuildPlan:
                 "size": ws.size_max_bytes,
                 "idmap": idmap_to(owner, uid),
                 "flags": ws_flags,
+                # the top directory of an overlay is its upper layer's: make it look like the template's
+                "uid": uid,
+                "gid": uid,
+                "mode": stat.S_IMODE(src.stat().st_mode),
             }
         )
     else:

@@ -13,6 +13,7 @@ import contextlib
 import os
 import signal
 import socket
+import stat
 from typing import Any
 
 from . import _proto, _sys
@@ -288,8 +289,10 @@ class Builder:
         _sys.mount("tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, data)
         for sub in ("upper", "work"):
             os.mkdir(os.path.join(d, sub), 0o755)
-        if "uid" in op:  # the top of the overlay takes the upper directory's owner when the lower is empty
+        if "uid" in op:  # the top of an overlay shows its upper directory's owner and mode
             os.chown(os.path.join(d, "upper"), op["uid"], op["gid"])
+        if "mode" in op:
+            os.chmod(os.path.join(d, "upper"), op["mode"])
         return d
 
     def _lower(self, op: dict[str, Any]) -> str:
@@ -390,6 +393,9 @@ def close_all_except(keep: set[int]) -> None:
 
 def mount_proc_and_tmp(tmp: dict[str, Any]) -> None:
     """What each call (or, in episode mode, the sandbox's init) mounts in its own pid namespace's view."""
+    for target in ("/proc", "/tmp", "/dev/shm"):  # a writable image root could have swapped one for a link
+        if not stat.S_ISDIR(os.lstat(target).st_mode):
+            raise OSError(20, f"{target} is not a directory in the sandbox root")
     _sys.mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     for sub in PROC_READ_ONLY:
         path = f"/proc/{sub}"
@@ -500,7 +506,8 @@ def _start_init(req: dict[str, Any], lifeline: int, reply: socket.socket) -> tup
     status = os.read(r, 512)
     os.close(r)
     if status != b"1":
-        raise OSError(5, f"the sandbox's init could not mount /proc and /tmp: {status[1:].decode(errors='replace')}")
+        why = status[1:].decode(errors="replace")
+        raise OSError(5, f"the sandbox's init could not mount /proc and /tmp: {why}")
     return pid, os.open(f"{pid}/ns/pid", os.O_RDONLY | os.O_CLOEXEC, dir_fd=_host_proc())
 
 

@@ -51,8 +51,9 @@ def _open(msg: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)
-        kind = _kind(st.st_mode)
-        raise OSError(21 if kind == "dir" else 22, f"{path}: is a {'directory' if kind == 'dir' else kind}")
+        if stat.S_ISDIR(st.st_mode):
+            raise OSError(21, "is a directory")
+        raise OSError(22, "not a regular file (a device, fifo or socket)")
     return {"ok": True, "size": st.st_size}, [fd]
 
 
