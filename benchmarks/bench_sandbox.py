@@ -1,17 +1,28 @@
-"""Sandbox cost: bare fork/exec vs a warm call vs create+call+destroy (medians, p90, ratios).
+"""Sandbox cost against a bare fork/exec measured in the same run (medians, p90, ratios).
 
-Run as root: .venv/bin/python benchmarks/bench_sandbox.py [--n 200]
+Cases: a warm call (sync and async), with detection and monitors, create + destroy, create +
+first call + destroy, create from a many-file workspace template, create from a large image
+root, and memory per idle sandbox with many live.
+
+Run as root: .venv/bin/python benchmarks/bench_sandbox.py [--n 200] [--files 10000] [--image-mb 500]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
+import shutil
 import statistics
 import subprocess
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 
-from corral import Policy, Sandbox, TraceContext
+import psutil
+
+from corral import AsyncSandbox, Harness, Policy, Sandbox, TraceContext
 
 
 def _measure(fn: Callable[[], object], n: int) -> list[float]:
@@ -24,50 +35,133 @@ def _measure(fn: Callable[[], object], n: int) -> list[float]:
     return out
 
 
+async def _ameasure(fn: Callable[[], Awaitable[object]], n: int) -> list[float]:
+    await fn()
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        await fn()
+        out.append((time.perf_counter() - t) * 1000)
+    return out
+
+
 def _p90(xs: list[float]) -> float:
     return statistics.quantiles(xs, n=10)[-1]
+
+
+def _template(root: Path, files: int) -> Path:
+    repo = root / "template"
+    for i in range(files):
+        d = repo / f"pkg{i // 500}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"mod{i}.py").write_text(f"X = {i}\n")
+    return repo
+
+
+def _image(root: Path, megabytes: int) -> Path:
+    """A root filesystem of ``megabytes``: a static busybox, 20,000 small files and large blobs."""
+    img = root / "image"
+    (img / "bin").mkdir(parents=True)
+    shutil.copy2(shutil.which("busybox") or "/bin/busybox", img / "bin" / "busybox")
+    for applet in ("sh", "true", "ls", "cat"):
+        os.symlink("busybox", img / "bin" / applet)
+    (img / "etc").mkdir()
+    (img / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    for i in range(20_000):
+        d = img / "usr" / "lib" / f"py{i // 1000}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"m{i}.py").write_text("x = 1\n" * 20)
+    pad = img / "opt" / "data"
+    pad.mkdir(parents=True)
+    block = os.urandom(1 << 20)
+    for i in range(megabytes):
+        (pad / f"blob{i}").write_bytes(block)
+    return img
+
+
+def _rss_kib(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            total += psutil.Process(pid).memory_full_info().uss / 1024
+        except psutil.Error:
+            continue
+    return total
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=200)
-    n = ap.parse_args().n
+    ap.add_argument("--files", type=int, default=10_000)
+    ap.add_argument("--image-mb", type=int, default=500)
+    ap.add_argument("--live", type=int, default=1000)
+    args = ap.parse_args()
+    n = args.n
     # The sandbox alone (no collectors, no detection), then the full default harness.
     policy = Policy.default().with_overrides(
         monitoring={"process_exec": False, "resources": False}, detection={"enabled": False}
     )
-    full_policy = Policy.default()
     ctx = TraceContext(run_id="bench")
     bare = _measure(lambda: subprocess.run(["/bin/true"], check=True), n)
-    with Sandbox(policy) as sb:
-        warm = _measure(lambda: sb.run(["/bin/true"], ctx), n)
-    with Sandbox(full_policy) as sb:
-        warm_full = _measure(lambda: sb.run(["/bin/true"], ctx), n)
+    rows: list[tuple[str, list[float]]] = [("bare fork/exec of true", bare)]
+    with Sandbox(policy, store=None) as sb:
+        rows.append(("warm call of true (sync)", _measure(lambda: sb.run(["/bin/true"], ctx), n)))
 
-    def cycle() -> None:
-        with Sandbox(policy) as s:
-            s.run(["/bin/true"], ctx)
+    async def async_warm() -> list[float]:
+        async with AsyncSandbox(policy, store=None) as asb:
+            return await _ameasure(lambda: asb.run(["/bin/true"], ctx), n)
 
-    full = _measure(cycle, n // 2)
+    rows.append(("warm call of true (async)", asyncio.run(async_warm())))
+    with Sandbox(Policy.default(), store=None) as sb:
+        rows.append(
+            ("  + detection, exec+resource monitors", _measure(lambda: sb.run(["/bin/true"], ctx), n))
+        )
+    harness = Harness(policy, store=None)
 
     def create_only() -> None:
-        Sandbox(policy).close()
+        harness.sandbox().close()
 
-    create = _measure(create_only, n)
+    def cycle() -> None:
+        with harness.sandbox() as s:
+            s.run(["/bin/true"], ctx)
+
+    rows.append(("create + destroy (no call)", _measure(create_only, n // 2)))
+    rows.append(("create + first call + destroy", _measure(cycle, n // 2)))
+    with tempfile.TemporaryDirectory(dir="/var/tmp") as tmp:
+        template = _template(Path(tmp), args.files)
+        img = _image(Path(tmp), args.image_mb)
+
+        def from_template() -> None:
+            harness.sandbox(workspace=template).close()
+
+        def from_image() -> None:
+            harness.sandbox(image=f"dir:{img}").close()
+
+        rows.append((f"create from a {args.files}-file template", _measure(from_template, n // 4)))
+        rows.append((f"create from a {args.image_mb} MB image", _measure(from_image, n // 4)))
+        with harness.sandbox(workspace=template) as sb:
+            rows.append(
+                ("warm call in a template workspace", _measure(lambda: sb.run(["/bin/true"], ctx), n))
+            )
     base = statistics.median(bare)
-    print(f"{'case':<34}{'median ms':>10}{'p90 ms':>10}{'x bare':>9}")
-    for name, xs in (
-        ("bare fork/exec of true", bare),
-        ("warm sandbox call of true", warm),
-        ("  + detection, exec+resource monitors", warm_full),
-        ("create + destroy (no call)", create),
-        ("create + first call + destroy", full),
-    ):
-        print(
-            f"{name:<34}{statistics.median(xs):>10.2f}{_p90(xs):>10.2f}{statistics.median(xs) / base:>9.1f}"
-        )
-    print(f"warm call overhead over bare: {statistics.median(warm) - base:.2f} ms")
-    print(f"monitoring + detection per call: {statistics.median(warm_full) - statistics.median(warm):.2f} ms")
+    print(f"{'case':<42}{'median ms':>10}{'p90 ms':>10}{'x bare':>9}{'+ms':>8}")
+    for name, xs in rows:
+        med = statistics.median(xs)
+        print(f"{name:<42}{med:>10.2f}{_p90(xs):>10.2f}{med / base:>9.1f}{med - base:>8.2f}")
+    # Memory per idle sandbox with many live: the harness process, its zygote and the kernel's share.
+    me = psutil.Process()
+    before_uss = _rss_kib([me.pid, *[c.pid for c in me.children(recursive=True)]])
+    before_mem = psutil.virtual_memory().used
+    live = [harness.sandbox() for _ in range(args.live)]
+    after_uss = _rss_kib([me.pid, *[c.pid for c in me.children(recursive=True)]])
+    after_mem = psutil.virtual_memory().used
+    for s in live:
+        s.close()
+    harness.close()
+    print(
+        f"{args.live} idle sandboxes: {(after_uss - before_uss) / args.live:.1f} KiB each in processes, "
+        f"{(after_mem - before_mem) / 1024 / args.live:.1f} KiB per sandbox node-wide (kernel included)"
+    )
 
 
 if __name__ == "__main__":
