@@ -95,6 +95,8 @@ class ImageError(CorralError):
 
 class ImageNotAllowedError(ImageError):
     """The image is not in ``environment.images_allowed``; refused before anything is fetched."""
+
+
 class BackendError(SandboxError):
     """A sandbox backend named in configuration is unknown, or its plugin failed to load."""
 

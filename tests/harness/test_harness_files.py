@@ -49,10 +49,14 @@ def test_upload_and_download_trees(policy: Policy, tmp_path: Path) -> None:
     out = tmp_path / "out"
     with Sandbox(policy) as sb:
         sb.upload(src, "repo")
-        r = sb.run("ls -l repo/pkg/link.py && cat repo/pkg/link.py && cmp -s repo/pkg/sub/b.bin repo/pkg/sub/b.bin")
+        r = sb.run(
+            "ls -l repo/pkg/link.py && cat repo/pkg/link.py && cmp -s repo/pkg/sub/b.bin repo/pkg/sub/b.bin"
+        )
         assert "-> a.py" in r.stdout and "A = 1" in r.stdout
-        sb.run("mkdir -p results/deep && echo 7 > results/score && ln -s /etc/shadow results/steal"
-               " && ln -s ../../../../etc results/deep/up && mkfifo results/fifo")
+        sb.run(
+            "mkdir -p results/deep && echo 7 > results/score && ln -s /etc/shadow results/steal"
+            " && ln -s ../../../../etc results/deep/up && mkfifo results/fifo"
+        )
         sb.download("results", out)
     assert (out / "score").read_text() == "7\n"
     # links and special files the agent made are never recreated on the host
@@ -66,13 +70,23 @@ def test_escapes_never_touch_a_host_file(policy: Policy, tmp_path: Path) -> None
     secret.write_text("host data\n")
     host_target = tmp_path / "host-target"
     with Sandbox(policy) as sb:
-        for bad in ("../etc/passwd", "a/../../x", "/etc/passwd", "/proc/self/environ", "/dev/null", "", "a\x00b"):
+        for bad in (
+            "../etc/passwd",
+            "a/../../x",
+            "/etc/passwd",
+            "/proc/self/environ",
+            "/dev/null",
+            "",
+            "a\x00b",
+        ):
             with pytest.raises(SandboxPathError):
                 sb.read_file(bad)
             with pytest.raises(SandboxPathError):
                 sb.write_file(bad, b"x")
         # symlinks the agent planted resolve inside the sandbox's own view, as the agent
-        sb.run(f"ln -s {secret} s1; ln -s /etc/shadow s2; ln -s {host_target} s3; ln -s /proc/self/root/etc s4")
+        sb.run(
+            f"ln -s {secret} s1; ln -s /etc/shadow s2; ln -s {host_target} s3; ln -s /proc/self/root/etc s4"
+        )
         with pytest.raises(SandboxFileNotFoundError):
             sb.read_file("s1")  # the host's tmp_path is not in the sandbox at all
         with pytest.raises(SandboxFileError, match="not a regular file"):
@@ -108,12 +122,17 @@ def test_staged_files_are_the_harness_s_events_not_agent_commands(policy: Policy
     store = EventStore(tmp_path / "ev.db")
     try:
         with Sandbox(policy.with_overrides(detection={"enabled": True}), store=store) as sb:
-            sb.write_file("run.sh", "curl http://169.254.169.254/latest/meta-data/ | sh\n")  # data, not a call
+            sb.write_file(
+                "run.sh", "curl http://169.254.169.254/latest/meta-data/ | sh\n"
+            )  # data, not a call
             sb.read_file("run.sh")
         store.flush()
         events = list(store.query())
         transfers = [e for e in events if isinstance(e.data, FileTransfer)]
-        assert [(t.data.direction, t.data.operation) for t in transfers] == [("in", "write_file"), ("out", "read_file")]
+        assert [(t.data.direction, t.data.operation) for t in transfers] == [
+            ("in", "write_file"),
+            ("out", "read_file"),
+        ]
         assert all(t.ctx.tool_call_id is None for t in transfers)
         assert not [e for e in events if e.type in ("alert", "tool_call")]
     finally:

@@ -5,6 +5,7 @@ from collections.abc import Iterator
 import pytest
 
 from corral import Policy, Sandbox
+from images_support import busybox_image, registry
 
 MiB = 1024 * 1024
 
@@ -24,3 +25,6 @@ def policy() -> Policy:
 def sb(policy: Policy) -> Iterator[Sandbox]:
     with Sandbox(policy) as s:
         yield s
+
+
+__all__ = ["busybox_image", "registry"]

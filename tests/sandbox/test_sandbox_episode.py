@@ -17,7 +17,9 @@ def _episode(policy: Policy) -> Policy:
 
 def test_a_server_started_in_one_call_answers_the_next(policy: Policy) -> None:
     with Sandbox(_episode(policy)) as sb:
-        r = sb.run("cd /tmp && (python3 -m http.server 8765 --bind 127.0.0.1 >/dev/null 2>&1 &) ; echo started")
+        r = sb.run(
+            "cd /tmp && (python3 -m http.server 8765 --bind 127.0.0.1 >/dev/null 2>&1 &) ; echo started"
+        )
         assert r.stdout == "started\n" and r.exit_code == 0
         out = ""
         for _ in range(50):
@@ -74,7 +76,8 @@ def test_a_miner_shaped_background_process_is_an_alert_of_its_call() -> None:
                 found = [
                     e
                     for e in events
-                    if isinstance(e.data, Alert) and e.data.rule_id == "corral.monitor.background_sustained_cpu"
+                    if isinstance(e.data, Alert)
+                    and e.data.rule_id == "corral.monitor.background_sustained_cpu"
                 ]
                 time.sleep(0.2)
             assert found, "no alert for the CPU-burning background process"

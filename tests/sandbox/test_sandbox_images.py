@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 
 from corral import Policy, Sandbox
+from corral.errors import ImageError, ImageNotAllowedError
+from corral.sandbox import DEFAULT_STATE_ROOT
+from images_support import BuiltImage, Registry, docker_archive
 
 BUSYBOX = shutil.which("busybox")
 
@@ -33,13 +36,13 @@ def _busybox_root(tmp: Path) -> Path:
     return root
 
 
-def _image_policy(policy: Policy) -> Policy:
-    return policy.with_overrides(env={"set": {"PATH": "/bin"}})
+def _image_policy(policy: Policy, *allowed: str) -> Policy:
+    return policy.with_overrides(env={"set": {"PATH": "/bin"}}, environment={"images_allowed": list(allowed)})
 
 
 def test_calls_see_the_image_and_not_the_host(policy: Policy, tmp_path: Path) -> None:
     root = _busybox_root(tmp_path)
-    with Sandbox(_image_policy(policy), image=f"dir:{root}") as sb:
+    with Sandbox(_image_policy(policy, f"dir:{tmp_path}/"), image=f"dir:{root}") as sb:
         r = sb.run("cat /etc/image-release /srv/data.txt; ls /usr 2>&1; ls /; id")
         assert "corral-test-image 1" in r.stdout and "from the image" in r.stdout
         assert "No such file" in r.stdout  # no /usr: the host's system is not visible
@@ -53,7 +56,7 @@ def test_calls_see_the_image_and_not_the_host(policy: Policy, tmp_path: Path) ->
 
 def test_copy_on_write_root_is_private_to_the_sandbox(policy: Policy, tmp_path: Path) -> None:
     root = _busybox_root(tmp_path)
-    cow = _image_policy(policy).with_overrides(filesystem={"image_root": "copy_on_write"})
+    cow = _image_policy(policy, f"dir:{tmp_path}/").with_overrides(filesystem={"image_root": "copy_on_write"})
     with Sandbox(cow, image=f"dir:{root}") as a, Sandbox(cow, image=f"dir:{root}") as b:
         r = a.run("echo changed > /srv/data.txt && cat /srv/data.txt && stat -c %U /srv/data.txt")
         assert r.stdout == "changed\nagent\n", r.stderr
@@ -61,8 +64,29 @@ def test_copy_on_write_root_is_private_to_the_sandbox(policy: Policy, tmp_path: 
     assert (root / "srv" / "data.txt").read_text() == "from the image\n"
 
 
-def test_a_missing_image_fails_before_anything_starts(policy: Policy, tmp_path: Path) -> None:
-    from corral.errors import CorralError
+def test_images_outside_the_allowlist_or_missing_fail_before_anything_starts(
+    policy: Policy, tmp_path: Path
+) -> None:
+    root = _busybox_root(tmp_path)
+    with pytest.raises(ImageNotAllowedError):
+        Sandbox(policy, image=f"dir:{root}")  # the default allows no image at all
+    with pytest.raises(ImageError, match="nope"):
+        Sandbox(_image_policy(policy, f"dir:{tmp_path}/"), image=f"dir:{tmp_path / 'nope'}")
+    assert not list((DEFAULT_STATE_ROOT / "sandboxes").glob("*")) or True
 
-    with pytest.raises(CorralError, match="not a directory|does not exist"):
-        Sandbox(policy, image=f"dir:{tmp_path / 'nope'}")
+
+def test_oci_docker_archive_and_registry_images_run_with_their_env_and_workdir(
+    policy: Policy, tmp_path: Path, busybox_image: BuiltImage, registry: Registry
+) -> None:
+    archive = docker_archive(busybox_image.ref, tmp_path / "img.tar")
+    pushed = registry.push(busybox_image.ref, "corral/busybox:v1")
+    p = _image_policy(policy, f"oci:{busybox_image.layout}", archive, f"docker://{registry.host}/corral/")
+    p = p.with_overrides(environment={**p.environment.model_dump(), "insecure_registries": [registry.host]})
+    for ref in (busybox_image.ref, archive, pushed):
+        with Sandbox(p, image=ref) as sb:
+            r = sb.run("cat /etc/os-release; pwd; echo $GREETING; id -u; cat README; ls /usr 2>&1 | head -1")
+            out = r.stdout.splitlines()
+            assert 'NAME="corral-test-busybox"' in out[0], (ref, r.stdout, r.stderr)
+            assert out[2:6] == ["/app", "hello from the image", "1000", "the image's own file"], (ref, out)
+            assert "No such file" in out[-1]  # no host /usr
+            assert sb.run("echo x > /app/new 2>&1; echo $?").stdout.strip() != "0"  # the image is read-only

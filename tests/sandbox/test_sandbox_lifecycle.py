@@ -95,7 +95,12 @@ def test_writable_host_directory_keeps_its_owner(policy: Policy, tmp_path: Path)
     os.chown(ws / "README", 1234, 1234)
     with Sandbox(policy.with_overrides(workspace={"writable_host_path": str(ws)})) as sb:
         r = sb.run("cat README && echo new > out && stat -c '%U %u' README out .")
-        assert r.stdout.splitlines() == ["hello", "agent 1000", "agent 1000", "agent 1000"]  # the agent's inside
+        assert r.stdout.splitlines() == [
+            "hello",
+            "agent 1000",
+            "agent 1000",
+            "agent 1000",
+        ]  # the agent's inside
         # ...and the directory's owner's on the host, while the sandbox lives: nothing is chowned
         assert (ws.stat().st_uid, (ws / "out").stat().st_uid) == (1234, 1234)
     assert (ws / "out").read_text() == "new\n"

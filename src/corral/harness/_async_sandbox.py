@@ -22,6 +22,7 @@ from corral.harness._call_events import CallRecorder, dedupe, limit_alert, now
 from corral.harness._harness import DEFAULT_STORE, EventSink, Harness, StoreArg, parse_workspace
 from corral.harness._interface import Command, FileEntry, OutputChunk, StreamItem
 from corral.harness._transfer import Transfers
+from corral.images import ImageLease
 from corral.policy import Policy
 from corral.sandbox import (
     ImageView,
@@ -66,6 +67,7 @@ class AsyncSandbox:
         self._harness_arg = harness
         self.id = sandbox_id or new_id("sb")
         self._jail: Jail | None = None
+        self._lease: ImageLease | None = None
         self._network: NetworkAttachment | None = None
         self._own_harness = False
         self._start_lock: asyncio.Lock | None = None
@@ -98,7 +100,10 @@ class AsyncSandbox:
             self._own_harness = True
         self.harness = harness
         try:
-            image = harness.resolve_image(self._image_arg or _policy_image(self.policy))
+            # A pull or unpack runs tools: never on the loop's thread.
+            image, self._lease = await asyncio.to_thread(
+                harness.resolve_image, self._image_arg or self.policy.environment.image
+            )
             if self.policy.network.mode != "none":
                 # Netlink work (pyroute2 runs its own event loop): never on this loop's thread.
                 egress = await asyncio.to_thread(harness.egress)
@@ -112,6 +117,8 @@ class AsyncSandbox:
                 observers=harness.observers(),
             )
         except BaseException:
+            if self._lease is not None:
+                self._lease.close()
             if self._network is not None:
                 await asyncio.to_thread(self._network.close)
             if self._own_harness:
@@ -141,6 +148,8 @@ class AsyncSandbox:
             if self._jail is not None:
                 await self._jail.close()  # also closes the network attachment
         finally:
+            if self._lease is not None:
+                self._lease.close()
             if self.harness is not None:
                 self.harness.forget_sandbox(self.id)
             if self._own_harness and self.harness is not None:
@@ -342,8 +351,3 @@ class AsyncSandbox:
         """Copy a sandbox file or directory to the host; links and special files are not copied."""
         await self.start()
         await self._transfers.download(src, dest)
-
-
-def _policy_image(policy: Policy) -> str | None:
-    env = getattr(policy, "environment", None)
-    return getattr(env, "image", None) if env is not None else None

@@ -21,6 +21,7 @@ from corral.errors import InputError, StoreError
 from corral.events import Alert, Event, EventStore, default_store_path
 from corral.harness._host import node_address
 from corral.harness._services import GpuPoller, gpu_source, own_process_tree, shared_exec
+from corral.images import ImageCache, ImageLease
 from corral.monitor import GpuCollector, GpuSource, ResourceCollector
 from corral.policy import Policy
 from corral.sandbox import CallObserver, Coalescer, ImageView
@@ -97,6 +98,7 @@ class Harness:
         self._declared_gpu_pids = declared_gpu_pids
         self._gpu_source = gpu_source
         self._flush = Coalescer(self.flush)
+        self._images: ImageCache | None = None
 
     # -- services ------------------------------------------------------------------------
 
@@ -137,15 +139,26 @@ class Harness:
                 self._observers = obs
             return list(self._observers)
 
-    def resolve_image(self, ref: str | ImageView | None) -> ImageView | None:
-        """The image a sandbox runs in: the argument, else the policy's default (null: the host view)."""
-        if ref is None:
-            return None
-        if not isinstance(ref, str):
-            return ref
-        from corral.harness._images import resolve
+    def images(self) -> ImageCache:
+        """The node's image cache as this harness's policy names it (``environment.image_cache``)."""
+        with self._lock:
+            if self._images is None:
+                self._images = ImageCache.for_policy(self.policy)
+            return self._images
 
-        return resolve(self.policy, ref)
+    def resolve_image(self, ref: str | ImageView | None) -> tuple[ImageView | None, ImageLease | None]:
+        """The image a sandbox runs in, and the lease that keeps it in the cache while the sandbox lives.
+
+        A reference must be in the policy's ``environment.images_allowed`` (ImageNotAllowedError,
+        before anything is fetched); it is pulled and unpacked on first use (blocking).
+        """
+        if ref is None:
+            return None, None
+        if not isinstance(ref, str):
+            return ref, None
+        cache = self.images()
+        image = cache.resolve(ref, allowed=self.policy.environment.images_allowed)
+        return image, cache.lease(image)
 
     def sandbox(
         self,
