@@ -81,7 +81,8 @@ def main() -> None:
     print(f"  wall {wall:.2f} s (ideal 1.0 s), worst event-loop lag {lag * 1000:.1f} ms")
     print(f"baseline: {args.baseline_calls} calls through asyncio.to_thread: {base:.2f} s")
     print(
-        f"  calls per second of wall: native {args.calls / wall:.0f}, to_thread {args.baseline_calls / base:.0f} "
+        f"  calls per second of wall: native {args.calls / wall:.0f}, "
+        f"to_thread {args.baseline_calls / base:.0f} "
         f"(ratio {(args.calls / wall) / (args.baseline_calls / base):.1f}x)"
     )
 

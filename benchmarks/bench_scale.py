@@ -19,10 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from bench_service import small_policy, start_service  # noqa: E402
+from bench_service import small_policy, start_service
 
-from corral import Harness, Policy, TraceContext  # noqa: E402
-from corral.integrations.service import RemoteSandbox  # noqa: E402
+from corral import Harness, Policy, TraceContext
+from corral.integrations.service import RemoteSandbox
 
 
 def _mounts() -> int:

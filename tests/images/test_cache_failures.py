@@ -9,10 +9,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-from images_support import BuiltImage, Registry, busybox_rootfs, layer_digests, oci_layout, sh
 
 from corral.errors import ImageError, ImageNotAllowedError
 from corral.images import ImageCache
+from images_support import BuiltImage, Registry, busybox_rootfs, layer_digests, oci_layout, sh
 
 
 def _clean(cache_root: Path) -> None:

@@ -10,11 +10,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from images_support import BuiltImage, Registry, busybox_rootfs, docker_archive, oci_layout
 
 from corral import Policy
 from corral.errors import ImageError
 from corral.images import Image, ImageCache, parse_ref
+from images_support import BuiltImage, Registry, busybox_rootfs, docker_archive, oci_layout
 
 
 def _check_busybox(image: Image) -> None:

@@ -11,10 +11,10 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from images_support import add_layer, busybox_rootfs, member, oci_layout
 
 from corral.errors import ImageError
 from corral.images import ImageCache, harden_rootfs
+from images_support import add_layer, busybox_rootfs, member, oci_layout
 
 # VFS_CAP_REVISION_2 with CAP_SETUID (bit 7) permitted+effective: what `setcap cap_setuid+ep` writes.
 _CAP_SETUID = struct.pack("<IIIII", 0x02000001, 1 << 7, 0, 0, 0)
