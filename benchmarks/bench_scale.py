@@ -63,9 +63,8 @@ def in_process(levels: list[int], n: int) -> None:
     print("in-process (default policy: detection and exec/resource monitoring on)")
     print(f"{'live':>6}{'host mounts':>13}{'warm ms':>10}{'x 0-live':>10}{'create ms':>11}{'x 0-live':>10}")
     for level, mounts, warm, create in rows:
-        print(
-            f"{level:>6}{mounts:>13}{warm:>10.2f}{warm / base_warm:>10.2f}{create:>11.2f}{create / base_create:>10.2f}"
-        )
+        ratios = f"{warm / base_warm:>10.2f}{create:>11.2f}{create / base_create:>10.2f}"
+        print(f"{level:>6}{mounts:>13}{warm:>10.2f}{ratios}")
 
 
 def service(levels: list[int], clients: int, calls: int) -> None:
