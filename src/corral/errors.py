@@ -134,7 +134,13 @@ class EgressError(CorralError):
 
 
 class StoreError(CorralError):
-    """The event store could not be opened, written or queried."""
+    """The event store could not be opened, written or queried.
+
+    Raised to the trainer for a call that was refused because events could no longer be recorded;
+    ``result`` then holds that call's blocked ``ToolResult`` (``stop_reason="store_failure"``).
+    """
+
+    result: object | None = None
 
 
 class CollectorError(CorralError):

@@ -258,7 +258,7 @@ class AsyncSandbox:
                 result = await self._refuse(
                     text, ctx, start_ns, inspection.alerts, "store_failure", str(exc), flush=False
                 )
-                exc.result = result  # type: ignore[attr-defined]
+                exc.result = result
                 raise
             egress_failed = False
             if self._network is not None:

@@ -8,7 +8,17 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from corral.events import Alert, Event, Level, Payload, PolicyDecision, ResourceSample, ToolCall, TraceContext
+from corral.events import (
+    Alert,
+    Event,
+    Level,
+    Payload,
+    PolicyDecision,
+    ResourceSample,
+    ToolCall,
+    TraceContext,
+    cap_output,
+)
 from corral.policy import Policy
 from corral.sandbox import CallOutcome, StopReason, ToolResult
 
@@ -152,6 +162,8 @@ class CallRecorder:
     def ran(self, o: CallOutcome, r: ToolResult, start_ns: int) -> list[Event]:
         end_ns = start_ns + int(r.duration_s * 1e9)
         ctx = r.ctx
+        out, out_cut = cap_output(o.raw.stdout)
+        err, err_cut = cap_output(o.raw.stderr)
         events: list[Event] = [
             self.event(
                 start_ns,
@@ -164,6 +176,11 @@ class CallRecorder:
                     stop_reason=r.stop_reason,
                     sandbox_ip=self.sandbox_ip,
                     host_ip=self.host,
+                    # what the call printed, so an analyst can drill from an alert to its output
+                    stdout=out,
+                    stderr=err,
+                    stdout_truncated=out_cut or r.stdout_truncated,
+                    stderr_truncated=err_cut or r.stderr_truncated,
                 ),
                 ctx,
             ),

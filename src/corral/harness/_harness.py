@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Literal
 from corral.detect import Detector
 from corral.egress import Egress
 from corral.errors import InputError, StoreError
-from corral.events import Alert, Event, EventStore, default_store_path
+from corral.events import Alert, Event, EventStore, Health, default_store_path
 from corral.harness._host import node_address
 from corral.harness._services import GpuPoller, gpu_source, own_process_tree, shared_exec
 from corral.images import ImageCache, ImageLease
@@ -99,6 +99,7 @@ class Harness:
         self._gpu_source = gpu_source
         self._flush = Coalescer(self.flush)
         self._images: ImageCache | None = None
+        self._failed_sinks: set[int] = set()
 
     # -- services ------------------------------------------------------------------------
 
@@ -201,8 +202,32 @@ class Harness:
             self.emit(ev)
 
     def _sink(self, event: Event) -> None:
+        """Every sink gets the event even if another fails; a failing sink never reaches the collector
+        that emitted (its thread must survive). A dead store refuses later calls (``check_store``)
+        and the call being recorded learns it from ``flush``."""
         for sink in self._sinks:
-            sink(event)
+            try:
+                sink(event)
+            except Exception as exc:  # reported to the other sinks, never swallowed silently
+                self._sink_failed(sink, exc)
+
+    def _sink_failed(self, sink: EventSink, exc: Exception) -> None:
+        with self._lock:
+            first = id(sink) not in self._failed_sinks
+            self._failed_sinks.add(id(sink))
+        if not first:
+            return
+        where = "the event store" if self.store is not None and sink == self.store.append else repr(sink)
+        health = Event(
+            host=self.host,
+            data=Health(component="harness.sinks", status="failed", message=f"{where} failed: {exc}"),
+        )
+        for other in self._sinks:
+            if other is not sink:
+                try:
+                    other(health)
+                except Exception:  # a second failing sink is reported on its own turn
+                    continue
 
     def _attach(self, alert_ev: Event) -> None:
         tcid = alert_ev.ctx.tool_call_id
@@ -241,11 +266,8 @@ class Harness:
 
     def check_store(self) -> None:
         """StoreError if events can no longer be recorded: a call must not run unrecorded."""
-        if self.store is None:
-            return
-        check = getattr(self.store, "check", None)
-        if check is not None:
-            check()
+        if self.store is not None:
+            self.store.check()
 
     def flush(self) -> None:
         if self.store is not None:
