@@ -50,6 +50,30 @@ class UidLease:
             return cls(uid, fd, path)
         raise SandboxSetupError(f"all {size} sandbox uids from {start} are in use")
 
+    @staticmethod
+    def sweep(state_dir: Path) -> int:
+        """Remove lock files nobody holds (left by holders that died); returns how many."""
+        removed = 0
+        d = state_dir / "uids"
+        if not d.is_dir():
+            return 0
+        for path in d.glob("*.lock"):
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                    os.unlink(path)  # still locked by us: a taker that opened it sees a stale inode
+                    removed += 1
+            os.close(fd)
+        return removed
+
     def release(self) -> None:
         if self._fd >= 0:
             with contextlib.suppress(FileNotFoundError):

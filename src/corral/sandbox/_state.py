@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from corral.sandbox._cgroups import PARENT, Layout, remove_sandbox_dirs
+from corral.sandbox._identity import UidLease
 
 DEFAULT_STATE_ROOT = Path(os.environ.get("CORRAL_STATE_DIR", "/run/corral"))
 
@@ -53,6 +54,7 @@ def _owner_alive(d: Path) -> bool | None:
 def reap_stale(root: Path, layout: Layout) -> list[str]:
     """Clean up sandboxes whose owner died, and cgroups no live sandbox owns; returns their ids."""
     reaped: list[str] = []
+    UidLease.sweep(root)
     base = root / "sandboxes"
     live: set[str] = set()
     if base.is_dir():
