@@ -18,7 +18,9 @@ def _cgroups(ids: set[str]) -> list[str]:
     return [str(r / i) for r in roots for i in ids if (r / i).exists()]
 
 
-def test_hundreds_of_live_sandboxes_add_no_host_mount_and_leave_nothing(policy: Policy, tmp_path: Path) -> None:
+def test_hundreds_of_live_sandboxes_add_no_host_mount_and_leave_nothing(
+    policy: Policy, tmp_path: Path
+) -> None:
     template = tmp_path / "repo"
     template.mkdir()
     (template / "f").write_text("x\n")
@@ -28,7 +30,9 @@ def test_hundreds_of_live_sandboxes_add_no_host_mount_and_leave_nothing(policy: 
     try:
         for i in range(300):
             live.append(harness.sandbox(workspace=template if i % 3 == 0 else None))
-        assert _host_mounts() == before  # workspaces, templates and /dev live only in each sandbox's namespace
+        assert (
+            _host_mounts() == before
+        )  # workspaces, templates and /dev live only in each sandbox's namespace
         for sb in live[::50]:
             assert sb.run("cat /proc/self/mountinfo | wc -l").exit_code == 0
         ids = {sb.id for sb in live}

@@ -8,7 +8,7 @@ import typer
 
 from corral.cli._app import app, fail
 from corral.errors import PolicyError
-from corral.policy import Policy, policy_json_schema
+from corral.policy import Policy, policy_json_schema, policy_warnings
 
 policy_app = typer.Typer(help="Inspect and validate policies.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
@@ -27,4 +27,6 @@ def check(file: Path = typer.Argument(..., help="Policy YAML file to validate.")
         p = Policy.load(file)
     except PolicyError as exc:
         fail(exc)
+    for warning in policy_warnings(p):
+        typer.echo(f"{file}: warning: {warning}", err=True)
     typer.echo(f"{file}: ok (policy {p.name!r})")

@@ -30,18 +30,41 @@ def run(
         None, "--store", help="Event store file (default: policy or $CORRAL_HOME)."
     ),
     timeout: float | None = typer.Option(None, "--timeout", help="Wall-clock limit in seconds."),
+    image: str | None = typer.Option(
+        None,
+        "--image",
+        help="Run inside this image: dir:PATH, oci:PATH[:TAG], docker-archive:PATH or docker://REF "
+        "(must be in the policy's environment.images_allowed; default: the policy's environment.image).",
+    ),
+    workspace: Path | None = typer.Option(
+        None,
+        "--workspace",
+        help="A host directory the workspace starts as (copy-on-write: the directory itself never changes).",
+    ),
     run_id: str | None = typer.Option(None, "--run-id"),
     episode_id: str | None = typer.Option(None, "--episode-id"),
     step: int | None = typer.Option(None, "--step"),
     turn: int | None = typer.Option(None, "--turn"),
 ) -> None:
-    """Run one command in a fresh sandbox and exit with its code (126 if policy blocked it)."""
+    """Run one command in a fresh sandbox and exit with its code (126 if policy blocked it).
+
+    Examples:
+
+      corral run -- pytest -q
+
+      corral run --json -- sh -c 'curl -s https://example.com | head'
+
+      corral run --image docker://registry.local/swe/task-1:latest --workspace ./repo -- make test
+    """
     pol = load_policy(policy)
     ctx = TraceContext(run_id=run_id, episode_id=episode_id, step=step, turn=turn)
     # One word runs under the shell (so `corral run -- "a | b"` works); several run as argv.
     cmd: str | list[str] = command if len(command) > 1 else command[0]
     try:
-        with EventStore(store or default_store_path(pol)) as st, Sandbox(pol, store=st) as sb:
+        with (
+            EventStore(store or default_store_path(pol)) as st,
+            Sandbox(pol, store=st, image=image, workspace=workspace) as sb,
+        ):
             result = sb.run(cmd, ctx, timeout=timeout)
     except CorralError as exc:
         fail(exc)

@@ -14,15 +14,18 @@ and is reported, never silently missing.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import os
 import resource
 import secrets
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
 from corral.errors import CollectorError
+from corral.sandbox._launcher import in_launcher
 
 MARKER_WHICH = 0x7C0A11  # an invalid "which": the syscall fails with EINVAL and has no effect
 
@@ -107,7 +110,13 @@ def ensure_tracefs() -> None:
         raise CollectorError(f"cannot mount tracefs at {TRACEFS} (needed by bpftrace): {exc}") from exc
 
 
-def _unlimit_memlock() -> None:
+_PR_SET_PDEATHSIG = 1
+
+
+def _child_setup() -> None:
+    """In the forked tracer: die with the harness (no orphaned tracer), and lift the memlock limit."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     # Kernels >= 5.11 account BPF memory by cgroup; the limit matters only on older ones.
     try:
         resource.setrlimit(resource.RLIMIT_MEMLOCK, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
@@ -132,16 +141,20 @@ def spawn(
     # Ring buffers absorb bursts while the reader catches up: 64 MiB in all, 1-16 MiB per CPU.
     pages = max(256, min(4096, (64 << 20) // 4096 // max(1, os.cpu_count() or 1)))
     env = {**os.environ, "BPFTRACE_STRLEN": str(strlen), "BPFTRACE_PERF_RB_PAGES": str(pages)}
+    argv = [exe, "-B", "line", "-f", "json", "-e", script(max_args, uid_range, marker), str(exclude_cgroup)]
     try:
-        proc = subprocess.Popen(
-            [exe, "-B", "line", "-f", "json", "-e", script(max_args, uid_range, marker), str(exclude_cgroup)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            errors="surrogateescape",
-            env=env,
-            preexec_fn=_unlimit_memlock,
+        # Started from the launcher thread: its parent-death signal then follows the whole process.
+        proc = in_launcher(
+            lambda: subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                errors="surrogateescape",
+                env=env,
+                preexec_fn=_child_setup,
+            )
         )
     except OSError as exc:
         raise CollectorError(f"cannot start {exe}: {exc}") from exc

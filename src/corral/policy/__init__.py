@@ -3,7 +3,7 @@
 from corral.policy._detection import Action, DetectionSection
 from corral.policy._environment import EnvironmentSection
 from corral.policy._loader import load_policy_file, load_policy_text
-from corral.policy._model import Policy, policy_json_schema
+from corral.policy._model import Policy, policy_json_schema, policy_warnings
 from corral.policy._monitoring import MonitoringSection
 from corral.policy._network import NetworkSection
 from corral.policy._response import (
@@ -61,4 +61,5 @@ __all__ = [
     "load_policy_file",
     "load_policy_text",
     "policy_json_schema",
+    "policy_warnings",
 ]

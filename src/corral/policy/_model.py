@@ -78,3 +78,24 @@ class Policy(Section):
 
 def policy_json_schema() -> str:
     return json.dumps(Policy.model_json_schema(), indent=2, sort_keys=True)
+
+
+def policy_warnings(policy: Policy) -> list[str]:
+    """Valid but risky settings, which ``corral policy check`` prints (naming the key)."""
+    out: list[str] = []
+    if policy.workspace.writable_host_path is not None:
+        out.append(
+            f"workspace.writable_host_path: the agent writes {policy.workspace.writable_host_path} "
+            "on the host in place; use workspace.template (copy-on-write) unless the writes must persist"
+        )
+    if policy.processes.lifetime == "episode":
+        out.append(
+            "processes.lifetime: episode lets a call leave processes running until the sandbox closes "
+            "(they stay monitored); use call unless tasks need services"
+        )
+    if policy.filesystem.image_root == "copy_on_write":
+        out.append(
+            "filesystem.image_root: copy_on_write lets the agent change its image's files for later calls "
+            "of the episode; keep graders outside the sandbox"
+        )
+    return out

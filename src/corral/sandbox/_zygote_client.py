@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from corral.errors import SandboxSetupError, SandboxUnavailableError
+from corral.sandbox._launcher import in_launcher
 from corral.sandbox._zygote import _proto
 
 _BOOT = "import sys; sys.path.insert(0, sys.argv[2]); from _zygote.__main__ import main; main()"
@@ -43,13 +44,16 @@ class Zygote:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         here = str(Path(__file__).resolve().parent)
         try:
-            proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-c", _BOOT, str(child.fileno()), here],
-                pass_fds=(child.fileno(),),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                close_fds=True,
-                env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+            # Its parent-death signal must follow this process, not whichever thread asked first.
+            proc = in_launcher(
+                lambda: subprocess.Popen(
+                    [sys.executable, "-I", "-S", "-c", _BOOT, str(child.fileno()), here],
+                    pass_fds=(child.fileno(),),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    close_fds=True,
+                    env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+                )
             )
         except OSError as exc:
             parent.close()
