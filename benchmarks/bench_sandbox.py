@@ -116,7 +116,7 @@ def main() -> None:
         rows.append(
             ("  + detection, exec+resource monitors", _measure(lambda: sb.run(["/bin/true"], ctx), n))
         )
-    harness = Harness(policy, store=None)
+    harness = Harness(policy.with_overrides(environment={"images_allowed": ["dir:/var/tmp/"]}), store=None)
 
     def create_only() -> None:
         harness.sandbox().close()

@@ -32,6 +32,7 @@ from corral.sandbox._cgroups import CallCgroup, Layout
 from corral.sandbox._env import call_env
 from corral.sandbox._files import FileSession
 from corral.sandbox._identity import UidLease
+from corral.sandbox._netpool import netns_pool
 from corral.sandbox._plan import INSIDE_UID, BuildPlan, ImageView, SandboxSpec, plan
 from corral.sandbox._preflight import preflight
 from corral.sandbox._scope import CallObserver, CallScope, NetworkAttachment
@@ -212,8 +213,10 @@ class Jail:
                         f"({exc.strerror}); "
                         "its egress layer has failed"
                     ) from exc
+            elif self.episode:
+                msg["net"] = "new"  # calls share the sandbox's loopback
             else:
-                msg["net"] = "new"
+                msg["net"] = "per_call"  # no namespace held while idle; each call gets a fresh one
             if self.episode:
                 msg["episode"] = True
                 lifeline_r, self._lifeline = os.pipe()
@@ -344,6 +347,11 @@ class Jail:
             )
             net_env = dict(self.network.env) if self.network is not None else {}
             full_env = call_env(p, self._plan.env, {**net_env, **env}, os.environ)
+            ns_names, ns_fds = list(self._ns), list(self._ns.values())
+            call_net = None if "net" in self._ns else netns_pool().take()
+            if call_net is not None:
+                ns_names.append("net")
+                ns_fds.append(call_net)
             msg: dict[str, Any] = {
                 "op": "call",
                 "mode": "episode" if self.episode else "call",
@@ -353,7 +361,8 @@ class Jail:
                 "tmp": self._plan.tmp,
                 "seccomp": self._seccomp,
                 "inside_id": INSIDE_UID,
-                "ns": list(self._ns),
+                "ns": ns_names,
+                "fresh_net": "net" not in ns_names,
             }
             limits = CallLimits(
                 timeout if timeout is not None else p.resources.wall_timeout_s,
@@ -371,7 +380,7 @@ class Jail:
                     raw = await execute(
                         self._zygote,
                         msg,
-                        list(self._ns.values()),
+                        ns_fds,
                         cg,
                         limits,
                         stdin=stdin,
@@ -384,6 +393,8 @@ class Jail:
                         self._net.end(ctx)
                 keep = self.episode and cg.populated()
             finally:
+                if call_net is not None:
+                    os.close(call_net)  # the call's processes are gone: the kernel frees the namespace
                 await _finish(started, scope, lingering=keep)
         finally:
             if keep:

@@ -5,6 +5,7 @@ Requests (JSON, see ``corral.sandbox._zygote_client``):
   build   fork a setup child that builds a sandbox and replies with its namespace fds
   call    fork a call's first process (in a new pid namespace in ``call`` mode)
   files   fork a file session inside a sandbox
+  netns   fork a child that makes fresh network namespaces (loopback up) and sends them as fds
 Each request carries its own reply socket; for a call the zygote sends ``{"exit": code}``
 there once the call's first process has been reaped, and closes it.
 """
@@ -59,7 +60,10 @@ class Zygote:
             try:
                 pid = self.fork_child(fds)
                 if pid == 0:
-                    _call.run(msg, fds, self.filters, self.last_cap)
+                    try:
+                        _call.run(msg, fds, self.filters, self.last_cap)
+                    finally:  # never back into this loop: the child must not act as a second zygote
+                        os._exit(_call.SETUP_FAILED)
             finally:
                 if new_pidns:
                     _sys.setns(self.own_pidns, _sys.CLONE_NEWPID)
@@ -70,12 +74,14 @@ class Zygote:
             for fd in fds[1:]:
                 os.close(fd)
             return
-        if op in ("build", "files"):
+        if op in ("build", "files", "netns"):
             pid = self.fork_child(fds)
             if pid == 0:
                 try:
                     if op == "build":
                         _build.build(msg, fds)
+                    elif op == "netns":
+                        _build.make_netns(msg, fds)
                     else:
                         _files.serve(msg, fds, self.filters, self.last_cap)
                 finally:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import socket
 import stat
@@ -411,7 +412,8 @@ def build(req: dict[str, Any], fds: list[int]) -> None:
     """The setup child: build, report the namespace fds on the reply socket, exit."""
     reply = socket.socket(fileno=fds[0])
     rest = fds[1:]
-    net_fd = rest.pop(0) if req.get("net") == "fd" else -1
+    net = req.get("net", "new")  # "fd": the egress layer's; "new": the sandbox's own; "per_call": none here
+    net_fd = rest.pop(0) if net == "fd" else -1
     lifeline = rest.pop(0) if req.get("episode") else -1
     cgroup_fds = rest
     try:
@@ -425,12 +427,12 @@ def build(req: dict[str, Any], fds: list[int]) -> None:
             _sys.CLONE_NEWNS
             | _sys.CLONE_NEWIPC
             | _sys.CLONE_NEWUTS
-            | (0 if net_fd >= 0 else _sys.CLONE_NEWNET)
+            | (_sys.CLONE_NEWNET if net == "new" else 0)
         )
         if net_fd >= 0:
             _sys.setns(net_fd, _sys.CLONE_NEWNET)
             os.close(net_fd)
-        else:
+        elif net == "new":
             _sys.loopback_up()
         _sys.sethostname(req["hostname"])
         _sys.mount(None, "/", None, MS_REC | _sys.MS_PRIVATE)
@@ -468,7 +470,9 @@ def build(req: dict[str, Any], fds: list[int]) -> None:
             _sys.mount(None, "/", None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
         uid, gid, inside = req["host_uid"], req["host_gid"], req["inside_id"]
         user_fd = userns_fd(f"{inside} {uid} 1\n", f"{inside} {gid} 1\n")
-        names = ["mnt", "ipc", "uts", "net"]
+        # With "per_call" this process is still in the zygote's (the host's) network namespace, which
+        # must never be handed out: each call gets a fresh one of its own instead.
+        names = ["mnt", "ipc", "uts"] + ([] if net == "per_call" else ["net"])
         out = [os.open(f"self/ns/{n}", os.O_RDONLY | os.O_CLOEXEC, dir_fd=proc) for n in names]
         names.append("user")
         out.append(user_fd)
@@ -513,7 +517,6 @@ def _start_init(req: dict[str, Any], lifeline: int, reply: socket.socket) -> tup
 
 def _init_loop(lifeline: int) -> None:
     """pid 1 of an episode sandbox: reap orphans; exit (ending its namespace) once the lifeline closes."""
-    import select
 
     for sig in signal.valid_signals():
         if sig not in (signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD):
@@ -539,3 +542,21 @@ def _init_loop(lifeline: int) -> None:
                 break
             if pid == 0:
                 break
+
+
+def make_netns(req: dict[str, Any], fds: list[int]) -> None:
+    """Fresh network namespaces with loopback up, each sent as an fd; the calls' spares."""
+    reply = socket.socket(fileno=fds[0])
+    try:
+        _sys.prctl(_sys.PR_SET_PDEATHSIG, signal.SIGKILL)
+        for _ in range(int(req.get("count", 1))):
+            _sys.unshare(_sys.CLONE_NEWNET)
+            _sys.loopback_up()
+            fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            _proto.send(reply, {"ok": True}, [fd])
+            os.close(fd)
+    except Exception as exc:
+        with contextlib.suppress(OSError):
+            _proto.send(reply, {"ok": False, "error": str(exc)})
+        os._exit(1)
+    os._exit(0)

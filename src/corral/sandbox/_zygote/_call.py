@@ -60,8 +60,15 @@ def run(req: dict[str, Any], fds: list[int], filters: dict[str, bytes], last_cap
         if not episode:
             _sys.unshare(_sys.CLONE_NEWNS)
             _build.mount_proc_and_tmp(req["tmp"])
-        for name in ("ipc", "uts", "net"):
+        for name in ("ipc", "uts"):
             _sys.setns(ns[name], _sys.NS_FLAGS[name])
+        if "net" in ns:
+            _sys.setns(ns["net"], _sys.CLONE_NEWNET)
+        elif req.get("fresh_net"):  # no spare was ready: make this call's own, never run in the host's
+            _sys.unshare(_sys.CLONE_NEWNET)
+            _sys.loopback_up()
+        else:
+            raise OSError(22, "no network namespace for the call")
         if episode:
             _sys.setns(ns["pid"], _sys.CLONE_NEWPID)
         os.setgroups([])
@@ -79,8 +86,9 @@ def run(req: dict[str, Any], fds: list[int], filters: dict[str, bytes], last_cap
         _sys.prctl(_sys.PR_SET_PDEATHSIG, signal.SIGKILL)  # reset by the uid change, so set here
         _sys.load_seccomp(filters[req["seccomp"]])
         os.chdir(req["cwd"])
-    except OSError as exc:
-        _proto.send(reply, {"setup_error": str(exc)})
+    except Exception as exc:  # reported as the harness's failure, never as the command's output
+        with contextlib.suppress(OSError):
+            _proto.send(reply, {"setup_error": f"{type(exc).__name__}: {exc}"})
         os._exit(SETUP_FAILED)
     for sig in _IGNORED_BY_PYTHON:
         signal.signal(sig, signal.SIG_DFL)

@@ -1,9 +1,15 @@
-"""Linux system calls Python 3.11 does not wrap, through ctypes (x86_64 and aarch64 numbers)."""
+"""Linux system calls Python 3.11 does not wrap, through ctypes (x86_64 and aarch64 numbers).
+
+Every zygote module imports what it needs at the top: its children enter sandboxes whose root
+does not hold this interpreter's standard library, so nothing may be imported after that.
+"""
 
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import os
+import socket
 import platform
 import struct
 
@@ -226,9 +232,6 @@ def sethostname(name: str) -> None:
 
 def loopback_up() -> None:
     """Bring ``lo`` up in the current network namespace (SIOCGIFFLAGS / SIOCSIFFLAGS)."""
-    import fcntl
-    import socket
-
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         req = struct.pack("16sH14s", b"lo", 0, b"")
         flags = struct.unpack("16sH14s", fcntl.ioctl(s.fileno(), 0x8913, req))[1]
