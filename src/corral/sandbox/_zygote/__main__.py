@@ -5,7 +5,6 @@ Requests (JSON, see ``corral.sandbox._zygote_client``):
   build   fork a setup child that builds a sandbox and replies with its namespace fds
   call    fork a call's first process (in a new pid namespace in ``call`` mode)
   files   fork a file session inside a sandbox
-  netns   fork a child that makes fresh network namespaces (loopback up) and sends them as fds
 Each request carries its own reply socket; for a call the zygote sends ``{"exit": code}``
 there once the call's first process has been reaped, and closes it.
 """
@@ -74,14 +73,12 @@ class Zygote:
             for fd in fds[1:]:
                 os.close(fd)
             return
-        if op in ("build", "files", "netns"):
+        if op in ("build", "files"):
             pid = self.fork_child(fds)
             if pid == 0:
                 try:
                     if op == "build":
                         _build.build(msg, fds)
-                    elif op == "netns":
-                        _build.make_netns(msg, fds)
                     else:
                         _files.serve(msg, fds, self.filters, self.last_cap)
                 finally:

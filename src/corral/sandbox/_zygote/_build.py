@@ -412,7 +412,7 @@ def build(req: dict[str, Any], fds: list[int]) -> None:
     """The setup child: build, report the namespace fds on the reply socket, exit."""
     reply = socket.socket(fileno=fds[0])
     rest = fds[1:]
-    net = req.get("net", "new")  # "fd": the egress layer's; "new": the sandbox's own; "per_call": none here
+    net = req.get("net", "new")  # "fd": the egress layer's namespace; "new": the sandbox's own
     net_fd = rest.pop(0) if net == "fd" else -1
     lifeline = rest.pop(0) if req.get("episode") else -1
     cgroup_fds = rest
@@ -470,9 +470,7 @@ def build(req: dict[str, Any], fds: list[int]) -> None:
             _sys.mount(None, "/", None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
         uid, gid, inside = req["host_uid"], req["host_gid"], req["inside_id"]
         user_fd = userns_fd(f"{inside} {uid} 1\n", f"{inside} {gid} 1\n")
-        # With "per_call" this process is still in the zygote's (the host's) network namespace, which
-        # must never be handed out: each call gets a fresh one of its own instead.
-        names = ["mnt", "ipc", "uts"] + ([] if net == "per_call" else ["net"])
+        names = ["mnt", "ipc", "uts", "net"]
         out = [os.open(f"self/ns/{n}", os.O_RDONLY | os.O_CLOEXEC, dir_fd=proc) for n in names]
         names.append("user")
         out.append(user_fd)
@@ -542,21 +540,3 @@ def _init_loop(lifeline: int) -> None:
                 break
             if pid == 0:
                 break
-
-
-def make_netns(req: dict[str, Any], fds: list[int]) -> None:
-    """Fresh network namespaces with loopback up, each sent as an fd; the calls' spares."""
-    reply = socket.socket(fileno=fds[0])
-    try:
-        _sys.prctl(_sys.PR_SET_PDEATHSIG, signal.SIGKILL)
-        for _ in range(int(req.get("count", 1))):
-            _sys.unshare(_sys.CLONE_NEWNET)
-            _sys.loopback_up()
-            fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-            _proto.send(reply, {"ok": True}, [fd])
-            os.close(fd)
-    except Exception as exc:
-        with contextlib.suppress(OSError):
-            _proto.send(reply, {"ok": False, "error": str(exc)})
-        os._exit(1)
-    os._exit(0)

@@ -60,15 +60,8 @@ def run(req: dict[str, Any], fds: list[int], filters: dict[str, bytes], last_cap
         if not episode:
             _sys.unshare(_sys.CLONE_NEWNS)
             _build.mount_proc_and_tmp(req["tmp"])
-        for name in ("ipc", "uts"):
+        for name in ("ipc", "uts", "net"):  # a missing one is a KeyError: never the host's by default
             _sys.setns(ns[name], _sys.NS_FLAGS[name])
-        if "net" in ns:
-            _sys.setns(ns["net"], _sys.CLONE_NEWNET)
-        elif req.get("fresh_net"):  # no spare was ready: make this call's own, never run in the host's
-            _sys.unshare(_sys.CLONE_NEWNET)
-            _sys.loopback_up()
-        else:
-            raise OSError(22, "no network namespace for the call")
         if episode:
             _sys.setns(ns["pid"], _sys.CLONE_NEWPID)
         os.setgroups([])

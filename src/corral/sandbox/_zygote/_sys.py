@@ -9,8 +9,8 @@ from __future__ import annotations
 import ctypes
 import fcntl
 import os
-import socket
 import platform
+import socket
 import struct
 
 _libc = ctypes.CDLL(None, use_errno=True)
