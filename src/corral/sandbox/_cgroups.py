@@ -29,7 +29,9 @@ class Layout:
 
 def detect_layout(root: Path = ROOT) -> Layout:
     """Find usable hierarchies, or say exactly what is missing."""
-    v1 = {c: root / c for c in ("memory", "pids", "cpu", "cpuacct") if (root / c / "tasks").exists()}
+    # CPU time comes from the v2 cpu.stat (present without any controller), so cpuacct is not joined:
+    # every hierarchy a call joins costs a migration on the call's critical path.
+    v1 = {c: root / c for c in ("memory", "pids", "cpu") if (root / c / "tasks").exists()}
     unified = root / "unified"
     if {"memory", "pids", "cpu"} <= v1.keys() and (unified / "cgroup.procs").exists():
         return Layout("hybrid", {**v1, "unified": unified})
@@ -158,11 +160,7 @@ class CallCgroup:
 
     def usage(self) -> Usage:
         if self.layout.kind == "hybrid":
-            cpu_ns = (
-                int(_read(self.paths["cpuacct"] / "cpuacct.usage").strip() or 0)
-                if "cpuacct" in self.paths
-                else 0
-            )
+            cpu_ns = _kv(_read(self.paths["unified"] / "cpu.stat")).get("usage_usec", 0) * 1000
             peak = int(_read(self.paths["memory"] / "memory.max_usage_in_bytes").strip() or 0)
             pids = int(_read(self.paths["pids"] / "pids.current").strip() or 0)
             oom = _kv(_read(self.paths["memory"] / "memory.oom_control")).get("oom_kill", 0) - self._oom_base

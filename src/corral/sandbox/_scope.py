@@ -18,8 +18,8 @@ from corral.events import TraceContext
 class CallScope:
     """One tool call's confinement, as collectors need to see it.
 
-    ``cgroup_paths`` maps controller names ("unified", "memory", "pids", "cpu",
-    "cpuacct") to the call's cgroup directory in that hierarchy. ``cgroup_id`` is
+    ``cgroup_paths`` maps controller names ("unified", "memory", "pids", "cpu")
+    to the call's cgroup directory in that hierarchy. ``cgroup_id`` is
     the inode of the unified directory, which is what BPF's cgroup id reports.
     """
 
