@@ -19,6 +19,7 @@ import shlex
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +44,8 @@ _ZYGOTE_PIDS = 1  # the call's first process (pid 1 of its namespace) counts aga
 _BUILD_TIMEOUT_S = 60.0
 _reaped_roots: set[Path] = set()
 _reap_lock = threading.Lock()
-_pids_watches: dict[int, PidsWatch] = {}  # per event loop (by id), shared by that loop's calls
+# One per event loop, shared by that loop's calls (weak: a finished loop takes its watch with it).
+_pids_watches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, PidsWatch] = weakref.WeakKeyDictionary()
 
 
 def new_id(prefix: str) -> str:
@@ -96,9 +98,9 @@ class _NetContexts:
 
 def _pids_watch() -> PidsWatch:
     loop = asyncio.get_running_loop()
-    watch = _pids_watches.get(id(loop))
+    watch = _pids_watches.get(loop)
     if watch is None:
-        watch = _pids_watches[id(loop)] = PidsWatch()
+        watch = _pids_watches[loop] = PidsWatch()
     return watch
 
 
