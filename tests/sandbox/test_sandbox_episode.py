@@ -36,6 +36,16 @@ def test_a_server_started_in_one_call_answers_the_next(policy: Policy) -> None:
         assert "http.server" in ps
 
 
+def test_a_service_that_keeps_writing_to_its_calls_output_lives_on(policy: Policy) -> None:
+    with Sandbox(_episode(policy)) as sb:
+        r = sb.run("(while :; do echo tick; date +%s%N >> beats; sleep 0.05; done &) ; echo started")
+        assert "started" in r.stdout
+        time.sleep(0.5)  # its call returned; writing to that call's stdout must not kill it (SIGPIPE)
+        first = len(sb.read_file("beats").splitlines())
+        time.sleep(0.5)
+        assert len(sb.read_file("beats").splitlines()) > first
+
+
 def test_nothing_survives_the_sandbox(policy: Policy) -> None:
     tag = str(2000 + uuid.uuid4().int % 1000)
     with Sandbox(_episode(policy)) as sb:

@@ -68,6 +68,41 @@ class _Capped:
         return b"".join(self.chunks)
 
 
+class OutputDrain:
+    """Reads and discards what processes left running by earlier calls still write to those calls'
+    pipes, until they close them or the sandbox closes (``close``)."""
+
+    def __init__(self) -> None:
+        self._fds: dict[int, asyncio.AbstractEventLoop] = {}
+
+    def adopt(self, loop: asyncio.AbstractEventLoop, fd: int) -> None:
+        self._fds[fd] = loop
+        loop.add_reader(fd, self._read, fd)
+
+    def _read(self, fd: int) -> None:
+        try:
+            if os.read(fd, _READ):
+                return
+        except BlockingIOError:
+            return
+        except OSError:
+            pass
+        self._drop(fd)
+
+    def _drop(self, fd: int) -> None:
+        loop = self._fds.pop(fd, None)
+        if loop is not None and not loop.is_closed():
+            loop.remove_reader(fd)
+        os.close(fd)
+
+    def __len__(self) -> int:
+        return len(self._fds)
+
+    def close(self) -> None:
+        for fd in list(self._fds):
+            self._drop(fd)
+
+
 class PidsWatch:
     """One periodic check of every live call's pids counter (cgroup v1 cannot notify), not one per call.
 
@@ -124,6 +159,7 @@ async def execute(
     pids_watch: PidsWatch,
     on_output: OutputSink | None = None,
     episode: bool = False,
+    drain: OutputDrain | None = None,
 ) -> RawOutcome:
     """Start the call described by ``msg`` and return when its first process has exited."""
     loop = asyncio.get_running_loop()
@@ -158,7 +194,7 @@ async def execute(
         timer.cancel()
         if watch_key is not None:
             pids_watch.remove(watch_key)
-        run.close()
+        run.close(drain if episode else None)
     if not episode:
         cgroup.kill()  # nothing the call started outlives it (the pid namespace is gone already)
     if run.stop_reason is None and limits.kill_on_pids_limit and cgroup.pids_limit_hits() > run.pids_before:
@@ -294,11 +330,16 @@ class _Run:
                 self._on_output(fd)
         return code
 
-    def close(self) -> None:
+    def close(self, drain: OutputDrain | None = None) -> None:
+        """Release the call's fds. Output pipes a surviving process still holds go to ``drain``
+        (episode mode): closing them would kill that process with SIGPIPE at its next write."""
         self._close_stdin()
         for fd in self._fds:
             if fd in self._open:
                 self.loop.remove_reader(fd)
+                if drain is not None:
+                    drain.adopt(self.loop, fd)
+                    continue
             os.close(fd)
         self._open.clear()
         with contextlib.suppress(ValueError, OSError):

@@ -28,7 +28,7 @@ from typing import Any
 from corral.errors import InputError, SandboxClosedError, SandboxSetupError
 from corral.events import TraceContext
 from corral.policy import Policy
-from corral.sandbox._callio import CallLimits, OutputSink, PidsWatch, RawOutcome, execute
+from corral.sandbox._callio import CallLimits, OutputDrain, OutputSink, PidsWatch, RawOutcome, execute
 from corral.sandbox._cgroups import CallCgroup, Layout
 from corral.sandbox._env import call_env
 from corral.sandbox._files import FileSession
@@ -137,6 +137,7 @@ class Jail:
         self._inflight: set[asyncio.Task[Any]] = set()
         self._lingering: list[tuple[CallCgroup, CallScope]] = []  # episode calls whose processes live on
         self._seccomp = "allowlist" if policy.programs.allow is not None else "default"
+        self._drain = OutputDrain()  # episode mode: pipes still held by processes earlier calls left
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -269,6 +270,7 @@ class Jail:
         if self._inflight:
             await asyncio.gather(*self._inflight, return_exceptions=True)
         await self._release_lingering(force=True)
+        self._drain.close()
         await asyncio.to_thread(self._teardown)  # cgroup kills wait, and the egress layer does netlink
 
     def _teardown(self) -> None:
@@ -383,6 +385,7 @@ class Jail:
                         pids_watch=_pids_watch(),
                         on_output=on_output,
                         episode=self.episode,
+                        drain=self._drain,
                     )
                 finally:
                     if self._net is not None:
