@@ -182,7 +182,7 @@ def test_html_escapes_and_says_what_failed() -> None:
     assert "<script>alert(1)</script>" not in html and "&lt;script&gt;" in html
     assert "NOT BLOCKED" in html and "No network at all" in html and "Linux test" in html
     assert not re.search(r"""(?:src|href)\s*=\s*["']?(?:https?:|//)""", html)
-    assert "Every attack was blocked." in render_html(_card(True))
+    assert "Every attack was blocked, and every one was detected." in render_html(_card(True))
 
 
 def test_policy_in_words_for_weak_settings() -> None:
@@ -203,3 +203,58 @@ def test_public_surface() -> None:
         "Scorecard", "builtin_scenario_dir", "load_scenarios", "redteam_dir", "render", "run_redteam",
         "select",
     }  # fmt: skip
+
+
+def test_scorecard_fits_80_columns_and_never_overclaims() -> None:
+    import io
+
+    from rich.console import Console
+
+    from corral.redteam._html import print_scorecard, verdict_line
+    from corral.redteam._model import ScenarioResult, Scorecard
+
+    def row(name: str, blocked: bool, detected: bool) -> ScenarioResult:
+        return ScenarioResult(
+            name=name,
+            category="credential_access",
+            description="d",
+            blocked=blocked,
+            detected=detected,
+            attributed=detected,
+            detail="x",
+            expected_detection=[],
+            evidence=[],
+            alerts=[],
+            command="c",
+            exit_code=0,
+            stop_reason=None,
+            call_blocked=False,
+            duration_s=0.1,
+            stdout_tail="",
+            stderr_tail="",
+            ctx={},
+        )
+
+    def card(*rows: ScenarioResult) -> Scorecard:
+        return Scorecard(
+            scenarios=list(rows),
+            policy_name="default",
+            policy={},
+            corral_version="0",
+            kernel="k",
+            started=0,
+            duration_s=1,
+            run_id="r",
+        )
+
+    c = card(row("cloud-metadata-credentials", True, True), row("survive-double-fork", True, False))
+    out = io.StringIO()
+    print_scorecard(c, Console(file=out, width=80))
+    lines = out.getvalue().splitlines()
+    assert max(len(line) for line in lines) <= 80
+    header = next(line for line in lines if "scenario" in line)
+    for col in ("blocked", "alert", "tied", "secs"):
+        assert col in header  # whole words, not cut to "bl…"
+    assert "every one was detected" not in verdict_line(c) and "1 of 2 raised no alert" in verdict_line(c)
+    assert verdict_line(card(row("a", True, True))) == "Every attack was blocked, and every one was detected."
+    assert "NOT blocked" in verdict_line(card(row("a", False, True)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -87,16 +88,22 @@ def print_scorecard(card: Scorecard, console: Console | None = None) -> None:
     """The scorecard as a table; a detail column only on wide terminals, failures spelled out below."""
     console = console or Console()
     wide = console.width >= 140
-    t = Table(title=f"Red-team scorecard: policy {card.policy_name!r}")
-    for col in ("scenario", "category", "blocked", "detected", "attributed", "detect s"):
-        t.add_column(col, no_wrap=True)
+    narrow = console.width < 100  # an 80-column terminal: no category column, short headers, light box
+    t = Table(
+        title=f"Red-team scorecard: policy {card.policy_name!r}",
+        box=box.SIMPLE_HEAD if narrow else box.HEAVY_HEAD,
+        pad_edge=not narrow,
+    )
+    cols = ["scenario", *([] if narrow else ["category"]), "blocked", "alert", "tied", "secs"]
+    for col in cols:
+        t.add_column(col, no_wrap=col != "scenario", overflow="fold")
     if wide:
         t.add_column("detail", no_wrap=True, overflow="ellipsis", max_width=console.width - 100)
     for s in card.scenarios:
-        ttd = f"{s.time_to_detect_s:.3f}" if s.time_to_detect_s is not None else "-"
+        ttd = f"{s.time_to_detect_s:.2f}" if s.time_to_detect_s is not None else "-"
         row = [
             s.name,
-            s.category,
+            *([] if narrow else [s.category]),
             "[green]yes[/]" if s.blocked else "[bold red]NO[/]",
             "[green]yes[/]" if s.detected else "[yellow]no[/]",
             "yes" if s.attributed else "no",
@@ -104,6 +111,11 @@ def print_scorecard(card: Scorecard, console: Console | None = None) -> None:
         ]
         t.add_row(*row, *([s.detail[:_DETAIL_CHARS]] if wide else []))
     console.print(t)
+    console.print(
+        "[dim]alert: a rule fired; tied: the alert names the call; secs: time to detect[/]",
+        highlight=False,
+    )
+    console.print(verdict_line(card), highlight=False)
     m = card.summary()
     console.print(
         f"{m['blocked']}/{m['total']} blocked, {m['detected']} detected, {m['attributed']} attributed "
@@ -150,15 +162,25 @@ def _scenario_html(s: ScenarioResult) -> str:
     return details(summary, body, open_=not s.blocked, anchor=f"sc-{s.name}")
 
 
+def verdict_line(card: Scorecard) -> str:
+    """One sentence that never claims more than happened: blocked and detected are separate claims."""
+    m = card.summary()
+    undetected = [s.name for s in card.scenarios if not s.detected]
+    if not card.all_blocked:
+        return f"{len(m['not_blocked'])} attack(s) were NOT blocked: {', '.join(m['not_blocked'])}."
+    if not undetected:
+        return "Every attack was blocked, and every one was detected."
+    return (
+        f"Every attack was blocked; {len(undetected)} of {m['total']} raised no alert "
+        f"({', '.join(undetected[:6])}{', ...' if len(undetected) > 6 else ''})."
+    )
+
+
 def render_html(card: Scorecard) -> str:
     """A self-contained report: policy in plain words, results, per-scenario evidence, versions, date."""
     m = card.summary()
     when = datetime.fromtimestamp(card.started, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    verdict = (
-        "Every attack was blocked."
-        if card.all_blocked
-        else f"{len(m['not_blocked'])} attack(s) were NOT blocked: {', '.join(m['not_blocked'])}."
-    )
+    verdict = verdict_line(card)
     overview = cards(
         [
             ("scenarios", m["total"]),
