@@ -9,7 +9,9 @@ call that caused them.
 from __future__ import annotations
 
 import contextlib
+import contextlib
 import os
+import resource
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -79,6 +81,7 @@ class Harness:
         None: nowhere). ``declared_gpu_pids``: the processes allowed to use GPUs (the trainer); any other
         GPU compute, and all of it inside sandboxes, is flagged. ``gpu_source``: NVML by default."""
         self.policy = policy if policy is not None else Policy.default()
+        _raise_fd_limit()
         self.host = host or node_address()
         self.store, self._own_store = open_store(self.policy, store)
         self._sinks: list[EventSink] = list(sinks)
@@ -307,3 +310,13 @@ def parse_workspace(workspace: str | os.PathLike[str] | None) -> Path | None:
     if not p.is_dir():
         raise InputError(f"workspace template {p} is not a directory")
     return p
+
+
+def _raise_fd_limit() -> None:
+    """Each live sandbox holds a few namespace fds and each running call a few pipes: a soft limit
+    of 1024 (a common default) would cap a trainer at a few hundred concurrent calls."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft < want:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
