@@ -9,7 +9,6 @@ call that caused them.
 from __future__ import annotations
 
 import contextlib
-import contextlib
 import os
 import resource
 import threading
