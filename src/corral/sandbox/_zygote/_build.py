@@ -1,10 +1,9 @@
-"""Building one sandbox's namespace set from a plan: mounts, hostname, loopback, user namespace.
+"""Building one sandbox's namespace set: mounts (``_mounts``), hostname, loopback, user namespace,
+and in episode mode the pid namespace's init.
 
 Runs in a child of the zygote, as root, inside fresh mount, ipc and uts (and
 network) namespaces that only this sandbox will use, so nothing it mounts ever
-appears in the host's mount table. Mount points are resolved one component at a
-time with O_NOFOLLOW under the new root, so a symlink inside an image can never
-redirect a mount outside the sandbox's view.
+appears in the host's mount table.
 """
 
 from __future__ import annotations
@@ -14,374 +13,13 @@ import os
 import select
 import signal
 import socket
-import stat
 from typing import Any
 
 from . import _proto, _sys
-from ._sys import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_REC, MS_REMOUNT
-
-_O_PATH_DIR = os.O_PATH | os.O_NOFOLLOW | os.O_DIRECTORY | os.O_CLOEXEC
-_DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
-_DEV_LINKS = {
-    "fd": "/proc/self/fd",
-    "stdin": "/proc/self/fd/0",
-    "stdout": "/proc/self/fd/1",
-    "stderr": "/proc/self/fd/2",
-    "ptmx": "pts/ptmx",
-}
-PROC_READ_ONLY = ("sys", "sysrq-trigger", "irq", "bus")
-
-
-def _ms_flags(names: list[str]) -> int:
-    out = 0
-    for n in names:
-        out |= _sys.MS_BITS[n]
-    return out
-
-
-def _attr_flags(names: list[str]) -> int:
-    out = 0
-    for n in names:
-        out |= _sys.MOUNT_ATTR_BITS[n]
-    return out
-
-
-class Root:
-    """The sandbox's future root, with mount points made safely beneath it."""
-
-    def __init__(self, path: str, *, replace: bool) -> None:
-        self.path = path
-        self.replace = replace  # an image's own entries may be replaced (the change stays in its overlay)
-        self.fd = os.open(path, _O_PATH_DIR)
-
-    def _walk(self, rel: str, *, create_last: str | None) -> int:
-        """An O_PATH fd of ``rel`` under the root, never following a symlink on the way."""
-        parts = [p for p in rel.split("/") if p and p != "."]
-        if any(p == ".." for p in parts):
-            raise OSError(22, f"'..' in sandbox path {rel!r}")
-        cur = os.dup(self.fd)
-        try:
-            for i, name in enumerate(parts):
-                last = i == len(parts) - 1
-                kind = create_last if last else "dir"
-                nxt = self._step(cur, name, kind, rel)
-                os.close(cur)
-                cur = nxt
-            return cur
-        except BaseException:
-            os.close(cur)
-            raise
-
-    def _step(self, dirfd: int, name: str, kind: str | None, rel: str) -> int:
-        try:
-            st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
-        except FileNotFoundError:
-            st = None
-        want_dir = kind in ("dir", None)
-        if st is not None:
-            is_dir = (st.st_mode & 0o170000) == 0o040000
-            is_reg = (st.st_mode & 0o170000) == 0o100000
-            if (want_dir and is_dir) or (kind == "file" and is_reg):
-                return os.open(
-                    name,
-                    (_O_PATH_DIR if want_dir else os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC),
-                    dir_fd=dirfd,
-                )
-            if kind is None or not self.replace:
-                raise OSError(
-                    20, f"{rel}: {name!r} is not a {'directory' if want_dir else 'file'} in the sandbox root"
-                )
-            if is_dir:
-                raise OSError(21, f"{rel}: {name!r} is a directory, a file is needed there")
-            os.unlink(name, dir_fd=dirfd)  # a symlink or file of the image, replaced in its overlay only
-        elif kind is None:
-            raise FileNotFoundError(2, f"{rel} does not exist in the sandbox root")
-        if want_dir:
-            os.mkdir(name, 0o755, dir_fd=dirfd)
-            return os.open(name, _O_PATH_DIR, dir_fd=dirfd)
-        fd = os.open(
-            name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dirfd
-        )
-        os.close(fd)
-        return os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
-
-    def target(self, rel: str, kind: str) -> tuple[int, str]:
-        """(fd, "/proc/self/fd/N"): a mount point under the root, created as a ``kind`` if missing."""
-        fd = self._walk(rel, create_last=kind)
-        return fd, f"/proc/self/fd/{fd}"
-
-    def exists(self, rel: str) -> str | None:
-        """ "dir", "file" or None; symlinks count as absent (masks skip them)."""
-        parent, _, name = rel.rstrip("/").rpartition("/")
-        try:
-            fd = self._walk(parent, create_last=None) if parent.strip("/") else os.dup(self.fd)
-        except OSError:
-            return None
-        try:
-            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-        except OSError:
-            return None
-        finally:
-            os.close(fd)
-        kind = st.st_mode & 0o170000
-        return "dir" if kind == 0o040000 else "file" if kind == 0o100000 else None
-
-    def symlink(self, rel: str, target: str) -> None:
-        parent, _, name = rel.rstrip("/").rpartition("/")
-        fd = self._walk(parent, create_last="dir") if parent.strip("/") else os.dup(self.fd)
-        try:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(name, dir_fd=fd)
-            os.symlink(target, name, dir_fd=fd)
-        finally:
-            os.close(fd)
-
-
-def _bind(src: str, tgt: str, attrs: int, *, recursive: bool, userns_fd: int = -1) -> None:
-    """Bind ``src`` (a host path) on ``tgt`` as a detached clone, so read-only applies to every submount."""
-    flags = _sys.OPEN_TREE_CLONE | _sys.OPEN_TREE_CLOEXEC | (_sys.AT_RECURSIVE if recursive else 0)
-    fd = _sys.open_tree(src, flags)
-    try:
-        if userns_fd >= 0:
-            _sys.mount_setattr(fd, _sys.MOUNT_ATTR_IDMAP, recursive=False, userns_fd=userns_fd)
-        if attrs:
-            _sys.mount_setattr(fd, attrs, recursive=recursive)
-        _sys.move_mount_fd(fd, tgt)
-    finally:
-        os.close(fd)
-
-
-class IdMaps:
-    """User namespaces that only carry an id mapping, for idmapped mounts (created on demand)."""
-
-    def __init__(self) -> None:
-        self._fds: dict[str, int] = {}
-
-    def fd(self, mapping: list[list[int]]) -> int:
-        key = repr(mapping)
-        if key not in self._fds:
-            lines = "".join(f"{a} {b} {c}\n" for a, b, c in mapping)
-            self._fds[key] = userns_fd(lines, lines)
-        return self._fds[key]
-
-    def close(self) -> None:
-        for fd in self._fds.values():
-            os.close(fd)
-        self._fds.clear()
-
-
-_proc_fd = -1
-
-
-def _host_proc() -> int:
-    """The host's /proc, opened before pivot_root so it stays reachable afterwards."""
-    global _proc_fd
-    if _proc_fd < 0:
-        _proc_fd = os.open("/proc", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    return _proc_fd
-
-
-def _write_at(dirfd: int, rel: str, text: str) -> None:
-    fd = os.open(rel, os.O_WRONLY | os.O_CLOEXEC, dir_fd=dirfd)
-    try:
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
-
-
-def userns_fd(uid_map: str, gid_map: str, *, deny_setgroups: bool = True) -> int:
-    """A new user namespace with these maps, held by an fd (its only process exits at once)."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(r)
-            _sys.unshare(_sys.CLONE_NEWUSER)
-            os.write(w, b"1")
-            signal.pause()
-        finally:
-            os._exit(0)
-    os.close(w)
-    proc = _host_proc()
-    try:
-        if os.read(r, 1) != b"1":
-            raise OSError(1, "the user-namespace helper failed")
-        _write_at(proc, f"{pid}/uid_map", uid_map)
-        if deny_setgroups:
-            _write_at(proc, f"{pid}/setgroups", "deny")
-        _write_at(proc, f"{pid}/gid_map", gid_map)
-        return os.open(f"{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC, dir_fd=proc)
-    finally:
-        os.close(r)
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-
-
-class Builder:
-    """Executes plan operations (see ``corral.sandbox._plan``) under ``root``, before pivot_root."""
-
-    def __init__(self, root: Root, aux: str) -> None:
-        self.root = root
-        self.aux = aux  # a private scratch mount point for overlay layers and generated files
-        self.idmaps = IdMaps()
-        self._aux_n = 0
-        self._files_dir: str | None = None
-
-    def _aux_dir(self, name: str) -> str:
-        self._aux_n += 1
-        d = os.path.join(self.aux, f"{self._aux_n}-{name}")
-        os.mkdir(d, 0o700)
-        return d
-
-    def run(self, op: dict[str, Any]) -> None:
-        getattr(self, "op_" + op["op"])(op)
-
-    def op_bind(self, op: dict[str, Any]) -> None:
-        kind = "dir" if os.path.isdir(op["src"]) else "file"
-        fd, tgt = self.root.target(op["dst"], kind)
-        try:
-            userns = self.idmaps.fd(op["idmap"]) if op.get("idmap") else -1
-            _bind(
-                op["src"],
-                tgt,
-                _attr_flags(op.get("flags", [])),
-                recursive=op.get("recursive", True),
-                userns_fd=userns,
-            )
-        finally:
-            os.close(fd)
-
-    def op_symlink(self, op: dict[str, Any]) -> None:
-        self.root.symlink(op["dst"], op["target"])
-
-    def op_mkdir(self, op: dict[str, Any]) -> None:
-        fd, _ = self.root.target(op["dst"], "dir")
-        os.close(fd)
-
-    def op_tmpfs(self, op: dict[str, Any]) -> None:
-        fd, tgt = self.root.target(op["dst"], "dir")
-        try:
-            data = f"size={op['size']},mode={op.get('mode', 0o755):o}"
-            if "uid" in op:
-                data += f",uid={op['uid']},gid={op['gid']}"
-            _sys.mount("tmpfs", tgt, "tmpfs", _ms_flags(op.get("flags", [])), data)
-        finally:
-            os.close(fd)
-
-    def op_overlay(self, op: dict[str, Any]) -> None:
-        """A copy-on-write view of a host directory: the host copy is the read-only lower layer."""
-        fd, tgt = self.root.target(op["dst"], "dir")
-        try:
-            upper = self._layer_tmpfs(op)
-            lower = self._lower(op)
-            _sys.mount(
-                "overlay",
-                tgt,
-                "overlay",
-                _ms_flags(op.get("flags", [])),
-                f"lowerdir={lower},upperdir={upper}/upper,workdir={upper}/work,index=off",
-            )
-        finally:
-            os.close(fd)
-
-    def _layer_tmpfs(self, op: dict[str, Any]) -> str:
-        d = self._aux_dir("upper")
-        data = f"size={op['size']},mode=0755"
-        _sys.mount("tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, data)
-        for sub in ("upper", "work"):
-            os.mkdir(os.path.join(d, sub), 0o755)
-        if "uid" in op:  # the top of an overlay shows its upper directory's owner and mode
-            os.chown(os.path.join(d, "upper"), op["uid"], op["gid"])
-        if "mode" in op:
-            os.chmod(os.path.join(d, "upper"), op["mode"])
-        return d
-
-    def _lower(self, op: dict[str, Any]) -> str:
-        lowers = []
-        for src in op["lower"]:
-            if op.get("idmap"):
-                d = self._aux_dir("lower")
-                _bind(src, d, 0, recursive=False, userns_fd=self.idmaps.fd(op["idmap"]))
-                lowers.append(d)
-            else:
-                lowers.append(src)
-        return ":".join(lowers)
-
-    def op_file(self, op: dict[str, Any]) -> None:
-        """A generated read-only file (passwd, group, resolv.conf, hosts) bound at ``dst``."""
-        if self._files_dir is None:
-            self._files_dir = self._aux_dir("files")
-            _sys.mount(
-                "tmpfs", self._files_dir, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=1m,mode=0755"
-            )
-        src = os.path.join(self._files_dir, str(self._aux_n) + "-" + os.path.basename(op["dst"]))
-        self._aux_n += 1
-        with open(src, "w") as f:
-            f.write(op["content"])
-        os.chmod(src, op.get("mode", 0o644))
-        fd, tgt = self.root.target(op["dst"], "file")
-        try:
-            _bind(
-                src,
-                tgt,
-                _sys.MOUNT_ATTR_RDONLY | _sys.MOUNT_ATTR_NOSUID | _sys.MOUNT_ATTR_NODEV,
-                recursive=False,
-            )
-        finally:
-            os.close(fd)
-
-    def op_mask(self, op: dict[str, Any]) -> None:
-        """Hide a path that exists (an empty read-only dir, or /dev/null); symlinks and absent paths stay."""
-        kind = self.root.exists(op["dst"])
-        if kind is None:
-            return
-        fd, tgt = self.root.target(op["dst"], kind)
-        try:
-            if kind == "dir":
-                _sys.mount(
-                    "tmpfs", tgt, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, "size=4k,mode=0755"
-                )
-            else:
-                _bind("/dev/null", tgt, _sys.MOUNT_ATTR_RDONLY | _sys.MOUNT_ATTR_NOSUID, recursive=False)
-        finally:
-            os.close(fd)
-
-    def op_dev(self, op: dict[str, Any]) -> None:
-        """A minimal /dev: the harmless character devices, a private devpts, and GPU nodes granted."""
-        fd, tgt = self.root.target("/dev", "dir")
-        try:
-            _sys.mount("tmpfs", tgt, "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,mode=0755")
-        finally:
-            os.close(fd)
-        for name in _DEV_NODES + tuple(op.get("extra", ())):
-            host = f"/dev/{name}"
-            if not os.path.exists(host):
-                continue
-            nfd, ntgt = self.root.target(f"/dev/{name}", "file")
-            try:
-                _bind(host, ntgt, _sys.MOUNT_ATTR_NOSUID | _sys.MOUNT_ATTR_NOEXEC, recursive=False)
-            finally:
-                os.close(nfd)
-        for name, target in _DEV_LINKS.items():
-            self.root.symlink(f"/dev/{name}", target)
-        for sub in ("pts", "shm"):
-            sfd, _ = self.root.target(f"/dev/{sub}", "dir")
-            os.close(sfd)
-        pfd, ptgt = self.root.target("/dev/pts", "dir")
-        try:
-            _sys.mount("devpts", ptgt, "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=620")
-        finally:
-            os.close(pfd)
-
-    def op_readonly(self, op: dict[str, Any]) -> None:
-        """Make the mount at ``dst`` (only that one, not its submounts) read-only.
-
-        Walked again after mounting, so the fd names the mount's root, which is what a remount needs."""
-        fd, tgt = self.root.target(op["dst"], "dir")
-        try:
-            _sys.mount(None, tgt, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
-        finally:
-            os.close(fd)
+from ._mounts import Builder, mount_proc_and_tmp
+from ._root import Root
+from ._sys import MS_BIND, MS_NODEV, MS_NOSUID, MS_RDONLY, MS_REC, MS_REMOUNT
+from ._userns import host_proc, userns_fd
 
 
 def close_all_except(keep: set[int]) -> None:
@@ -390,22 +28,6 @@ def close_all_except(keep: set[int]) -> None:
         if fd > 2 and fd not in keep:
             with contextlib.suppress(OSError):
                 os.close(fd)
-
-
-def mount_proc_and_tmp(tmp: dict[str, Any]) -> None:
-    """What each call (or, in episode mode, the sandbox's init) mounts in its own pid namespace's view."""
-    for target in ("/proc", "/tmp", "/dev/shm"):  # a writable image root could have swapped one for a link
-        if not stat.S_ISDIR(os.lstat(target).st_mode):
-            raise OSError(20, f"{target} is not a directory in the sandbox root")
-    _sys.mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    for sub in PROC_READ_ONLY:
-        path = f"/proc/{sub}"
-        if os.path.exists(path):
-            _sys.mount(path, path, None, MS_BIND | MS_REC)
-            _sys.mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    flags = MS_NOSUID | MS_NODEV | (MS_NOEXEC if tmp.get("noexec") else 0)
-    _sys.mount("tmpfs", "/tmp", "tmpfs", flags, f"size={tmp['size']},mode=1777")
-    _sys.mount("tmpfs", "/dev/shm", "tmpfs", flags, f"size={tmp['size']},mode=1777")
 
 
 def build(req: dict[str, Any], fds: list[int]) -> None:
@@ -436,7 +58,7 @@ def build(req: dict[str, Any], fds: list[int]) -> None:
             _sys.loopback_up()
         _sys.sethostname(req["hostname"])
         _sys.mount(None, "/", None, MS_REC | _sys.MS_PRIVATE)
-        proc = _host_proc()
+        proc = host_proc()
         staging, aux = req["staging"], req["aux"]
         _sys.mount("tmpfs", aux, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0700")
         root_op = req["root"]
@@ -510,7 +132,7 @@ def _start_init(req: dict[str, Any], lifeline: int, reply: socket.socket) -> tup
     if status != b"1":
         why = status[1:].decode(errors="replace")
         raise OSError(5, f"the sandbox's init could not mount /proc and /tmp: {why}")
-    return pid, os.open(f"{pid}/ns/pid", os.O_RDONLY | os.O_CLOEXEC, dir_fd=_host_proc())
+    return pid, os.open(f"{pid}/ns/pid", os.O_RDONLY | os.O_CLOEXEC, dir_fd=host_proc())
 
 
 def _init_loop(lifeline: int) -> None:

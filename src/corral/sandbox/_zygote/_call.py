@@ -21,7 +21,7 @@ import signal
 import socket
 from typing import Any
 
-from . import _build, _proto, _sys
+from . import _mounts, _proto, _sys
 
 SETUP_FAILED = 125
 # Python ignores these, and an ignored signal stays ignored across exec: the command gets the defaults.
@@ -59,7 +59,7 @@ def run(req: dict[str, Any], fds: list[int], filters: dict[str, bytes], last_cap
         _sys.setns(ns["mnt"], _sys.CLONE_NEWNS)
         if not episode:
             _sys.unshare(_sys.CLONE_NEWNS)
-            _build.mount_proc_and_tmp(req["tmp"])
+            _mounts.mount_proc_and_tmp(req["tmp"])
         for name in ("ipc", "uts", "net"):  # a missing one is a KeyError: never the host's by default
             _sys.setns(ns[name], _sys.NS_FLAGS[name])
         if episode:
