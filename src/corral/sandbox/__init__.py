@@ -2,8 +2,9 @@
 
 from corral.sandbox._callio import RawOutcome
 from corral.sandbox._coalesce import Coalescer
+from corral.sandbox._command import CallOutcome, new_id, normalize_command
 from corral.sandbox._files import FileSession
-from corral.sandbox._jail import CallOutcome, Jail, new_id, normalize_command
+from corral.sandbox._jail import Jail
 from corral.sandbox._plan import INSIDE_UID, INSIDE_USER, ImageView
 from corral.sandbox._preflight import preflight
 from corral.sandbox._result import STOP_REASONS, StopReason, ToolResult

@@ -15,21 +15,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shlex
 import threading
 import time
-import uuid
 import weakref
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from corral.errors import InputError, SandboxClosedError, SandboxSetupError
+from corral.errors import SandboxClosedError, SandboxSetupError
 from corral.events import TraceContext
 from corral.policy import Policy
-from corral.sandbox._callio import CallLimits, OutputDrain, OutputSink, PidsWatch, RawOutcome, execute
+from corral.sandbox._callers import NetContexts, finish_call, release_call
+from corral.sandbox._callio import CallLimits, OutputDrain, OutputSink, PidsWatch, execute
 from corral.sandbox._cgroups import CallCgroup, Layout
+from corral.sandbox._command import CallOutcome, new_id, normalize_command
 from corral.sandbox._env import call_env
 from corral.sandbox._files import FileSession
 from corral.sandbox._identity import UidLease
@@ -46,54 +45,6 @@ _reaped_roots: set[Path] = set()
 _reap_lock = threading.Lock()
 # One per event loop, shared by that loop's calls (weak: a finished loop takes its watch with it).
 _pids_watches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, PidsWatch] = weakref.WeakKeyDictionary()
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:12]}"
-
-
-def normalize_command(command: object) -> tuple[list[str], str]:
-    """argv to run and its display text. A string runs under ``/bin/sh -c``."""
-    if isinstance(command, str):
-        if not command.strip():
-            raise InputError("command is empty")
-        if "\x00" in command:
-            raise InputError("command contains a NUL byte")
-        return ["/bin/sh", "-c", command], command
-    if isinstance(command, (list, tuple)) and command and all(isinstance(a, str) for a in command):
-        if any("\x00" in a for a in command):
-            raise InputError("command contains a NUL byte")
-        return list(command), shlex.join(command)
-    raise InputError(f"command must be a non-empty string or list of strings, got {type(command).__name__}")
-
-
-@dataclass(frozen=True)
-class CallOutcome:
-    scope: CallScope
-    raw: RawOutcome
-    command_text: str
-    lingering: bool = False  # episode mode: processes of the call still run
-
-
-class _NetContexts:
-    """The egress attachment knows one trace context at a time; with concurrent calls it carries the
-    newest live one, and falls back to an older live one when the newest ends."""
-
-    def __init__(self, network: NetworkAttachment) -> None:
-        self.network = network
-        self._live: list[TraceContext] = []
-
-    def begin(self, ctx: TraceContext) -> None:
-        self._live.append(ctx)
-        self.network.begin_call(ctx)
-
-    def end(self, ctx: TraceContext) -> None:
-        with contextlib.suppress(ValueError):
-            self._live.remove(ctx)
-        if self._live:
-            self.network.begin_call(self._live[-1])
-        else:
-            self.network.end_call()
 
 
 def _pids_watch() -> PidsWatch:
@@ -133,7 +84,7 @@ class Jail:
         self._lifeline = -1
         self._cgroup: CallCgroup | None = None
         self._plan: BuildPlan | None = None
-        self._net = _NetContexts(network) if network is not None else None
+        self._net = NetContexts(network) if network is not None else None
         self._inflight: set[asyncio.Task[Any]] = set()
         self._lingering: list[tuple[CallCgroup, CallScope]] = []  # episode calls whose processes live on
         self._seccomp = "allowlist" if policy.programs.allow is not None else "default"
@@ -392,7 +343,7 @@ class Jail:
                         self._net.end(ctx)
                 keep = self.episode and cg.populated()
             finally:
-                await _finish(started, scope, lingering=keep)
+                await finish_call(started, scope, lingering=keep)
         finally:
             if keep:
                 self._lingering.append((cg, scope))
@@ -409,7 +360,7 @@ class Jail:
                 with contextlib.suppress(SandboxSetupError):
                     cg.kill()
                     cg.remove()
-                await _release(self.observers, scope)
+                release_call(self.observers, scope)
             else:
                 still.append((cg, scope))
         self._lingering = still
@@ -437,22 +388,3 @@ def _staging_dirs(state_root: Path) -> tuple[Path, Path]:
         d.mkdir(parents=True, exist_ok=True, mode=0o700)
         out.append(d)
     return out[0], out[1]
-
-
-async def _finish(observers: Sequence[CallObserver], scope: CallScope, *, lingering: bool) -> None:
-    """Tell every collector the call returned, even when one of them fails (the first error is raised)."""
-    errors: list[BaseException] = []
-    for obs in observers:
-        try:
-            await obs.call_finished(scope, lingering=lingering)
-            if not lingering:
-                obs.scope_released(scope)
-        except Exception as exc:
-            errors.append(exc)
-    if errors:
-        raise errors[0]
-
-
-async def _release(observers: Sequence[CallObserver], scope: CallScope) -> None:
-    for obs in observers:
-        obs.scope_released(scope)
