@@ -43,19 +43,15 @@ from corral.correlate._result import (
     Incident,
     LogRecordOut,
 )
-from corral.correlate._traces import (
-    DEFAULT_OTEL_MAPPING,
-    EgressRecord,
-    StoreAlert,
-    TraceSet,
-    load_traces,
-)
+from corral.correlate._tracefiles import DEFAULT_OTEL_MAPPING, CallInfo
+from corral.correlate._traces import EgressRecord, StoreAlert, TraceSet, load_traces
 
 __all__ = [
     "DEFAULT_OTEL_MAPPING",
     "METHODS",
     "RECORD_SCHEMA",
     "Attribution",
+    "CallInfo",
     "CorralAlertOut",
     "CorrelationReport",
     "CorrelationResult",
