@@ -70,7 +70,11 @@ def test_generic_mapping_and_format_options(tmp_path: Path) -> None:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     doc = json.loads((tmp_path / "g.json").read_text())
-    assert [a["tool_call_id"] for a in doc["attributions"]] == ["c2"]
+    first, later = doc["attributions"]
+    assert (first["tool_call_id"], first["timing"]) == ("c2", "inside")
+    # Ten seconds after the episode's last call ended: a process it left running, episode certain.
+    assert (later["episode_id"], later["tool_call_id"], later["timing"]) == ("e1", None, "after")
+    assert later["candidates"] == ["c1", "c2"] and "left running" in later["evidence"]
 
 
 @pytest.mark.parametrize(

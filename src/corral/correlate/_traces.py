@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from corral.correlate._attribute import calls_table
+from corral.correlate._attribute import calls_table, refs_table
 from corral.correlate._lines import head_lines
 from corral.correlate._record import ReadStats
 from corral.correlate._registry import sniff_format
@@ -80,6 +80,7 @@ class TraceSet:
     info: dict[str, CallInfo] = field(default_factory=dict)
     _ids: set[tuple[str | None, str | None, str]] = field(default_factory=set, repr=False, compare=False)
     _table: pa.Table | None = field(default=None, repr=False, compare=False)
+    _refs: pa.Table | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.calls and not self._ids:
@@ -94,7 +95,15 @@ class TraceSet:
         """The calls as Arrow (built once, reused for every correlation over this set)."""
         if self._table is None or self._table.num_rows != len(self.calls):
             self._table = calls_table(self.calls)
+            self._refs = None
         return self._table
+
+    def refs_table(self) -> pa.Table:
+        """What each call's command names (addresses, hosts, ports), by ``cid`` of ``calls_table``."""
+        table = self.calls_table()
+        if self._refs is None:
+            self._refs = refs_table(table)
+        return self._refs
 
     def add_calls(self, calls: Iterable[Call]) -> list[TraceRecord]:
         """Add calls not seen before (by tool call id); returns those added. Info merges either way."""
@@ -109,7 +118,7 @@ class TraceSet:
             self.calls.append(rec)
             added.append(rec)
         if added:
-            self._table = None
+            self._table = self._refs = None
         return added
 
     def extend(self, other: TraceSet) -> None:
