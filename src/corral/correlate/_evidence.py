@@ -49,8 +49,14 @@ def endpoint(ip: str | None, port: int | None) -> str:
     return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
 
-def evidence(row: dict[str, Any], local_ip: str | None, remote_ip: str | None, remote_port: int | None,
-             n: int, episodes: int) -> str:  # fmt: skip
+def evidence(
+    row: dict[str, Any],
+    local_ip: str | None,
+    remote_ip: str | None,
+    remote_port: int | None,
+    n: int,
+    episodes: int,
+) -> str:
     """One sentence (or a few) saying why this record belongs to these calls."""
     method = row["method"]
     text = _METHOD[method].format(
@@ -62,6 +68,9 @@ def evidence(row: dict[str, Any], local_ip: str | None, remote_ip: str | None, r
     if timing and method not in ("egress_5tuple", "node_time") and tie != "inside_interval":
         parts.append(_TIMING[timing])
     if tie:
-        parts.append(_TIE[tie].format(k=row.get("ruled_out") or 0, dest=endpoint(remote_ip, remote_port),
-                                      port=remote_port))  # fmt: skip
+        parts.append(
+            _TIE[tie].format(
+                k=row.get("ruled_out") or 0, dest=endpoint(remote_ip, remote_port), port=remote_port
+            )
+        )
     return "; ".join(parts)

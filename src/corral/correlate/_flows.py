@@ -6,9 +6,10 @@ call ended, with nothing but the node address and time to go on. Records are
 chained into flows by an identifier the log gives a flow (conntrack's ``id``,
 Suricata's ``flow_id``, Zeek's ``uid``, scoped to the file and sensor) or by
 the 5-tuple (same protocol, addresses and ports, either direction) with no gap
-longer than ``FLOW_IDLE_S``. A record with no attribution, or only node-level
-evidence, takes the attribution of the nearest earlier record of its flow that
-sandbox-level evidence attributed (or of the flow's first such record).
+longer than ``FLOW_IDLE_S``. A record with no attribution, only node-level
+evidence, or only "one of the sandbox's earlier calls", takes the attribution of
+the nearest earlier record of its flow that sandbox-level evidence attributed
+(or of the flow's first such record).
 """
 
 from __future__ import annotations
@@ -42,10 +43,14 @@ def continue_flows(con: duckdb.DuckDBPyConnection, idle_s: float = FLOW_IDLE_S) 
             AND proto IN ('tcp', 'udp', 'sctp');
 
         -- Only flows with both a record attributed to a sandbox and one that is not need chaining.
+        -- Members: no attribution, node-only evidence, or "one of the sandbox's earlier calls".
         CREATE OR REPLACE TEMP TABLE fk2 AS
-        SELECT fk.*, coalesce(a.rank <= {_STRONG}, false) AS strong,
-               a.rank IS NULL OR a.rank >= {_NODE} AS member
-        FROM fk LEFT JOIN (SELECT rid, rank FROM att) a USING (rid);
+        SELECT *, coalesce(rank <= {_STRONG}, false) AND NOT member AS strong FROM (
+          SELECT fk.*, a.rank,
+                 a.rank IS NULL OR a.rank >= {_NODE}
+                   OR (a.timing = 'after' AND a.candidate_count > 1) AS member
+          FROM fk LEFT JOIN (SELECT rid, rank, timing, candidate_count FROM att) a USING (rid)
+        );
         CREATE OR REPLACE TEMP TABLE fk3 AS
         SELECT * FROM fk2 SEMI JOIN (
           SELECT k FROM fk2 GROUP BY k HAVING bool_or(strong) AND bool_or(member)

@@ -103,9 +103,19 @@ def build_incidents(
     for (run, ep), idx in certain.items():
         ep_alerts = sorted(alerts_by_ep.get((run, ep), []), key=lambda x: x.time)
         incidents.append(
-            _incident(attributions, idx, shared.get((run, ep), []), run or None, ep or None, False, [],
-                      ep_alerts, calls, info)
-        )  # fmt: skip
+            _incident(
+                attributions,
+                idx,
+                shared.get((run, ep), []),
+                run or None,
+                ep or None,
+                False,
+                [],
+                ep_alerts,
+                calls,
+                info,
+            )
+        )
     for eps, idx in left.items():
         incidents.append(_incident(attributions, idx, [], None, None, True, list(eps), [], calls, info))
     # Most severe first; at equal severity, incidents the evidence pins down before ambiguous ones.
