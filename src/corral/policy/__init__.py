@@ -6,6 +6,7 @@ from corral.policy._model import Policy, policy_json_schema
 from corral.policy._monitoring import MonitoringSection
 from corral.policy._network import NetworkSection
 from corral.policy._response import (
+    AttributedSection,
     CircuitBreakerSection,
     EndEpisodeSection,
     GroupingSection,
@@ -31,6 +32,7 @@ from corral.policy._sections import (
 
 __all__ = [
     "Action",
+    "AttributedSection",
     "CircuitBreakerSection",
     "DetectionSection",
     "EndEpisodeSection",
