@@ -290,7 +290,8 @@ def attribution_of(row: dict[str, Any], candidates: list[str]) -> Attribution:
     remote_port = row["dst_port"] if side == 0 else row["src_port"]
     local_ip = row["src_ip"] if side == 0 else row["dst_ip"]
     n, episodes = int(row["candidate_count"]), int(row["episode_count"])
-    return Attribution(
+    # Built from our own typed columns: no validation needed (a report holds up to millions).
+    return Attribution.model_construct(
         **_record_fields(row),
         run_id=row["run_id"],
         episode_id=row["episode_id"],
@@ -310,6 +311,9 @@ def attribution_of(row: dict[str, Any], candidates: list[str]) -> Attribution:
         ruled_out=int(row["ruled_out"] or 0),
         continues=row["continues"],
     )
+
+
+attribution_of_row = attribution_of
 
 
 def stats_out(s: ReadStats) -> FileStatsOut:

@@ -6,7 +6,7 @@
 build on; it is re-exported here.
 """
 
-from corral.report._correlation_html import render_correlation_html
+from corral.report._correlation_html import endpoint, render_correlation_html
 from corral.report._html import (
     LEVEL_COLORS,
     Cell,
@@ -37,6 +37,7 @@ __all__ = [
     "cards",
     "code",
     "details",
+    "endpoint",
     "esc",
     "fmt_time",
     "page",
