@@ -66,10 +66,7 @@ def watch_cmd(
         skew_s, settle_s = parse_duration(skew), parse_duration(settle)
         limit_s = parse_duration(stop_after) if stop_after else None
         reader = make_reader(fmt) if fmt else None
-        if store is not None:
-            decisions_store = EventStore(store)
-        sinks = [decisions_store.append] if decisions_store is not None else []
-        responder = Responder(pol, event_sinks=sinks)
+        responder = Responder(pol)
         watcher = Watcher(
             log,
             traces=trace,
@@ -80,6 +77,9 @@ def watch_cmd(
             responder=responder,
             settle_s=settle_s,
         )
+        if store is not None:  # the responder's decisions go on record beside the run's events
+            decisions_store = EventStore(store)
+            responder.add_event_sink(decisions_store.append)
     except CorralError as exc:
         if decisions_store is not None:
             decisions_store.close()
@@ -98,11 +98,11 @@ def watch_cmd(
         timer = threading.Timer(limit_s, lambda: on_signal(signal.SIGTERM, None))
         timer.daemon = True
         timer.start()
-    if not json_out:
-        console.print(
-            f"[bold]corral watch[/]: {len(log)} log(s), calls from {store or ', '.join(map(str, trace))}; "
-            f"clock skew {skew_s:g} s; {'from the start' if from_start else 'new lines only'}"
-        )
+    console.print(  # on stderr with --json: a script may wait for this line before appending
+        f"[bold]corral watch[/]: following {len(log)} log(s), calls from "
+        f"{store or ', '.join(map(str, trace))}; clock skew {skew_s:g} s; "
+        f"{'from the start' if from_start else 'new lines only'}"
+    )
     errors_seen = len(watcher.errors)
     try:
         with watcher:

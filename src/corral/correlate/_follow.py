@@ -47,6 +47,14 @@ class FileFollower:
         self._done_gz: set[tuple[int, int]] = set()
         self._gz: tuple[ByteSource, LineSplitter] | None = None  # a compressed file being read
         self._first = True
+        if not from_start:
+            # Where "new" starts is fixed now, not at the first poll: lines written in between count.
+            try:
+                st = os.stat(self.path)
+            except OSError:
+                self._first = False
+            else:
+                self._pin((st.st_dev, st.st_ino))
 
     @property
     def compressed(self) -> bool:
@@ -98,6 +106,19 @@ class FileFollower:
             if at_path is not None and at_path not in self._done_gz:
                 out += self._open(at_path)
         return out
+
+    def _pin(self, ino: tuple[int, int]) -> None:
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            self._first = False
+            return
+        if os.pread(fd, 2, 0) == b"\x1f\x8b":
+            os.close(fd)  # compressed: read once, whole, at the first poll
+            return
+        self._fd, self._ino = fd, ino
+        self._skip_existing(fd)
+        self._first = False
 
     def _open(self, ino: tuple[int, int]) -> list[tuple[int, str]]:
         try:

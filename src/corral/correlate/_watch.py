@@ -256,11 +256,13 @@ class Watcher:
             tool_call_id=a.tool_call_id,
         )
         what = a.signature or a.action or a.kind
+        # How sure the episode is: the calls of one episode the evidence cannot tell apart share it.
+        sure = min(1.0, a.confidence * a.candidate_count) if a.episode_count == 1 else a.confidence
         verdict = self.responder.on_attributed(
             ctx,
             level=record_severity(a),
             time_s=a.time,
-            confidence=a.confidence,
+            confidence=sure,
             title=f"{what}: {endpoint(a.remote_ip, a.remote_port)} ({a.format})",
             detail={"log": f"{a.log_file}:{a.log_line}", "method": a.method, "remote": a.remote_ip},
         )
