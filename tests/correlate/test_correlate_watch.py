@@ -28,14 +28,19 @@ from corral.respond import Responder
 
 NODE, BAD = "192.0.2.10", "203.0.113.66"
 CORRAL = str(Path(sys.executable).parent / "corral")
-HEADER = "version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action log-status"
+HEADER = (
+    "version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action "
+    "log-status"
+)
 
 
 def _sb(i: int) -> str:
     return f"192.0.2.{100 + i}"
 
 
-def _call(store: EventStore, ep: int, turn: int, start: float, end: float, command: str = "pip install x") -> None:
+def _call(
+    store: EventStore, ep: int, turn: int, start: float, end: float, command: str = "pip install x"
+) -> None:
     ctx = TraceContext(run_id="r1", step=0, episode_id=f"e{ep}", turn=turn, tool_call_id=f"e{ep}-t{turn}")
     store.append(
         Event(
@@ -94,7 +99,10 @@ def test_lines_appended_are_attributed_as_they_come(run: tuple[EventStore, Path,
         items = w.items(timeout=15)
         _append(log, _flow(2, now - 5), _flow(1, now - 25))
         got = _take(items, 2)
-        assert {(i.attribution.tool_call_id, i.attribution.log_line) for i in got} == {("e2-t0", 3), ("e1-t0", 4)}
+        assert {(i.attribution.tool_call_id, i.attribution.log_line) for i in got} == {
+            ("e2-t0", 3),
+            ("e1-t0", 4),
+        }
         # A call Corral records later (calls are recorded when they end) still finds its earlier record.
         _append(log, _flow(3, now + 1))
         time.sleep(0.3)
@@ -136,7 +144,7 @@ def test_rotation_truncation_and_gzip(run: tuple[EventStore, Path, float], tmp_p
 
 
 def test_burst_quarantines_episode_and_halts_a_fake_run(run: tuple[EventStore, Path, float]) -> None:
-    store, log, now = run
+    store, log, _now = run
     base = Policy.default().model_dump()
     base["response"]["attributed"].update(episode_threshold=3, run_threshold=6)
     events: list[Event] = []
@@ -179,7 +187,7 @@ def test_burst_quarantines_episode_and_halts_a_fake_run(run: tuple[EventStore, P
 
 
 def test_pushed_lines_and_unknown_format(run: tuple[EventStore, Path, float]) -> None:
-    store, log, now = run
+    store, _log, now = run
     _call(store, 1, 0, now - 10, now + 10)
     with Watcher([], store=store.path, poll_s=0.05) as w:
         w.push([HEADER, _flow(1, now).strip()], format="aws-vpc-flow", source="forwarder-1")
