@@ -6,7 +6,7 @@
 build on; it is re-exported here.
 """
 
-from corral.report._correlation_html import endpoint, render_correlation_html
+from corral.report._correlation_html import render_correlation_html
 from corral.report._html import (
     LEVEL_COLORS,
     Cell,
@@ -23,6 +23,7 @@ from corral.report._html import (
     section,
     table,
 )
+from corral.report._incident_html import endpoint
 from corral.report._redact import Redactor, redact_report, redactor_for
 from corral.report._stix import stix_bundle, write_stix
 from corral.report._terminal import print_correlation_summary
