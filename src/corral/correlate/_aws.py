@@ -179,6 +179,9 @@ class AwsVpcFlowReader(LineReader):
     def new_state(self) -> dict[str, Any]:
         return {"fields": self.fields}
 
+    def parser(self, src: str) -> _AwsParser:
+        return _AwsParser(self, src)
+
     def parse_line(self, text: str, line: int, src: str, state: dict[str, Any]) -> Iterable[LogRecord]:
         tokens = text.strip().split(" ")
         if state["fields"] is None:
@@ -340,3 +343,56 @@ class _Readable(io.RawIOBase):
         n = len(data)
         b[:n] = data
         return n
+
+
+class _AwsParser(_LineParser):
+    """The line parser, with whole blocks of new lines parsed the vectorised way (``Watcher``)."""
+
+    def __init__(self, reader: AwsVpcFlowReader, src: str) -> None:
+        super().__init__(reader, src)
+        self._con: duckdb.DuckDBPyConnection | None = None
+
+    def parse_block(self, lines: list[tuple[int, str]], stats: ReadStats) -> pa.Table | None:
+        if any("srcaddr" in t or "\r" in t for _, t in lines):
+            return None  # a header (a new file) or a carriage return: one by one
+        fields: list[str] = self.state["fields"] or V2_FIELDS
+        self.state["fields"] = fields
+        bad_rows: list[int] = []
+
+        def on_invalid(row: pacsv.InvalidRow) -> str:
+            bad_rows.append((row.number or 1) - 1)
+            return "skip"
+
+        data = "\n".join(t for _, t in lines).encode()
+        table = pacsv.read_csv(
+            pa.py_buffer(data),
+            read_options=pacsv.ReadOptions(column_names=fields, use_threads=False, block_size=len(data) + 1),
+            parse_options=pacsv.ParseOptions(
+                delimiter=" ",
+                quote_char=False,
+                escape_char=False,
+                ignore_empty_lines=False,
+                invalid_row_handler=on_invalid,
+            ),
+            convert_options=pacsv.ConvertOptions(
+                column_types=dict.fromkeys(fields, pa.string()),
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+        skipped = set(bad_rows)
+        for i in bad_rows:
+            n, text = lines[i]
+            stats.bad(n, text, f"{len(text.split(' '))} fields, expected {len(fields)}")
+        numbers = pa.array([n for i, (n, _) in enumerate(lines) if i not in skipped], pa.int64())
+        if self._con is None:
+            self._con = duckdb.connect()
+            self._con.execute("SET threads TO 1")
+        self._con.register("chunk", table.append_column("n", numbers))
+        out = self._con.sql(_batch_sql(fields, self.src)).to_arrow_table()
+        bad = out.filter(out.column("bad"))
+        for line, raw in zip(bad.column("line").to_pylist(), bad.column("raw").to_pylist(), strict=True):
+            stats.bad(line, raw, "bad field value")
+        stats.ignored += int(pc.sum(out.column("skip")).as_py() or 0)
+        good = out.filter(pc.invert(pc.or_(out.column("bad"), out.column("skip"))))
+        return good.select(RECORD_SCHEMA.names).cast(RECORD_SCHEMA)

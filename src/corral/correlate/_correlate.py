@@ -38,6 +38,7 @@ from corral.events import TraceRecord
 
 _RECORD_COLS = ["file", "line", "format", "kind", "start", "end", "src_ip", "src_port", "dst_ip", "dst_port"]
 _RECORD_COLS += ["proto", "action", "signature", "severity", "reporter", "detail", "workload"]
+ROW_RECORD_COLS = _RECORD_COLS  # the record columns an attribution shows
 ATT_COLS = ["rid", "method", "confidence", "candidate_count", "episode_count", "local_side", "candidate_cids"]
 ATT_COLS += ["tool_call_id", "run_id", "episode_id", "step", "turn", "timing", "tie_break", "ruled_out"]
 ATT_COLS += ["via_rid", "via_method"]
@@ -290,8 +291,7 @@ def attribution_of(row: dict[str, Any], candidates: list[str]) -> Attribution:
     remote_port = row["dst_port"] if side == 0 else row["src_port"]
     local_ip = row["src_ip"] if side == 0 else row["dst_ip"]
     n, episodes = int(row["candidate_count"]), int(row["episode_count"])
-    # Built from our own typed columns: no validation needed (a report holds up to millions).
-    return Attribution.model_construct(
+    return Attribution(
         **_record_fields(row),
         run_id=row["run_id"],
         episode_id=row["episode_id"],

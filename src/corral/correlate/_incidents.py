@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from corral.correlate._result import Attribution, CorralAlertOut, Destination, Incident
 from corral.correlate._tracefiles import CallInfo
@@ -30,11 +31,20 @@ def is_violation(a: Attribution) -> bool:
 
 
 def record_severity(a: Attribution) -> str:
-    if a.severity in _RANK:
-        return str(a.severity)
-    if a.kind == "alert" or a.action == "alert":
+    return _severity(a.severity, a.kind, a.action)
+
+
+def row_severity(row: Mapping[str, Any]) -> str:
+    """``record_severity`` of a record's row (its ``severity``, ``kind`` and ``action`` columns)."""
+    return _severity(row["severity"], row["kind"], row["action"])
+
+
+def _severity(severity: str | None, kind: str | None, action: str | None) -> str:
+    if severity in _RANK:
+        return str(severity)
+    if kind == "alert" or action == "alert":
         return "high"
-    if a.action == "deny":
+    if action == "deny":
         return "medium"
     return "low"
 

@@ -25,7 +25,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from corral.correlate._attribute import LINGER_S, METHODS, calls_table_in_order, refs_table
-from corral.correlate._correlate import attribute_records, attribution_of_row, egress_table, join_attribution
+from corral.correlate._correlate import (
+    ATT_COLS,
+    ROW_RECORD_COLS,
+    attribute_records,
+    attribution_of_row,
+    egress_table,
+    join_attribution,
+)
 from corral.correlate._flows import FLOW_IDLE_S
 from corral.correlate._record import RECORD_SCHEMA
 from corral.correlate._result import Attribution
@@ -39,7 +46,9 @@ _FINAL = {"egress_5tuple", "flow_continuation", "node_time_command"}
 _SANDBOX = {"conntrack_nat", "sandbox_ip_time", "workload_time"}
 _STRONG = METHODS["workload_time"][0]
 _CONT = METHODS["flow_continuation"]
-Made = tuple[Attribution, float]  # an attribution, and when its record was read (monotonic)
+Row = dict[str, Any]  # one attributed record: record columns, attribution columns, ``continues``
+Made = tuple[Row, float]  # an attribution row, and when its record was read (monotonic)
+_ROW_COLS = [*ROW_RECORD_COLS, *(c for c in ATT_COLS if c not in ("rid", "via_rid")), "continues"]
 _PEND_SCHEMA = RECORD_SCHEMA.append(pa.field("_uid", pa.int64())).append(pa.field("_seen", pa.float64()))
 
 
@@ -157,7 +166,8 @@ class LiveCorrelator:
         batch = pa.concat_tables([retry.select(RECORD_SCHEMA.names), ctx.select(RECORD_SCHEMA.names)])
         by = attribute_records(batch, self._calls, self._refs, self._egress, self.skew_s, self.linger_s)
         by = by.filter(pc.less(by.column("rid"), retry.num_rows))
-        got = dict(zip(by.column("rid").to_pylist(), join_attribution(batch, by).to_pylist(), strict=True))
+        joined = join_attribution(batch, by).select(_ROW_COLS)  # only what an attribution shows
+        got = dict(zip(by.column("rid").to_pylist(), joined.to_pylist(), strict=True))
         uid_list = uids.to_pylist()
         seen_list = retry.column("_seen").to_pylist()
         kid, ktup = _flow_keys(retry)
@@ -256,7 +266,11 @@ class LiveCorrelator:
         self.counters.attributed += len(out)
         return out
 
-    def _out(self, row: dict[str, Any]) -> Attribution:
+    def _out(self, row: Row) -> Row:
+        return row
+
+    def attribution(self, row: Row) -> Attribution:
+        """The typed attribution of a row this correlator made."""
         ids = self.call_ids
         return attribution_of_row(row, [ids[c] for c in row["candidate_cids"]])
 

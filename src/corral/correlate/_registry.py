@@ -91,11 +91,27 @@ class RecordParser(ABC):
     def parse(self, text: str, line: int) -> list[LogRecord]:
         """Records for one line (empty: a line with no record by design); raises when malformed."""
 
+    def parse_block(self, lines: list[tuple[int, str]], stats: ReadStats) -> pa.Table | None:
+        """All of ``lines`` at once (a vectorised format), or None to have them parsed one by one."""
+        return None
+
+
+BLOCK_LINES = 256  # fewer new lines than this are parsed one by one
+
 
 def feed_lines(
     parser: RecordParser, lines: Iterable[tuple[int, str]], batcher: Batcher
 ) -> Iterator[pa.RecordBatch]:
     """Parse lines into batches; a malformed line is counted in the batcher's stats and skipped."""
+    if isinstance(lines, list) and len(lines) >= BLOCK_LINES:
+        block = [(n, t) for n, t in lines if t and not t.isspace()]
+        table = parser.parse_block(block, batcher.stats)
+        if table is not None:
+            if (b := batcher.take()) is not None:
+                yield b
+            batcher.stats.records += table.num_rows
+            yield from table.to_batches()
+            return
     stats = batcher.stats
     for n, text in lines:
         if not text or text.isspace():

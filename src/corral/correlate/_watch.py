@@ -39,8 +39,8 @@ import pyarrow as pa
 from corral.correlate._attribute import LINGER_S
 from corral.correlate._correlate import stats_out
 from corral.correlate._evidence import endpoint
-from corral.correlate._incidents import is_violation, record_severity
-from corral.correlate._live import LiveCorrelator, Made
+from corral.correlate._incidents import row_severity
+from corral.correlate._live import LiveCorrelator, Made, Row
 from corral.correlate._record import RECORD_SCHEMA
 from corral.correlate._registry import LogReader, make_reader
 from corral.correlate._result import Attribution, FileStatsOut
@@ -52,13 +52,33 @@ from corral.respond import AttributedVerdict, Responder
 _END = object()
 
 
-@dataclass(frozen=True)
 class WatchItem:
-    """One attribution as it is made, what the responder did about it, and how long it took."""
+    """One attribution as it is made, what the responder did about it, and how long it took.
 
-    attribution: Attribution
-    verdict: AttributedVerdict | None  # None: not a violation, or no responder, or no run to count in
-    latency_s: float  # from the record being read to this item being made
+    ``verdict`` is None when the record is not a violation, or no responder was
+    given, or the evidence names no run; ``latency_s`` runs from the record being
+    read to this item being made. ``attribution`` is built on first access.
+    """
+
+    __slots__ = ("_att", "_live", "_row", "latency_s", "verdict")
+
+    def __init__(
+        self, live: LiveCorrelator, row: Row, verdict: AttributedVerdict | None, latency_s: float
+    ) -> None:
+        self._live, self._row = live, row
+        self._att: Attribution | None = None
+        self.verdict = verdict
+        self.latency_s = latency_s
+
+    @property
+    def attribution(self) -> Attribution:
+        if self._att is None:
+            self._att = self._live.attribution(self._row)
+        return self._att
+
+    def __repr__(self) -> str:
+        r = self._row
+        return f"WatchItem({r['file']}:{r['line']} -> {r['tool_call_id'] or r['episode_id']}, {r['method']})"
 
 
 @dataclass(frozen=True)
@@ -174,8 +194,8 @@ class Watcher:
                 if self._failure is not None:
                     raise self._failure
                 return
-            assert isinstance(got, WatchItem)
-            yield got
+            assert isinstance(got, list)
+            yield from got
 
     def __iter__(self) -> Iterator[Attribution]:
         return (item.attribution for item in self.items())
@@ -189,8 +209,9 @@ class Watcher:
                 if self._failure is not None:
                     raise self._failure
                 return
-            if isinstance(got, WatchItem):
-                yield got
+            if isinstance(got, list):
+                for item in got:
+                    yield item
 
     def _get(self, timeout: float) -> object:
         try:
@@ -234,40 +255,46 @@ class Watcher:
 
     def _publish(self, made: list[Made]) -> list[WatchItem]:
         items = []
-        for a, seen in made:
-            verdict = self._respond(a)
+        for row, seen in made:
+            verdict = self._respond(row)
             latency = max(0.0, time.monotonic() - seen)
-            item = WatchItem(a, verdict, latency)
+            item = WatchItem(self._live, row, verdict, latency)
             items.append(item)
             self._max_latency = max(self._max_latency, latency)
-            self._queue.put(item)
             if self._on_item is not None:
                 self._on_item(item)
+        if items:
+            self._queue.put(items)  # one hand-over per step, not per item
         return items
 
-    def _respond(self, a: Attribution) -> AttributedVerdict | None:
-        if self.responder is None or not is_violation(a) or a.run_id is None:
+    def _respond(self, r: Row) -> AttributedVerdict | None:
+        violation = r["kind"] == "alert" or r["action"] in ("deny", "alert")
+        if self.responder is None or not violation or r["run_id"] is None:
             return None
         ctx = TraceContext(
-            run_id=a.run_id,
-            episode_id=a.episode_id,
-            step=a.step if a.step is not None and a.step >= 0 else None,
-            turn=a.turn if a.turn is not None and a.turn >= 0 else None,
-            tool_call_id=a.tool_call_id,
+            run_id=r["run_id"],
+            episode_id=r["episode_id"],
+            step=r["step"] if r["step"] is not None and r["step"] >= 0 else None,
+            turn=r["turn"] if r["turn"] is not None and r["turn"] >= 0 else None,
+            tool_call_id=r["tool_call_id"],
         )
-        what = a.signature or a.action or a.kind
+        what = r["signature"] or r["action"] or r["kind"]
+        remote_ip, remote_port = (
+            (r["dst_ip"], r["dst_port"]) if r["local_side"] == 0 else (r["src_ip"], r["src_port"])
+        )
         # How sure the episode is: the calls of one episode the evidence cannot tell apart share it.
-        sure = min(1.0, a.confidence * a.candidate_count) if a.episode_count == 1 else a.confidence
+        conf, n = float(r["confidence"]), int(r["candidate_count"])
+        sure = min(1.0, conf * n) if r["episode_count"] == 1 else conf
         verdict = self.responder.on_attributed(
             ctx,
-            level=record_severity(a),
-            time_s=a.time,
+            level=row_severity(r),
+            time_s=r["start"],
             confidence=sure,
-            title=f"{what}: {endpoint(a.remote_ip, a.remote_port)} ({a.format})",
-            detail={"log": f"{a.log_file}:{a.log_line}", "method": a.method, "remote": a.remote_ip},
+            title=f"{what}: {endpoint(remote_ip, remote_port)} ({r['format']})",
+            detail={"log": f"{r['file']}:{r['line']}", "method": r["method"], "remote": remote_ip},
         )
         if verdict.quarantined:
-            self._quarantined.add((a.run_id, a.episode_id))
+            self._quarantined.add((r["run_id"], r["episode_id"]))
         return verdict
 
     def _run(self) -> None:
