@@ -270,17 +270,20 @@ def _choice_sql() -> str:
     ranks = " ".join(f"WHEN {r} THEN '{name}'" for name, (r, _) in METHODS.items())
     confs = " ".join(f"WHEN {r} THEN {c}" for _, (r, c) in METHODS.items())
     return f"""
+    -- One row per (record, call): its best method, and at that method its best fit (one aggregate:
+    -- rank * 10 + (2 - fit) orders by rank, then by fit downwards).
     CREATE OR REPLACE TEMP TABLE best AS
-    SELECT * FROM (
-      SELECT rid, cid, min(rank) AS rank, max(fit) AS fit, min(side) AS side FROM (
-        SELECT *, min(rank) OVER (PARTITION BY rid, cid) AS r0 FROM cand
-      ) WHERE rank = r0 GROUP BY rid, cid
-    ) QUALIFY rank = min(rank) OVER (PARTITION BY rid);
+    SELECT rid, cid, k // 10 AS rank, 2 - k % 10 AS fit, side FROM (
+      SELECT rid, cid, min(rank * 10 + 2 - fit) AS k, min(side) AS side FROM cand GROUP BY rid, cid
+    ) QUALIFY k // 10 = min(k // 10) OVER (PARTITION BY rid);
 
     -- Tie-break key (only where several calls remain): port not contradicted, names the address,
     -- names the port, fit. Node-only evidence keeps every candidate (key 0).
     CREATE OR REPLACE TEMP TABLE keyed AS
     WITH ties AS (SELECT rid FROM best GROUP BY rid HAVING count(*) > 1),
+    -- Only ties with a candidate whose command names anything need the command features.
+    cmd_ties AS (SELECT DISTINCT b.rid FROM best b SEMI JOIN ties USING (rid)
+                 WHERE b.cid IN (SELECT cid FROM refs)),
     feat AS (
       SELECT b.rid, b.cid, b.rank, b.fit, b.side, s.rport,
         coalesce(bool_or(r.host = s.rip OR r.host = s.rname), false) AS addr,
@@ -288,7 +291,7 @@ def _choice_sql() -> str:
                  false) AS p_ok,
         coalesce(bool_or(r.port IS NOT NULL AND (r.host IS NULL OR r.host = s.rip OR r.host = s.rname)),
                  false) AS p_any
-      FROM best b SEMI JOIN ties USING (rid)
+      FROM best b SEMI JOIN cmd_ties USING (rid)
       JOIN sides s ON s.rid = b.rid AND s.side = b.side
       LEFT JOIN refs r ON r.cid = b.cid
       GROUP BY b.rid, b.cid, b.rank, b.fit, b.side, s.rport
@@ -301,8 +304,8 @@ def _choice_sql() -> str:
       END AS k
     FROM feat
     UNION ALL
-    SELECT b.rid, b.cid, b.rank, b.fit, b.side, 1000 + 10 + b.fit FROM best b
-      ANTI JOIN (SELECT rid FROM best GROUP BY rid HAVING count(*) > 1) t USING (rid);
+    SELECT b.rid, b.cid, b.rank, b.fit, b.side, CASE WHEN b.rank = 7 THEN 0 ELSE 1000 + 10 + b.fit END
+      FROM best b ANTI JOIN cmd_ties USING (rid);
 
     CREATE OR REPLACE TEMP TABLE kept AS
     WITH m AS (
@@ -314,22 +317,31 @@ def _choice_sql() -> str:
     WHERE k.k = m.kmax;
 
     CREATE OR REPLACE TEMP TABLE att AS
-    WITH kc AS (
-      SELECT kept.*, count(*) OVER (PARTITION BY rid) AS n FROM kept
-    ), one AS (
+    WITH kn AS (SELECT rid, count(*) AS n FROM kept GROUP BY rid),
+    kc AS (SELECT kept.*, kn.n FROM kept JOIN kn USING (rid)),
+    one AS (
       SELECT k.rid, k.rank, 1 AS n, k.side AS local_side, k.fit, k.kmax, k.n0, k.k2,
              [k.cid] AS candidate_cids, k.cid AS cid0, 1 AS ne, 1 AS nr, 1 AS ns,
              CASE WHEN c.step IS NULL THEN 0 ELSE 1 END AS cs, c.step AS s0
       FROM kc k JOIN c USING (cid) WHERE k.n = 1
-    ), many AS (
+    ), m0 AS (
       SELECT rid, min(rank) AS rank, count(*) AS n, min(side) AS local_side, max(fit) AS fit,
              any_value(kmax) AS kmax, any_value(n0) AS n0, any_value(k2) AS k2,
-             list(cid ORDER BY cstart, cid)[1:{MAX_CANDIDATES}] AS candidate_cids,
+             list(cid ORDER BY cid)[1:{MAX_CANDIDATES}] AS candidate_cids,
              arg_min(cid, cstart) AS cid0,
-             count(DISTINCT eid) AS ne, count(DISTINCT coalesce(run_id, '')) AS nr,
-             count(DISTINCT step) AS ns, count(step) AS cs, min(step) AS s0
+             min(eid) AS e_lo, max(eid) AS e_hi,
+             min(coalesce(run_id, '')) = max(coalesce(run_id, '')) AS one_run,
+             min(step) AS s0, max(step) AS s1, count(step) AS cs
       FROM (SELECT kc.*, c.start AS cstart, c.eid, c.run_id, c.step FROM kc JOIN c USING (cid) WHERE kc.n > 1)
       GROUP BY rid
+    ), ne AS (  -- episodes counted only where the candidates span more than one
+      SELECT k.rid, count(DISTINCT c.eid) AS ne FROM kc k JOIN c USING (cid)
+      WHERE k.rid IN (SELECT rid FROM m0 WHERE e_lo <> e_hi) GROUP BY k.rid
+    ), many AS (
+      SELECT m0.rid, rank, n, local_side, fit, kmax, n0, k2, candidate_cids, cid0,
+             coalesce(ne.ne, 1) AS ne, CASE WHEN one_run THEN 1 ELSE 2 END AS nr,
+             CASE WHEN s0 = s1 THEN 1 ELSE 2 END AS ns, cs, s0
+      FROM m0 LEFT JOIN ne USING (rid)
     ), agg AS (SELECT * FROM one UNION ALL SELECT * FROM many)
     SELECT a.rid, a.rank,
       CASE a.rank {ranks} END AS method,

@@ -41,13 +41,13 @@ class Attribution(LogRecordOut):
     ``tool_call_id`` (and ``turn``) are set only when exactly one call fits;
     ``episode_id`` only when every candidate is in one episode, ``run_id`` when
     every candidate is in one run; ``candidates`` lists the calls that could not
-    be told apart (first 50, by start time) and ``candidate_count`` how many
-    there were. ``timing`` says where the record fell against the chosen calls
-    (``inside`` their interval, within the clock ``skew`` allowance, or ``after``
-    they ended); ``tie_break`` names the rule that chose among candidates of the
-    same method and ``ruled_out`` how many it set aside; ``continues`` is the
-    ``file:line`` of the earlier record of the same flow a continuation follows.
-    ``evidence`` says all of it in words.
+    be told apart (first 50, by start time; live, in the order the calls became
+    known) and ``candidate_count`` how many there were. ``timing`` says where the
+    record fell against the chosen calls (``inside`` their interval, within the
+    clock ``skew`` allowance, or ``after`` they ended); ``tie_break`` names the
+    rule that chose among candidates of the same method and ``ruled_out`` how
+    many it set aside; ``continues`` is the ``file:line`` of the earlier record
+    of the same flow a continuation follows. ``evidence`` says all of it in words.
     """
 
     run_id: str | None
