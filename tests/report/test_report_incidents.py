@@ -43,7 +43,9 @@ def _record_run(store: EventStore) -> None:
         (2, f"python3 -c 'import socket; socket.create_connection((\"{BAD}\", 4444))'", False, 1, ""),
         (3, "pytest -q", False, 0, "3 passed\n"),
     ]
-    for turn, cmd, blocked, code, _out in calls:
+    # tool_call events carry the call's captured output once the events model has the fields.
+    has_output = "stdout" in ToolCall.model_fields
+    for turn, cmd, blocked, code, out in calls:
         start, end = T0 + turn * 20, T0 + turn * 20 + 8
         ctx = TraceContext(run_id="r1", step=4, episode_id="e7", turn=turn, tool_call_id=f"e7-t{turn}")
         store.append(
@@ -61,6 +63,7 @@ def _record_run(store: EventStore) -> None:
                     stop_reason="policy" if blocked else None,
                     sandbox_ip=SB,
                     host_ip=NODE,
+                    **({"stdout": out} if has_output else {}),
                 ),
             )
         )
