@@ -70,7 +70,11 @@ def test_generic_mapping_and_format_options(tmp_path: Path) -> None:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     doc = json.loads((tmp_path / "g.json").read_text())
-    assert [a["tool_call_id"] for a in doc["attributions"]] == ["c2"]
+    first, later = doc["attributions"]
+    assert (first["tool_call_id"], first["timing"]) == ("c2", "inside")
+    # Ten seconds after the episode's last call ended: a process it left running, episode certain.
+    assert (later["episode_id"], later["tool_call_id"], later["timing"]) == ("e1", None, "after")
+    assert later["candidates"] == ["c1", "c2"] and "left running" in later["evidence"]
 
 
 @pytest.mark.parametrize(
@@ -97,3 +101,39 @@ def test_parse_duration(text: str, seconds: float) -> None:
 def test_parse_duration_rejects_garbage() -> None:
     with pytest.raises(InputError):
         parse_duration("-2s")
+
+
+def test_list_formats_needs_no_other_option() -> None:
+    proc = _run("--list-formats")
+    assert proc.returncode == 0, proc.stderr
+    names = [ln.split()[0] for ln in proc.stdout.splitlines()]
+    assert "aws-vpc-flow" in names and "suricata-eve" in names and len(names) == 12
+
+
+def test_missing_trace_or_log_is_an_error() -> None:
+    proc = _run("--log", str(LOGS / "aws_v2_default.log"))
+    assert proc.returncode == 2 and "--trace" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "is a log (AWS VPC Flow Logs), not a trace: give it with --log"),
+        ('not json\n{"also": "bad"\n', "no usable tool call in this trace: 2 malformed lines"),
+        ("", "no tool call in this trace"),
+    ],
+)
+def test_a_trace_without_usable_calls_is_an_error(tmp_path: Path, content: str | None, message: str) -> None:
+    trace = LOGS / "aws_v2_default.log" if content is None else tmp_path / "t.jsonl"
+    if content is not None:
+        trace.write_text(content)
+    proc = _run("--trace", str(trace), "--log", str(LOGS / "aws_v2_default.log"))
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+
+
+def test_format_not_recognised_names_the_formats_and_the_option() -> None:
+    proc = _run("--trace", str(LOGS / "trace_basic.jsonl"), "--log", str(LOGS / "generic_custom.csv"))
+    assert proc.returncode == 2
+    err = " ".join(proc.stderr.split())
+    assert "log format not recognised" in err and "aws-vpc-flow" in err and "zeek-conn" in err
+    assert "--format" in err

@@ -189,7 +189,13 @@ def test_guilty_calls_found_exactly(scenario: tuple[Scenario, CorrelationResult]
     assert all(a.method == "conntrack_nat" and a.candidate_count == 1 for a in fw)
     assert {a.tool_call_id for a in fw} == scen.guilty
     assert {(a.run_id, a.episode_id, a.step) for a in fw} == {("r2", "r2-e5", 1)}
-    assert all(a.confidence == pytest.approx(0.95) for a in fw)
+    # The second miner call's records could also be the first call's process still running: the
+    # call whose interval holds them wins that tie, at a little less confidence.
+    assert all(
+        a.confidence == pytest.approx(0.95)
+        or (a.tie_break == "inside_interval" and a.confidence == pytest.approx(0.95 * 0.9))
+        for a in fw
+    )
 
 
 def test_incident_names_episode_and_first_command(scenario: tuple[Scenario, CorrelationResult]) -> None:

@@ -88,7 +88,9 @@ def test_roll_rollout_dump(tmp_path: Path) -> None:
         f"{int(T) + 20} {int(T) + 21} REJECT OK\n"
     )
     [a] = correlate(ts, [log]).attributions
-    assert a.episode_id == "env_0_group_1_episode_3" and a.tool_call_id is None and a.candidate_count == 2
+    # The episode is certain; of its two calls, only one's command names the destination.
+    assert a.episode_id == "env_0_group_1_episode_3" and a.tool_call_id == "call_1"
+    assert (a.candidate_count, a.tie_break, a.ruled_out) == (1, "names_address", 1)
 
 
 def _otlp(path: Path, extra_attr: str) -> None:

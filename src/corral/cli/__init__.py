@@ -16,6 +16,7 @@ from corral.cli import (  # noqa: F401  (importing a command module registers it
     _run,
     _scan,
     _serve,
+    _watch,
 )
 from corral.cli._app import app
 

@@ -47,10 +47,10 @@ def _pairs(items: list[str], what: str) -> dict[str, str]:
 @app.command("correlate")
 def correlate_cmd(
     trace: list[Path] = typer.Option(
-        ..., "--trace", help="Trace: event store, trace JSONL, ROLL dump or OTLP JSON."
+        [], "--trace", help="Trace: event store, trace JSONL, ROLL dump or OTLP JSON (required)."
     ),
     log: list[Path] = typer.Option(
-        ..., "--log", help="Infrastructure log (format detected from content; .gz ok)."
+        [], "--log", help="Infrastructure log (format detected from content; .gz ok; required)."
     ),
     skew: str = typer.Option(
         "2s", "--skew", help="Largest clock difference between logs and trace (2s, 500ms)."
@@ -85,6 +85,8 @@ def correlate_cmd(
         for name, cls in sorted(log_formats().items()):
             typer.echo(f"{name:24} {cls.title}")
         return
+    if not trace or not log:
+        fail("give the run's calls with --trace (event store or trace file) and the logs with --log")
     try:
         skew_s = parse_duration(skew)
         readers: dict[str, LogReader] = {}

@@ -3,7 +3,9 @@
 Log readers (one module per format) resolve through an explicit registry and
 detect their format from content; trace readers turn Corral's store, generic
 trace files, ROLL dumps and OTLP spans into ``TraceRecord``; ``correlate``
-attributes records (strongest evidence first) and groups incidents.
+attributes records (strongest evidence first) and groups incidents; ``Watcher``
+does the same live, following logs and traces as they grow, and feeds the
+responder.
 """
 
 from corral.correlate import (  # noqa: F401  (each module registers its reader)
@@ -36,31 +38,33 @@ from corral.correlate._registry import (
 )
 from corral.correlate._result import (
     Attribution,
+    CallOut,
     CorralAlertOut,
     CorrelationReport,
     Destination,
+    EpisodeOut,
     FileStatsOut,
     Incident,
     LogRecordOut,
+    ReportSummary,
 )
-from corral.correlate._traces import (
-    DEFAULT_OTEL_MAPPING,
-    EgressRecord,
-    StoreAlert,
-    TraceSet,
-    load_traces,
-)
+from corral.correlate._tracefiles import DEFAULT_OTEL_MAPPING, CallInfo
+from corral.correlate._traces import EgressRecord, StoreAlert, TraceSet, load_traces
+from corral.correlate._watch import Watcher, WatchItem, WatchStats
 
 __all__ = [
     "DEFAULT_OTEL_MAPPING",
     "METHODS",
     "RECORD_SCHEMA",
     "Attribution",
+    "CallInfo",
+    "CallOut",
     "CorralAlertOut",
     "CorrelationReport",
     "CorrelationResult",
     "Destination",
     "EgressRecord",
+    "EpisodeOut",
     "FileStatsOut",
     "Incident",
     "JsonLineReader",
@@ -70,8 +74,12 @@ __all__ = [
     "LogRecordOut",
     "Malformed",
     "ReadStats",
+    "ReportSummary",
     "StoreAlert",
     "TraceSet",
+    "WatchItem",
+    "WatchStats",
+    "Watcher",
     "correlate",
     "correlate_tables",
     "detect_format",

@@ -19,8 +19,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from corral.correlate._record import LogRecord, ReadStats, open_text, proto_name, records_to_batch, to_int
-from corral.correlate._registry import BATCH_ROWS, LogReader, register
+from corral.correlate._lines import ByteSource
+from corral.correlate._record import LogRecord, ReadStats, proto_name, to_int
+from corral.correlate._registry import PARSE_ERRORS, Batcher, LogReader, load_json, register, why
 
 
 @register
@@ -36,33 +37,36 @@ class AzureNsgFlowReader(LogReader):
         return '"records"' in text and ("NetworkSecurityGroupFlowEvent" in text or "flowTuples" in text)
 
     def read(self, path: Path, stats: ReadStats) -> Iterator[pa.RecordBatch]:
-        with open_text(path) as f:
-            try:
-                doc = json.load(f)
-            except ValueError as exc:
-                stats.bad(getattr(exc, "lineno", 1), "", f"invalid JSON: {exc}")
-                return
+        with ByteSource(path) as src:
+            data = src.read_all()
+        if data is None:
+            stats.bad(1, "", str(src.error))
+            return
+        try:
+            doc = load_json(data.decode("utf-8", "replace"))
+        except ValueError as exc:
+            stats.bad(getattr(exc, "lineno", 1), "", f"invalid JSON: {exc}")
+            return
         records = doc.get("records") if isinstance(doc, dict) else None
         if not isinstance(records, list):
             stats.bad(1, "", "no records array")
             return
-        buf: list[LogRecord] = []
+        batcher = Batcher(stats)
         for i, rec in enumerate(records, 1):
             for rule, mac, tuple_text in _tuples(rec, stats, i):
                 try:
-                    buf.append(self._parse_tuple(tuple_text, rule, mac, i, str(path)))
-                except (ValueError, IndexError) as exc:
-                    stats.bad(i, tuple_text, f"record {i}: {exc}")
-                if len(buf) >= BATCH_ROWS:
-                    stats.records += len(buf)
-                    yield records_to_batch(buf)
-                    buf = []
-        if buf:
-            stats.records += len(buf)
-            yield records_to_batch(buf)
+                    recs = [self._parse_tuple(tuple_text, rule, mac, i, str(path))]
+                except PARSE_ERRORS as exc:
+                    stats.bad(i, tuple_text, f"record {i}: {why(exc)}")
+                    continue
+                batcher.add(recs, i, tuple_text)
+                if batcher.full and (b := batcher.take()) is not None:
+                    yield b
+        if (b := batcher.take()) is not None:
+            yield b
 
     def _parse_tuple(self, text: str, rule: str, mac: str, rec_no: int, src: str) -> LogRecord:
-        t = text.split(",")
+        t = text.split(",", 13)
         if len(t) not in (8, 13):
             raise ValueError(f"{len(t)} tuple fields, expected 8 (v1) or 13 (v2)")
         ts = float(int(t[0]))
@@ -81,8 +85,8 @@ class AzureNsgFlowReader(LogReader):
             end=ts,
             src_ip=t[1],
             dst_ip=t[2],
-            src_port=int(t[3]),
-            dst_port=int(t[4]),
+            src_port=to_int(t[3]),
+            dst_port=to_int(t[4]),
             proto=proto_name(t[5]),
             direction="in" if t[6] == "I" else "out",
             action=decision,
@@ -98,6 +102,15 @@ def _tuples(rec: Any, stats: ReadStats, i: int) -> Iterator[tuple[str, str, str]
         for group in rec["properties"]["flows"]:
             for flow in group["flows"]:
                 for tup in flow["flowTuples"]:
-                    yield str(group.get("rule", "")), str(flow.get("mac", "")), str(tup)
-    except (KeyError, TypeError) as exc:
-        stats.bad(i, json.dumps(rec)[:300], f"record {i}: missing {exc}")
+                    if not isinstance(tup, str):
+                        raise TypeError(f"flow tuple is {type(tup).__name__}, not text")
+                    yield str(group.get("rule", ""))[:200], str(flow.get("mac", ""))[:64], tup[:1000]
+    except PARSE_ERRORS as exc:
+        stats.bad(i, _sample(rec), f"record {i}: {why(exc)}")
+
+
+def _sample(rec: Any) -> str:
+    try:
+        return json.dumps(rec)[:300]
+    except (ValueError, TypeError, RecursionError):
+        return repr(type(rec))

@@ -1,11 +1,13 @@
-"""conntrack event lines (``conntrack -E``, optionally ``-o timestamp``), NAT included.
+"""conntrack event lines (``conntrack -E``, optionally ``-o timestamp,id``), NAT included.
 
 A line is ``[ts]? [NEW|UPDATE|DESTROY] proto num [timeout] [state] src= dst=
 sport= dport= [packets= bytes=] [UNREPLIED] src= dst= sport= dport= ...``: the
 first tuple is the original direction (the sandbox's own addresses), the second
 the reply direction, whose destination is the address the outside world saw
 after source NAT (the node's address and translated port), as described in
-conntrack(8) and the kernel's nf_conntrack text format.
+conntrack(8) and the kernel's nf_conntrack text format. With ``-o id`` each line
+ends in ``id=N``, the entry's id: the NEW, UPDATE and DESTROY events of one
+connection share it, which is how a flow's later events find its first.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ _LINE = re.compile(
     r"^\s*(?:\[(?P<ts>\d+(?:\.\d+)?)\]\s+)?\[(?P<ev>NEW|UPDATE|DESTROY)\]\s+(?P<proto>\w+)\s+(?P<num>\d+)\s"
 )
 _KV = re.compile(r"\b(src|dst|sport|dport|packets|bytes)=(\S+)")
+_ID = re.compile(r"\bid=(\d{1,20})\b")
 
 
 @register
@@ -55,6 +58,7 @@ class ConntrackReader(LineReader):
             raise ValueError("missing original or reply tuple")
         ts = float(m["ts"]) if m["ts"] else None
         event = m["ev"]
+        cid = _ID.search(text, m.end())
         return [
             LogRecord(
                 file=src,
@@ -77,5 +81,6 @@ class ConntrackReader(LineReader):
                 reporter=self.host,
                 direction="out",
                 detail=f"event={event}",
+                flow_id=cid[1] if cid else None,
             )
         ]

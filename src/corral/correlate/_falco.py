@@ -49,7 +49,12 @@ class FalcoReader(JsonLineReader):
             raise ValueError("alert without time")
         cip, cport, sip, sport = of.get("fd.cip"), of.get("fd.cport"), of.get("fd.sip"), of.get("fd.sport")
         fd_name = of.get("fd.name")
-        if not (cip and sip) and isinstance(fd_name, str) and (m := _FD_NAME.match(fd_name)):
+        if (
+            not (cip and sip)
+            and isinstance(fd_name, str)
+            and len(fd_name) <= 120
+            and (m := _FD_NAME.match(fd_name))
+        ):
             cip, cport, sip, sport = m["cip"], m["cport"], m["sip"], m["sport"]
         workload = of.get("container.id") or of.get("k8s.pod.name") or of.get("container.name")
         cmd = of.get("proc.cmdline")
@@ -70,7 +75,7 @@ class FalcoReader(JsonLineReader):
                 reporter=obj.get("hostname"),
                 signature=str(obj["rule"]),
                 severity=_PRIORITY.get(str(obj.get("priority", "")).lower(), "medium"),
-                detail=f"cmd={cmd}" if cmd else None,
+                detail=f"cmd={cmd}" if isinstance(cmd, str) and cmd else None,
                 workload=str(workload) if workload and workload != "host" else None,
             )
         ]

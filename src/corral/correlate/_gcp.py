@@ -19,16 +19,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from corral.correlate._record import (
-    LogRecord,
-    ReadStats,
-    open_text,
-    parse_time,
-    proto_name,
-    records_to_batch,
-    to_int,
-)
-from corral.correlate._registry import JsonLineReader, register
+from corral.correlate._lines import ByteSource, head_lines
+from corral.correlate._record import LogRecord, ReadStats, parse_time, proto_name, to_int
+from corral.correlate._registry import PARSE_ERRORS, Batcher, JsonLineReader, load_json, register, why
 
 
 def _payload_kind(obj: dict[str, Any]) -> str | None:
@@ -48,7 +41,7 @@ def _first_entry(head: list[str]) -> dict[str, Any] | None:
         if not text:
             text = head[1] if len(head) > 1 else ""
     try:
-        obj = json.loads(text.rstrip(","))
+        obj = load_json(text.rstrip(","))
     except ValueError:
         return None
     return obj if isinstance(obj, dict) else None
@@ -67,32 +60,38 @@ class GcpLogsReader(JsonLineReader):
         return obj is not None and _payload_kind(obj) is not None
 
     def read(self, path: Path, stats: ReadStats) -> Iterator[pa.RecordBatch]:
-        with open_text(path) as f:
-            for line in f:
-                if line.strip():
-                    is_array = line.lstrip().startswith("[")
-                    break
-            else:
-                return
-        if not is_array:
+        head = head_lines(path, 1)
+        if not head or not head[0].startswith("["):
             yield from super().read(path, stats)
             return
-        # A JSON array export is one document: it is parsed whole (exports are per query, bounded).
-        with open_text(path) as f:
-            try:
-                entries = json.load(f)
-            except ValueError as exc:
-                stats.bad(1, "", f"invalid JSON array: {exc}")
-                return
-        recs: list[LogRecord] = []
+        # A JSON array export is one document: parsed whole, up to a size bound (exports are per query).
+        with ByteSource(path) as src:
+            data = src.read_all()
+        if data is None:
+            stats.bad(1, "", str(src.error))
+            return
+        try:
+            entries = load_json(data.decode("utf-8", "replace"))
+        except ValueError as exc:
+            stats.bad(1, "", f"invalid JSON array: {exc}")
+            return
+        if not isinstance(entries, list):
+            stats.bad(1, "", "not a JSON array")
+            return
+        batcher = Batcher(stats)
         for i, entry in enumerate(entries, 1):
             try:
-                recs.extend(self.parse_obj(entry, i, str(path)))
-            except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                stats.bad(i, json.dumps(entry)[:300], f"entry {i}: {type(exc).__name__}: {exc}")
-        stats.records += len(recs)
-        if recs:
-            yield records_to_batch(recs)
+                if not isinstance(entry, dict):
+                    raise ValueError("entry is not an object")
+                recs = list(self.parse_obj(entry, i, str(path)))
+            except PARSE_ERRORS as exc:
+                stats.bad(i, _sample(entry), f"entry {i}: {why(exc)}")
+                continue
+            batcher.add(recs, i, _sample(entry))
+            if batcher.full and (b := batcher.take()) is not None:
+                yield b
+        if (b := batcher.take()) is not None:
+            yield b
 
     def parse_obj(self, obj: dict[str, Any], line: int, src: str) -> Iterable[LogRecord]:
         kind = _payload_kind(obj)
@@ -146,3 +145,10 @@ class GcpLogsReader(JsonLineReader):
                 detail=f"project={inst['project_id']}" if inst.get("project_id") else None,
             )
         ]
+
+
+def _sample(entry: Any) -> str:
+    try:
+        return json.dumps(entry)[:300]
+    except (ValueError, TypeError, RecursionError):
+        return repr(type(entry))

@@ -1,22 +1,20 @@
 """Readers for logs whose records are keyed rows: JSON lines, or CSV with a header line.
 
 Log services (Alibaba Cloud SLS, SIEM exports, spreadsheets) export either form;
-both stream row by row with their line numbers.
+both stream row by row with their line numbers. CSV is parsed one physical line
+at a time (flow exports have no quoted newlines), so a bad row never takes the
+rows after it down with it.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 from abc import abstractmethod
-from collections.abc import Iterable, Iterator
-from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
-import pyarrow as pa
-
-from corral.correlate._record import LogRecord, ReadStats, open_text, records_to_batch
-from corral.correlate._registry import BATCH_ROWS, LogReader, first_json
+from corral.correlate._record import LogRecord
+from corral.correlate._registry import LogReader, RecordParser, first_json, load_json
 
 
 def head_keys(head: list[str]) -> tuple[set[str], dict[str, Any] | None]:
@@ -35,79 +33,34 @@ class KeyedReader(LogReader):
     @abstractmethod
     def parse_row(self, row: dict[str, Any], line: int, src: str) -> Iterable[LogRecord]: ...
 
-    def read(self, path: Path, stats: ReadStats) -> Iterator[pa.RecordBatch]:
-        buf: list[LogRecord] = []
-        for line, row, err in _rows(path):
-            if err is not None:
-                stats.bad(line, err[0], err[1])
-                continue
-            assert row is not None
-            try:
-                buf.extend(self.parse_row(row, line, str(path)))
-            except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                stats.bad(line, json.dumps(row)[:300], f"{type(exc).__name__}: {exc}")
-                continue
-            if len(buf) >= BATCH_ROWS:
-                stats.records += len(buf)
-                yield records_to_batch(buf)
-                buf = []
-        if buf:
-            stats.records += len(buf)
-            yield records_to_batch(buf)
+    def parser(self, src: str) -> RecordParser:
+        return _KeyedParser(self, src)
 
 
-def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, tuple[str, str] | None]]:
-    with open_text(path) as f:
-        first, skipped = "", 0
-        for first in f:
-            if first.strip():
-                break
-            skipped += 1
-        if first.lstrip().startswith("{"):
-            yield from _json_rows(first, f, skipped)
-            return
-        f.seek(0)
-        yield from _csv_rows(f)
+class _KeyedParser(RecordParser):
+    """JSON objects, or CSV rows under the header line; the first line decides which."""
 
+    def __init__(self, reader: KeyedReader, src: str) -> None:
+        self.reader = reader
+        self.src = src
+        self.json: bool | None = None
+        self.header: list[str] | None = None
 
-def _json_rows(
-    first: str, rest: Iterable[str], skipped: int
-) -> Iterator[tuple[int, dict[str, Any] | None, Any]]:
-    n = skipped
-    for raw in _chain_first(first, rest):
-        n += 1
-        text = raw.strip()
-        if not text:
-            continue
-        try:
-            obj = json.loads(text)
-        except ValueError as exc:
-            yield n, None, (text, f"invalid JSON: {exc}")
-            continue
-        if not isinstance(obj, dict):
-            yield n, None, (text, "not a JSON object")
-            continue
-        yield n, obj, None
-
-
-def _chain_first(first: str, rest: Iterable[str]) -> Iterator[str]:
-    yield first
-    yield from rest
-
-
-def _csv_rows(f: Iterable[str]) -> Iterator[tuple[int, dict[str, Any] | None, Any]]:
-    reader = csv.reader(f)
-    header: list[str] | None = None
-    for row in reader:
-        if not row or not any(c.strip() for c in row):
-            continue
-        if header is None:
-            header = [c.strip() for c in row]
-            continue
-        if len(row) != len(header):
-            yield reader.line_num, None, (",".join(row), f"{len(row)} columns, header has {len(header)}")
-            continue
-        yield reader.line_num, dict(zip(header, row, strict=True)), None
+    def parse(self, text: str, line: int) -> list[LogRecord]:
+        if self.json is None:
+            self.json = text.lstrip().startswith("{")
+        if self.json:
+            obj = load_json(text)
+            if not isinstance(obj, dict):
+                raise ValueError("not a JSON object")
+            return list(self.reader.parse_row(obj, line, self.src))
+        row = next(csv.reader([text]), [])
+        if self.header is None:
+            self.header = [c.strip() for c in row]
+            return []
+        if len(row) != len(self.header):
+            raise ValueError(f"{len(row)} columns, header has {len(self.header)}")
+        return list(self.reader.parse_row(dict(zip(self.header, row, strict=True)), line, self.src))
 
 
 def pick(row: dict[str, Any], *names: str) -> Any:

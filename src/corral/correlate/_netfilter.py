@@ -22,8 +22,21 @@ _BSD = re.compile(
     r"^(?P<mon>[A-Z][a-z]{2}) +(?P<day>\d{1,2}) (?P<hms>\d\d:\d\d:\d\d)(?:\.\d+)? (?P<host>\S+) "
 )
 _ISO = re.compile(r"^(?:<\d+>\d? ?)?(?P<ts>\d{4}-\d\d-\d\dT\S+) (?P<host>\S+) ")
-_PREFIX = re.compile(r"kernel(?:\[\d+\])?:? (?:-\s+-\s+-\s+)?(?:\[\s*[\d.]+\] )?(?P<prefix>.*?)\s*IN=")
+# After "kernel": "[pid]:" or ":", then RFC 5424's "- - -", then the kernel's "[ uptime]", then the prefix.
+_KERNEL_TAG = re.compile(r"(?:\[\d+\])?:? (?:-[ \t]+-[ \t]+-[ \t]+)?(?:\[[ \t]*[\d.]+\] )?")
 _MONTHS = {m: i for i, m in enumerate("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), 1)}  # noqa: SIM905
+
+
+def _prefix(text: str) -> str:
+    """The LOG target's prefix: between the kernel tag and ``IN=`` (string search, linear time)."""
+    k = text.find("kernel")
+    if k < 0:
+        return ""
+    j = text.find("IN=", k)
+    if j < 0:
+        return ""
+    m = _KERNEL_TAG.match(text, k + 6, j)
+    return text[m.end() if m else j : j].strip()[:200]
 
 
 def _action(prefix: str) -> str:
@@ -51,7 +64,7 @@ class NetfilterLogReader(LineReader):
 
     def parse_line(self, text: str, line: int, src: str, state: dict[str, Any]) -> Iterable[LogRecord]:
         if " SRC=" not in text:
-            return []  # other kernel or daemon messages in the same syslog
+            return []  # counted as ignored: other kernel or daemon messages in the same syslog
         host: str | None = None
         ts: float | None = None
         if m := _ISO.match(text):
@@ -65,8 +78,7 @@ class NetfilterLogReader(LineReader):
         kv = dict(_KV.findall(text))
         if not kv.get("SRC") or not kv.get("DST"):
             raise ValueError("no SRC/DST")
-        pm = _PREFIX.search(text)
-        prefix = pm["prefix"].strip() if pm else ""
+        prefix = _prefix(text)
         ifaces = f"in={kv.get('IN', '')} out={kv.get('OUT', '')}"
         return [
             LogRecord(

@@ -5,10 +5,15 @@ registry and an unknown name is a ``RegistryError``. Detection reads the first
 lines of a file and asks each reader, most specific first, whether it is its
 format. Readers stream: they yield Arrow batches and keep no more than one batch
 in memory; a malformed line is counted in ``ReadStats`` and reading goes on.
+
+Line formats also hand out a ``RecordParser`` (one line in, records out, header
+state kept between lines), which is what ``Watcher`` uses to follow a growing
+file; whole-document formats (Azure blobs) have none and are re-read instead.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
@@ -17,10 +22,110 @@ from typing import Any, ClassVar, TypeVar
 
 import pyarrow as pa
 
-from corral.correlate._record import LogRecord, ReadStats, head_lines, open_text, records_to_batch
+from corral.correlate._lines import head_lines, iter_lines
+from corral.correlate._record import RECORD_SCHEMA, LogRecord, ReadStats, check_record, records_to_batch
 from corral.errors import InputError, RegistryError
 
 BATCH_ROWS = 65536
+# What parsing one hostile line may raise; each makes that line malformed, never the file.
+PARSE_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,  # includes UnicodeError and json.JSONDecodeError
+    KeyError,
+    TypeError,
+    IndexError,
+    AttributeError,
+    OverflowError,
+    RecursionError,
+    csv.Error,
+)
+
+
+def why(exc: BaseException) -> str:
+    """A one-line reason for a malformed line."""
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}"[:300]
+
+
+class Batcher:
+    """Collects checked records into Arrow batches; a line with any bad value is malformed as a whole."""
+
+    def __init__(self, stats: ReadStats, rows: int = BATCH_ROWS) -> None:
+        self.stats = stats
+        self.rows = rows
+        self._buf: list[LogRecord] = []
+
+    def add(self, recs: list[LogRecord], line: int, text: str) -> None:
+        if not recs:
+            self.stats.ignored += 1
+            return
+        try:
+            for r in recs:
+                check_record(r)
+        except ValueError as exc:
+            self.stats.bad(line, text, f"bad value: {exc}")
+            return
+        self._buf.extend(recs)
+
+    @property
+    def full(self) -> bool:
+        return len(self._buf) >= self.rows
+
+    def __len__(self) -> int:
+        return len(self._buf)
+
+    def take(self) -> pa.RecordBatch | None:
+        if not self._buf:
+            return None
+        batch = records_to_batch(self._buf)
+        self.stats.records += len(self._buf)
+        self._buf = []
+        return batch
+
+
+class RecordParser(ABC):
+    """One line in, its records out; keeps what earlier lines set up (header, field list)."""
+
+    @abstractmethod
+    def parse(self, text: str, line: int) -> list[LogRecord]:
+        """Records for one line (empty: a line with no record by design); raises when malformed."""
+
+    def parse_block(self, lines: list[tuple[int, str]], stats: ReadStats) -> pa.Table | None:
+        """All of ``lines`` at once (a vectorised format), or None to have them parsed one by one."""
+        return None
+
+
+BLOCK_LINES = 256  # fewer new lines than this are parsed one by one
+
+
+def feed_lines(
+    parser: RecordParser, lines: Iterable[tuple[int, str]], batcher: Batcher
+) -> Iterator[pa.RecordBatch]:
+    """Parse lines into batches; a malformed line is counted in the batcher's stats and skipped."""
+    if isinstance(lines, list) and len(lines) >= BLOCK_LINES:
+        block = [(n, t) for n, t in lines if t and not t.isspace()]
+        table = parser.parse_block(block, batcher.stats)
+        if table is not None:
+            if (b := batcher.take()) is not None:
+                yield b
+            batcher.stats.records += table.num_rows
+            yield from table.to_batches()
+            return
+    stats = batcher.stats
+    for n, text in lines:
+        if not text or text.isspace():
+            continue
+        try:
+            recs = parser.parse(text, n)
+        except PARSE_ERRORS as exc:
+            stats.bad(n, text, why(exc))
+            continue
+        batcher.add(recs, n, text)
+        if batcher.full and (b := batcher.take()) is not None:
+            yield b
+    if (b := batcher.take()) is not None:
+        yield b
 
 
 class LogReader(ABC):
@@ -35,9 +140,26 @@ class LogReader(ABC):
     def sniff(self, head: list[str]) -> bool:
         """True when the first non-empty lines of a file are in this format."""
 
-    @abstractmethod
+    def parser(self, src: str) -> RecordParser | None:
+        """A line parser for this format (None for whole-document formats)."""
+        return None
+
     def read(self, path: Path, stats: ReadStats) -> Iterator[pa.RecordBatch]:
         """Stream the file as batches of ``RECORD_SCHEMA``; count malformed lines in ``stats``."""
+        parser = self.parser(str(path))
+        if parser is None:
+            raise NotImplementedError(f"{type(self).__name__} must implement read()")
+        yield from feed_lines(parser, iter_lines(path, stats), Batcher(stats))
+
+
+class _LineParser(RecordParser):
+    def __init__(self, reader: LineReader, src: str) -> None:
+        self.reader = reader
+        self.src = src
+        self.state = reader.new_state()
+
+    def parse(self, text: str, line: int) -> list[LogRecord]:
+        return list(self.reader.parse_line(text, line, self.src, self.state))
 
 
 class LineReader(LogReader):
@@ -50,35 +172,23 @@ class LineReader(LogReader):
     def parse_line(self, text: str, line: int, src: str, state: dict[str, Any]) -> Iterable[LogRecord]:
         """Records for one line (empty for headers/comments); raise ValueError etc. when malformed."""
 
-    def read(self, path: Path, stats: ReadStats) -> Iterator[pa.RecordBatch]:
-        src = str(path)
-        state = self.new_state()
-        buf: list[LogRecord] = []
-        with open_text(path) as f:
-            for n, raw in enumerate(f, 1):
-                text = raw.rstrip("\r\n")
-                if not text.strip():
-                    continue
-                try:
-                    recs = list(self.parse_line(text, n, src, state))
-                except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
-                    stats.bad(n, text, f"{type(exc).__name__}: {exc}")
-                    continue
-                buf.extend(recs)
-                if len(buf) >= BATCH_ROWS:
-                    stats.records += len(buf)
-                    yield records_to_batch(buf)
-                    buf = []
-        if buf:
-            stats.records += len(buf)
-            yield records_to_batch(buf)
+    def parser(self, src: str) -> RecordParser:
+        return _LineParser(self, src)
+
+
+def load_json(text: str) -> Any:
+    """``json.loads`` whose every failure (deep nesting included) is a ValueError."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
 
 
 class JsonLineReader(LineReader):
     """One JSON object per line."""
 
     def parse_line(self, text: str, line: int, src: str, state: dict[str, Any]) -> Iterable[LogRecord]:
-        obj = json.loads(text)
+        obj = load_json(text)
         if not isinstance(obj, dict):
             raise ValueError("not a JSON object")
         return self.parse_obj(obj, line, src)
@@ -92,7 +202,7 @@ def first_json(head: list[str]) -> dict[str, Any] | None:
     for line in head[:5]:
         if line.startswith("{"):
             try:
-                obj = json.loads(line)
+                obj = load_json(line)
             except ValueError:
                 continue
             if isinstance(obj, dict):
@@ -129,14 +239,33 @@ def make_reader(name: str, **options: Any) -> LogReader:
 
 def detect_format(path: Path) -> LogReader:
     """The reader whose format the file's first lines are in; InputError when none matches."""
-    head = head_lines(path)
+    try:
+        head = head_lines(path)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc}") from exc
     if not head:
         raise InputError(f"{path}: empty log file")
+    reader = sniff_format(head)
+    if reader is not None:
+        return reader
+    known = ", ".join(sorted(_REGISTRY))
+    raise InputError(
+        f"{path}:1: log format not recognised (first line: {head[0][:120]!r}); known formats: {known}. "
+        "Name the format with --format (a CSV or JSON log with other column names: --format generic "
+        "with --map FIELD=COLUMN)"
+    )
+
+
+def sniff_format(head: list[str]) -> LogReader | None:
+    """The reader, most specific first, that claims these first lines (None if none does)."""
     for cls in sorted(_REGISTRY.values(), key=lambda c: (c.detect_order, c.name)):
         reader = cls()
-        if reader.sniff(head):
-            return reader
-    raise InputError(f"{path}:1: log format not recognised (first line: {head[0][:120]!r})")
+        try:
+            if reader.sniff(head):
+                return reader
+        except PARSE_ERRORS:
+            continue
+    return None
 
 
 def iter_log(path: Path, reader: LogReader | None = None) -> tuple[ReadStats, Iterator[pa.RecordBatch]]:
@@ -146,7 +275,17 @@ def iter_log(path: Path, reader: LogReader | None = None) -> tuple[ReadStats, It
         raise InputError(f"{path}: no such log file")
     rd = reader or detect_format(path)
     stats = ReadStats(file=str(path), format=rd.name)
-    return stats, rd.read(path, stats)
+    return stats, _guarded(rd, path, stats)
+
+
+def _guarded(reader: LogReader, path: Path, stats: ReadStats) -> Iterator[pa.RecordBatch]:
+    """The reader's batches; a failure no line handler caught ends the file as one malformed entry."""
+    try:
+        yield from reader.read(path, stats)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc}") from exc
+    except (*PARSE_ERRORS, pa.ArrowException) as exc:
+        stats.bad(0, "", f"reading stopped: {why(exc)}")
 
 
 def read_logs(
@@ -154,8 +293,6 @@ def read_logs(
     reader_for: Callable[[Path], LogReader | None] | None = None,
 ) -> tuple[pa.Table, list[ReadStats]]:
     """Read several logs into one table of records, with per-file statistics."""
-    from corral.correlate._record import RECORD_SCHEMA
-
     batches: list[pa.RecordBatch] = []
     all_stats: list[ReadStats] = []
     for p in paths:

@@ -28,6 +28,13 @@ def _dns_name(dns: dict[str, Any]) -> str | None:
     return None
 
 
+def _flow_id(v: Any) -> str | None:
+    # One flow's events (flow, alert, dns, tls ...) share it on one sensor.
+    if isinstance(v, bool) or not isinstance(v, int | str):
+        return None
+    return str(v)[:40]
+
+
 @register
 class SuricataEveReader(JsonLineReader):
     """Suricata EVE JSON (flow, alert, dns, tls)."""
@@ -44,8 +51,8 @@ class SuricataEveReader(JsonLineReader):
         et = str(obj["event_type"])
         if not obj.get("src_ip") or not obj.get("dest_ip"):
             if et in ("stats", "engine"):
-                return []
-            raise ValueError(f"{et} event without addresses")
+                return []  # counted as ignored: sensor bookkeeping, no traffic
+            raise ValueError(f"{et[:40]} event without addresses")
         ts = parse_time(obj["timestamp"])
         rec = LogRecord(
             file=src,
@@ -61,6 +68,7 @@ class SuricataEveReader(JsonLineReader):
             proto=proto_name(obj.get("proto")),
             reporter=obj.get("host") or obj.get("in_iface"),
             direction={"to_server": "out", "to_client": "in"}.get(str(obj.get("direction", ""))),
+            flow_id=_flow_id(obj.get("flow_id")),
         )
         if et == "alert":
             a = obj.get("alert") or {}

@@ -1,29 +1,39 @@
-"""Trace readers: RL traces of every supported kind into the generic trace format.
+"""Trace sources: RL traces of every supported kind as one ``TraceSet`` of tool calls.
 
 Sources, detected from content: Corral's event store (SQLite) with its egress
-records and alerts; generic trace JSON lines (DESIGN.md contract); ROLL rollout
-dumps (``rollout_dump_data.step_N.jsonl``); OpenTelemetry spans in OTLP JSON,
-with a configurable attribute mapping.
+records, alerts and each call's outcome and output; generic trace JSON lines
+(DESIGN.md contract); ROLL rollout dumps (``rollout_dump_data.step_N.jsonl``);
+OpenTelemetry spans in OTLP JSON, with a configurable attribute mapping. A call
+reported by two sources (the store and the trace written from it) counts once.
 """
 
 from __future__ import annotations
 
-import json
-import re
-from collections.abc import Iterable, Iterator, Mapping
+import contextlib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
-from pydantic import ValidationError
 
-from corral.correlate._attribute import calls_table
-from corral.correlate._record import ReadStats, open_text, parse_time
-from corral.errors import InputError
-from corral.events import Alert, EventStore, NetworkConnection, TraceRecord, trace_records
+from corral.correlate._attribute import calls_table, refs_table
+from corral.correlate._lines import head_lines
+from corral.correlate._record import ReadStats
+from corral.correlate._registry import sniff_format
+from corral.correlate._tracefiles import (
+    MAX_OUTPUT,
+    ROLL_NAME,
+    TRACE_ERRORS,
+    Call,
+    CallInfo,
+    checked_call,
+    read_trace_file,
+)
+from corral.errors import CorralError, InputError
+from corral.events import Alert, Event, EventStore, NetworkConnection, ToolCall, TraceRecord, trace_record
 
-_ROLL_NAME = re.compile(r"rollout_dump_data\.step_(\d+)\.jsonl(\.gz)?$")
+STORE_TYPES = ("tool_call", "network_connection", "alert")
+_POLL_ERRORS: tuple[type[BaseException], ...] = (*TRACE_ERRORS, CorralError)
 
 
 @dataclass(frozen=True)
@@ -57,47 +67,133 @@ class StoreAlert:
 
 @dataclass
 class TraceSet:
-    """Everything read from the traces: tool calls, egress tuples, Corral's own alerts."""
+    """Everything read from the traces: tool calls, egress tuples, Corral's own alerts.
+
+    ``info`` holds, per tool call id, what the source says beyond the generic
+    record (blocked or ran, exit code, captured output, trusted grader run).
+    """
 
     calls: list[TraceRecord] = field(default_factory=list)
     egress: list[EgressRecord] = field(default_factory=list)
     alerts: list[StoreAlert] = field(default_factory=list)
     stats: list[ReadStats] = field(default_factory=list)
+    info: dict[str, CallInfo] = field(default_factory=dict)
+    _ids: set[tuple[str | None, str | None, str]] = field(default_factory=set, repr=False, compare=False)
     _table: pa.Table | None = field(default=None, repr=False, compare=False)
+    _refs: pa.Table | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.calls and not self._ids:
+            unique: list[TraceRecord] = []
+            for c in self.calls:
+                if _key(c) not in self._ids:
+                    self._ids.add(_key(c))
+                    unique.append(c)
+            self.calls = unique
 
     def calls_table(self) -> pa.Table:
         """The calls as Arrow (built once, reused for every correlation over this set)."""
         if self._table is None or self._table.num_rows != len(self.calls):
             self._table = calls_table(self.calls)
+            self._refs = None
         return self._table
 
+    def refs_table(self) -> pa.Table:
+        """What each call's command names (addresses, hosts, ports), by ``cid`` of ``calls_table``."""
+        table = self.calls_table()
+        if self._refs is None:
+            self._refs = refs_table(table)
+        return self._refs
+
+    def add_calls(self, calls: Iterable[Call]) -> list[TraceRecord]:
+        """Add calls not seen before (by tool call id); returns those added. Info merges either way."""
+        added: list[TraceRecord] = []
+        for rec, info in calls:
+            if info is not None:
+                old = self.info.get(rec.tool_call_id)
+                self.info[rec.tool_call_id] = info if old is None or old.source != "event store" else old
+            if _key(rec) in self._ids:
+                continue
+            self._ids.add(_key(rec))
+            self.calls.append(rec)
+            added.append(rec)
+        if added:
+            self._table = self._refs = None
+        return added
+
     def extend(self, other: TraceSet) -> None:
-        self._table = None
-        self.calls += other.calls
+        self.add_calls((c, other.info.get(c.tool_call_id)) for c in other.calls)
+        for k, v in other.info.items():
+            self.info.setdefault(k, v)
         self.egress += other.egress
         self.alerts += other.alerts
         self.stats += other.stats
 
+    @property
+    def sources(self) -> list[str]:
+        """Where the calls came from, for the report: 'event store', 'trace file' ..."""
+        kinds = {s.format for s in self.stats}
+        out = []
+        if "corral-store" in kinds:
+            out.append("event store")
+        if kinds - {"corral-store"}:
+            out.append("trace file")
+        return out
 
-def load_traces(paths: Iterable[Path | str], otel_mapping: Mapping[str, str] | None = None) -> TraceSet:
-    """Read every trace source, detecting its kind from its content and name."""
+
+def _key(c: TraceRecord) -> tuple[str | None, str | None, str]:
+    # Framework traces (ROLL) reuse ids like "call_0" in every trajectory: the episode is part of the key.
+    return (c.run_id, c.episode_id, c.tool_call_id)
+
+
+def load_traces(
+    paths: Iterable[Path | str],
+    otel_mapping: Mapping[str, str] | None = None,
+    *,
+    require_calls: bool = False,
+) -> TraceSet:
+    """Read every trace source, detecting its kind from its content and name.
+
+    ``require_calls``: a source with no usable tool call is an ``InputError``
+    (a log given as a trace, an empty or wholly malformed file).
+    """
     out = TraceSet()
     for p in paths:
-        out.extend(load_trace(Path(p), otel_mapping))
+        ts = load_trace(Path(p), otel_mapping)
+        if require_calls and not ts.calls:
+            raise InputError(_no_calls(Path(p), ts.stats[0]))
+        out.extend(ts)
     return out
+
+
+def _no_calls(path: Path, stats: ReadStats) -> str:
+    if stats.format != "corral-store":
+        try:
+            reader = sniff_format(head_lines(path))
+        except OSError:
+            reader = None
+        if reader is not None and reader.name != "generic":
+            return f"{path}: this is a log ({reader.title}), not a trace: give it with --log"
+    if stats.malformed:
+        first = stats.samples[0] if stats.samples else None
+        where = f" (first: line {first.line}: {first.reason})" if first else ""
+        return f"{path}: no usable tool call in this trace: {stats.malformed} malformed lines{where}"
+    return f"{path}: no tool call in this trace"
 
 
 def trace_kind(path: Path) -> str:
     """'store', 'roll', 'otlp' or 'jsonl'."""
     if not path.is_file():
         raise InputError(f"{path}: no such trace file")
-    with path.open("rb") as f:
-        if f.read(16) == b"SQLite format 3\x00":
-            return "store"
-    if _ROLL_NAME.search(path.name):
-        return "roll"
-    with open_text(path) as f:
-        head = f.read(4096)
+    try:
+        with path.open("rb") as f:
+            if f.read(16) == b"SQLite format 3\x00":
+                return "store"
+        if ROLL_NAME.search(path.name):
+            return "roll"
+        head = "\n".join(head_lines(path, 50, 4096))
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc}") from exc
     if '"resourceSpans"' in head:
         return "otlp"
     if '"trajectory_data"' in head or '"env_info"' in head:
@@ -108,294 +204,105 @@ def trace_kind(path: Path) -> str:
 def load_trace(path: Path, otel_mapping: Mapping[str, str] | None = None) -> TraceSet:
     kind = trace_kind(path)
     if kind == "store":
-        return read_store(path)
+        reader = StoreReader(path)
+        try:
+            return reader.poll()
+        finally:
+            reader.close()
     stats = ReadStats(file=str(path), format=f"trace-{kind}")
-    if kind == "roll":
-        calls = list(read_roll_dump(path, stats))
-    elif kind == "otlp":
-        calls = list(read_otlp(path, stats, otel_mapping))
-    else:
-        calls = list(read_trace_jsonl(path, stats))
-    stats.records = len(calls)
-    return TraceSet(calls=calls, stats=[stats])
-
-
-def _json_lines(path: Path, stats: ReadStats) -> Iterator[tuple[int, Any]]:
-    with open_text(path) as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                yield n, json.loads(line)
-            except ValueError as exc:
-                stats.bad(n, line, f"invalid JSON: {exc}")
-
-
-def read_trace_jsonl(path: Path, stats: ReadStats) -> Iterator[TraceRecord]:
-    """Generic trace records, one JSON object per line; start/end as epoch seconds or RFC 3339."""
-    with open_text(path) as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                # Fast path: epoch seconds validated straight from JSON by pydantic.
-                rec = TraceRecord.model_validate_json(line)
-                if rec.start < _EPOCH_S_MAX and rec.end < _EPOCH_S_MAX:
-                    yield rec
-                    continue
-            except ValidationError:
-                pass
-            yield from _slow_trace_line(n, line, stats)
-
-
-_EPOCH_S_MAX = 1e11  # larger values are milliseconds or finer: converted by parse_time
-
-
-def _slow_trace_line(n: int, line: str, stats: ReadStats) -> Iterator[TraceRecord]:
     try:
-        obj = json.loads(line)
-    except ValueError as exc:
-        stats.bad(n, line.rstrip("\r\n"), f"invalid JSON: {exc}")
-        return
-    try:
-        if not isinstance(obj, dict):
-            raise ValueError("not an object")
-        obj = dict(obj)
-        for k in ("start", "end"):
-            obj[k] = parse_time(obj.get(k))
-        yield TraceRecord.model_validate(obj)
-    except (ValidationError, ValueError, TypeError) as exc:
-        stats.bad(n, line.rstrip("\r\n"), str(exc).splitlines()[0])
+        calls = read_trace_file(path, kind, stats, otel_mapping)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc}") from exc
+    out = TraceSet(stats=[stats])
+    out.add_calls(calls)
+    stats.records = len(out.calls)
+    return out
 
 
 # -- Corral's event store --------------------------------------------------------------------
 
 
-def read_store(path: Path) -> TraceSet:
-    """Tool calls, egress 5-tuples and alerts from Corral's event store."""
-    stats = ReadStats(file=str(path), format="corral-store")
-    out = TraceSet(stats=[stats])
-    store = EventStore(path)
-    try:
-        out.calls = list(trace_records(store))
-        for ev in store.query(type=["network_connection", "alert"]):
-            d = ev.data
-            t = ev.time_ns / 1e9
-            if isinstance(d, NetworkConnection):
-                if d.outside_src_ip and d.outside_dst_ip and ev.ctx.tool_call_id:
-                    out.egress.append(
-                        EgressRecord(
-                            tool_call_id=ev.ctx.tool_call_id,
-                            time=t,
-                            src_ip=d.outside_src_ip,
-                            src_port=d.outside_src_port or 0,
-                            dst_ip=d.outside_dst_ip,
-                            dst_port=d.outside_dst_port or 0,
-                            proto=d.Protocol.lower(),
-                            decision=d.decision,
-                        )
-                    )
-            elif isinstance(d, Alert):
-                c = ev.ctx
-                out.alerts.append(
-                    StoreAlert(
-                        t, c.run_id, c.episode_id, c.step, c.turn, c.tool_call_id, d.rule_id, d.title, d.level
+class StoreReader:
+    """Tool calls, egress 5-tuples and alerts from Corral's event store, read incrementally.
+
+    ``poll()`` returns what was committed since the last poll (everything on the
+    first), so the same reader serves ``correlate`` and a ``Watcher`` following a
+    live run. An event that cannot be decoded is counted as malformed and reading
+    stops there until the next poll (the store is append-only: it stays bad).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.stats = ReadStats(file=str(path), format="corral-store")
+        self.last_seq = 0
+        self._store = EventStore(path)
+        self._stuck_at: int | None = None
+
+    def poll(self) -> TraceSet:
+        out = TraceSet(stats=[self.stats])
+        calls: list[Call] = []
+        try:
+            for ev in self._store.query(type=list(STORE_TYPES), after_seq=self.last_seq):
+                self._add(ev, calls, out)
+                self.last_seq = ev.seq or self.last_seq
+        except _POLL_ERRORS as exc:
+            if self._stuck_at != self.last_seq:  # report a bad event once, not on every poll
+                self._stuck_at = self.last_seq
+                self.stats.bad(self.last_seq + 1, "", f"event after seq {self.last_seq}: {exc}"[:500])
+        out.add_calls(calls)
+        self.stats.records += len(out.calls)
+        return out
+
+    def _add(self, ev: Event, calls: list[Call], out: TraceSet) -> None:
+        d = ev.data
+        t = ev.time_ns / 1e9
+        if isinstance(d, ToolCall):
+            rec = trace_record(ev)
+            if rec is None:
+                return
+            try:
+                rec = checked_call(rec)
+            except ValueError as exc:
+                self.stats.bad(ev.seq or 0, d.command[:300], f"tool_call: {exc}")
+                return
+            calls.append((rec, _store_info(d)))
+        elif isinstance(d, NetworkConnection):
+            if d.outside_src_ip and d.outside_dst_ip and ev.ctx.tool_call_id:
+                out.egress.append(
+                    EgressRecord(
+                        tool_call_id=ev.ctx.tool_call_id,
+                        time=t,
+                        src_ip=d.outside_src_ip,
+                        src_port=d.outside_src_port or 0,
+                        dst_ip=d.outside_dst_ip,
+                        dst_port=d.outside_dst_port or 0,
+                        proto=d.Protocol.lower(),
+                        decision=d.decision,
                     )
                 )
-    finally:
-        store.close()
-    stats.records = len(out.calls)
-    return out
-
-
-# -- ROLL rollout dumps ----------------------------------------------------------------------
-
-
-def _rows(obj: dict[str, Any]) -> list[dict[str, Any]]:
-    """ROLL writes a batch as one object of equal-length columns; a row object is also accepted."""
-    values = list(obj.values())
-    if values and all(isinstance(v, list) for v in values) and len({len(v) for v in values}) == 1:
-        return [dict(zip(obj.keys(), row, strict=True)) for row in zip(*values, strict=True)]
-    return [obj]
-
-
-def _loads(v: Any) -> Any:
-    return json.loads(v) if isinstance(v, str) and v[:1] in "{[" else v
-
-
-def _find_time(d: Mapping[str, Any], word: str) -> float | None:
-    for k, v in d.items():
-        if word in k.lower() and isinstance(v, int | float | str):
-            try:
-                t = parse_time(v)
-            except ValueError:
-                continue
-            if t is not None and t > 1e8:  # an absolute time, not a duration
-                return t
-    return None
-
-
-def read_roll_dump(path: Path, stats: ReadStats) -> Iterator[TraceRecord]:
-    """Tool calls from a ROLL agentic rollout dump.
-
-    Each trajectory has ``trajectory_data`` (JSON) with ``trajectory_id``,
-    ``env_info`` (``sandbox_id``, ``sandbox_ip``, host address) and
-    ``timing_info``, plus ``messages`` whose assistant ``tool_calls`` are the
-    calls. The dump has no per-call times, so every call of a trajectory spans
-    the trajectory's window: attribution then names the episode for sure and
-    lists its calls as candidates.
-    """
-    m = _ROLL_NAME.search(path.name)
-    file_step = int(m.group(1)) if m else None
-    for n, obj in _json_lines(path, stats):
-        if not isinstance(obj, dict):
-            stats.bad(n, str(obj)[:300], "not an object")
-            continue
-        for row in _rows(obj):
-            try:
-                yield from _roll_calls(row, file_step)
-            except (ValueError, TypeError, KeyError, ValidationError) as exc:
-                stats.bad(n, json.dumps(row)[:300], str(exc).splitlines()[0])
-
-
-def _roll_calls(row: dict[str, Any], file_step: int | None) -> Iterator[TraceRecord]:
-    traj = _loads(row.get("trajectory_data")) or {}
-    if not isinstance(traj, dict):
-        raise ValueError("trajectory_data is not an object")
-    env = _loads(traj.get("env_info")) or {}
-    timing = _loads(traj.get("timing_info")) or {}
-    traj_id = str(traj.get("trajectory_id") or row.get("trajectory_id") or "")
-    if not traj_id:
-        raise ValueError("no trajectory_id")
-    start = _find_time(timing, "start") or _find_time(env, "start")
-    end = _find_time(timing, "end") or _find_time(env, "end")
-    if start is None or end is None:
-        raise ValueError(f"trajectory {traj_id}: no start/end time in timing_info")
-    step = row.get("global_step", file_step)
-    run_id = row.get("exp_name")
-    host = env.get("host_ip") or env.get("node_ip") or env.get("host")
-    messages = _loads(row.get("messages")) or []
-    if messages and isinstance(messages[0], list):  # one list per trajectory
-        messages = messages[0]
-    turn = 0
-    k = 0
-    for msg in messages:
-        if not isinstance(msg, dict) or msg.get("role") != "assistant":
-            continue
-        turn += 1
-        for call in msg.get("tool_calls") or []:
-            fn = call.get("function") or {}
-            args = _loads(fn.get("arguments"))
-            command = args.get("command") or args.get("cmd") if isinstance(args, dict) else None
-            k += 1
-            yield TraceRecord(
-                run_id=str(run_id) if run_id is not None else None,
-                step=int(step) if step is not None else None,
-                episode_id=traj_id,
-                turn=turn,
-                tool_call_id=str(call.get("id") or f"{traj_id}:{k}"),
-                sandbox_id=env.get("sandbox_id"),
-                host=host,
-                sandbox_ip=env.get("sandbox_ip"),
-                start=start,
-                end=end,
-                command=str(command if command is not None else fn.get("arguments", fn.get("name", ""))),
+        elif isinstance(d, Alert):
+            c = ev.ctx
+            out.alerts.append(
+                StoreAlert(
+                    t, c.run_id, c.episode_id, c.step, c.turn, c.tool_call_id, d.rule_id, d.title, d.level
+                )
             )
 
-
-# -- OpenTelemetry spans (OTLP JSON) ---------------------------------------------------------
-
-DEFAULT_OTEL_MAPPING: dict[str, str] = {
-    "run_id": "corral.run_id",
-    "step": "corral.step",
-    "episode_id": "corral.episode_id",
-    "turn": "corral.turn",
-    "tool_call_id": "corral.tool_call_id",
-    "sandbox_id": "corral.sandbox_id",
-    "host": "host.ip",
-    "sandbox_ip": "corral.sandbox_ip",
-    "command": "process.command_line",
-}
-_FALLBACK_KEYS = {
-    "run_id": ("run_id", "rl.run_id"),
-    "step": ("step", "rl.step", "global_step"),
-    "episode_id": ("episode_id", "rl.episode_id", "trajectory_id"),
-    "turn": ("turn", "rl.turn"),
-    "tool_call_id": ("tool_call_id", "gen_ai.tool.call.id"),
-    "sandbox_id": ("sandbox_id",),
-    "host": ("net.host.ip", "host.name"),
-    "sandbox_ip": ("sandbox_ip",),
-    "command": ("command", "tool.command", "corral.command"),
-}
+    def close(self) -> None:
+        with contextlib.suppress(CorralError):  # nothing was written through this handle
+            self._store.close()
 
 
-def _attrs(items: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for a in items or []:
-        v = a.get("value") or {}
-        for key in ("stringValue", "intValue", "doubleValue", "boolValue"):
-            if key in v:
-                out[a["key"]] = v[key]
-                break
-    return out
-
-
-def read_otlp(
-    path: Path, stats: ReadStats, mapping: Mapping[str, str] | None = None
-) -> Iterator[TraceRecord]:
-    """Spans from OTLP JSON (one export request per line, or one document) that are tool calls.
-
-    ``mapping`` names, per trace field, the span (or resource) attribute holding
-    it; a span is a tool call when it has a command or a tool call id.
-    """
-    mp = {**DEFAULT_OTEL_MAPPING, **(mapping or {})}
-    with open_text(path) as f:
-        text = f.read(1)
-    docs: Iterable[tuple[int, Any]]
-    if text == "{":
-        try:
-            with open_text(path) as f:
-                docs = [(1, json.load(f))]
-        except ValueError:
-            docs = _json_lines(path, stats)  # one request per line (collector file exporter)
-    else:
-        docs = _json_lines(path, stats)
-    for n, doc in docs:
-        for rs in doc.get("resourceSpans", []) if isinstance(doc, dict) else []:
-            res = _attrs((rs.get("resource") or {}).get("attributes"))
-            for ss in rs.get("scopeSpans", []):
-                for span in ss.get("spans", []):
-                    a = {**res, **_attrs(span.get("attributes"))}
-
-                    def get(name: str, a: dict[str, Any] = a) -> Any:
-                        for key in (mp[name], *_FALLBACK_KEYS[name]):
-                            if key in a:
-                                return a[key]
-                        return None
-
-                    if get("command") is None and get("tool_call_id") is None:
-                        continue
-                    try:
-                        yield TraceRecord(
-                            run_id=_str(get("run_id")),
-                            step=_int(get("step")),
-                            episode_id=_str(get("episode_id")),
-                            turn=_int(get("turn")),
-                            tool_call_id=str(get("tool_call_id") or span["spanId"]),
-                            sandbox_id=_str(get("sandbox_id")),
-                            host=_str(get("host")),
-                            sandbox_ip=_str(get("sandbox_ip")),
-                            start=int(span["startTimeUnixNano"]) / 1e9,
-                            end=int(span.get("endTimeUnixNano") or span["startTimeUnixNano"]) / 1e9,
-                            command=str(get("command") or span.get("name", "")),
-                        )
-                    except (KeyError, ValueError, ValidationError) as exc:
-                        stats.bad(n, json.dumps(span)[:300], str(exc).splitlines()[0])
-
-
-def _str(v: Any) -> str | None:
-    return None if v is None else str(v)
-
-
-def _int(v: Any) -> int | None:
-    return None if v is None else int(v)
+def _store_info(d: ToolCall) -> CallInfo:
+    # Captured output and the trusted flag arrive with newer tool_call events; older stores lack them.
+    out, err = getattr(d, "stdout", None), getattr(d, "stderr", None)
+    return CallInfo(
+        source="event store",
+        blocked=d.blocked,
+        exit_code=d.exit_code,
+        stop_reason=d.stop_reason,
+        stdout=out[:MAX_OUTPUT] if isinstance(out, str) else None,
+        stderr=err[:MAX_OUTPUT] if isinstance(err, str) else None,
+        trusted=getattr(d, "trusted", False) is True,
+    )

@@ -9,12 +9,11 @@ resp_ip_bytes tunnel_parents``; TSV order is whatever ``#fields`` says, and
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from typing import Any
 
-from corral.correlate._record import LogRecord, proto_name, to_int
-from corral.correlate._registry import LineReader, first_json, register
+from corral.correlate._record import LogRecord, parse_time, proto_name, to_int
+from corral.correlate._registry import LineReader, first_json, load_json, register
 
 
 @register
@@ -40,14 +39,19 @@ class ZeekConnReader(LineReader):
         if text.startswith("#"):
             key, _, value = text.partition(" " if text.startswith("#separator") else state["sep"])
             if key == "#separator":
-                state["sep"] = value.encode().decode("unicode_escape")
+                sep = value.encode().decode("unicode_escape")
+                if len(sep) != 1:
+                    raise ValueError(f"#separator must be one character, got {value[:20]!r}")
+                state["sep"] = sep
             elif key == "#unset_field":
                 state["unset"] = value
             elif key == "#fields":
                 state["fields"] = value.split(state["sep"])
             return []
         if text.startswith("{"):
-            row: dict[str, Any] = json.loads(text)
+            row = load_json(text)
+            if not isinstance(row, dict):
+                raise ValueError("not a JSON object")
         else:
             if state["fields"] is None:
                 raise ValueError("TSV line before #fields header")
@@ -57,8 +61,10 @@ class ZeekConnReader(LineReader):
             row = {
                 k: (None if v == state["unset"] else v) for k, v in zip(state["fields"], cols, strict=True)
             }
-        ts = float(row["ts"])
-        duration = float(row["duration"]) if row.get("duration") not in (None, "") else 0.0
+        ts = parse_time(row["ts"])
+        if ts is None:
+            raise ValueError("no ts")
+        duration = parse_time(row.get("duration")) or 0.0
         ob, rb = to_int(row.get("orig_bytes")), to_int(row.get("resp_bytes"))
         op, rp = to_int(row.get("orig_pkts")), to_int(row.get("resp_pkts"))
         state_str = row.get("conn_state")
@@ -69,15 +75,16 @@ class ZeekConnReader(LineReader):
                 format=self.name,
                 start=ts,
                 end=ts + duration,
-                src_ip=str(row["id.orig_h"]),
+                src_ip=row["id.orig_h"],
                 src_port=to_int(row.get("id.orig_p")),
-                dst_ip=str(row["id.resp_h"]),
+                dst_ip=row["id.resp_h"],
                 dst_port=to_int(row.get("id.resp_p")),
                 proto=proto_name(row.get("proto")),
                 bytes=None if ob is None and rb is None else (ob or 0) + (rb or 0),
                 packets=None if op is None and rp is None else (op or 0) + (rp or 0),
                 action=None,  # Zeek observes; it does not decide
-                signature=row.get("service"),
+                signature=row.get("service") if isinstance(row.get("service"), str) else None,
                 detail=f"uid={row.get('uid')} conn_state={state_str}",
+                flow_id=row["uid"] if isinstance(row.get("uid"), str) else None,
             )
         ]

@@ -7,6 +7,7 @@ from corral.policy._model import Policy, policy_json_schema, policy_warnings
 from corral.policy._monitoring import MonitoringSection
 from corral.policy._network import NetworkSection
 from corral.policy._response import (
+    AttributedSection,
     CircuitBreakerSection,
     EndEpisodeSection,
     GroupingSection,
@@ -33,6 +34,7 @@ from corral.policy._sections import (
 
 __all__ = [
     "Action",
+    "AttributedSection",
     "CircuitBreakerSection",
     "DetectionSection",
     "EndEpisodeSection",

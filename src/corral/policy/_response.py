@@ -83,6 +83,32 @@ class CircuitBreakerSection(Section):
     )
 
 
+class AttributedSection(Section):
+    """Violations that infrastructure logs show, attributed live to tool calls (``corral watch``).
+
+    A ``Watcher`` hands each attributed violation (a denied or alerting record)
+    to the responder: ``episode_threshold`` of them for one episode within
+    ``episode_window_s`` quarantine it; ``run_threshold`` across one run within
+    ``run_window_s`` trip the circuit breaker, which then acts as its own section
+    says (``halt`` or ``raise``). Windows run on the records' own times.
+    """
+
+    enabled: bool = True
+    min_level: LevelName = Field(default="medium", description="Record severity that counts (deny: medium).")
+    min_confidence: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Attributions less certain than this do not count for an episode.",
+    )
+    episode_threshold: int = Field(
+        default=3, ge=1, description="Violations of one episode that quarantine it."
+    )
+    episode_window_s: float = Field(default=60.0, gt=0)
+    run_threshold: int = Field(default=20, ge=1, description="Violations across a run that halt it.")
+    run_window_s: float = Field(default=300.0, gt=0)
+
+
 def _check_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -163,6 +189,7 @@ class ResponseSection(Section):
     quarantine: QuarantineSection = Field(default_factory=QuarantineSection)
     end_episode: EndEpisodeSection = Field(default_factory=EndEpisodeSection)
     circuit_breaker: CircuitBreakerSection = Field(default_factory=CircuitBreakerSection)
+    attributed: AttributedSection = Field(default_factory=AttributedSection)
     sinks: tuple[SinkConfig, ...] = ()
     grouping: GroupingSection = Field(default_factory=GroupingSection)
     agent_message: Literal["neutral", "detailed"] = Field(

@@ -23,6 +23,7 @@ from corral.report._html import (
     section,
     table,
 )
+from corral.report._incident_html import endpoint
 from corral.report._redact import Redactor, redact_report, redactor_for
 from corral.report._stix import stix_bundle, write_stix
 from corral.report._terminal import print_correlation_summary
@@ -37,6 +38,7 @@ __all__ = [
     "cards",
     "code",
     "details",
+    "endpoint",
     "esc",
     "fmt_time",
     "page",

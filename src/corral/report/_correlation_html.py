@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Mapping
 
 from corral.correlate import Attribution, CorrelationReport, Incident, is_violation
 from corral.events import TraceRecord
@@ -14,7 +15,6 @@ from corral.report._html import (
     bars_svg,
     cards,
     code,
-    details,
     esc,
     fmt_time,
     page,
@@ -22,56 +22,57 @@ from corral.report._html import (
     section,
     table,
 )
+from corral.report._incident_html import (
+    MAX_ROWS,
+    endpoint,
+    episode_section,
+    incident_detail,
+    violations_by_call,
+)
+from corral.report._summary import sources_note, summary_items
 
-MAX_ROWS = 500
-
-
-def endpoint(ip: str | None, port: int | None) -> str:
-    """``ip:port`` (``[v6]:port``), the address alone, or a dash when the log had none."""
-    if not ip:
-        return "-"
-    if port is None:
-        return ip
-    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+# A link to an incident or episode opens its collapsed block.
+_OPEN_ANCHOR = """
+function openAnchor(){var id=location.hash.slice(1);var el=id&&document.getElementById(id);
+  if(el&&el.tagName==='DETAILS'){el.open=true;el.scrollIntoView();}}
+window.addEventListener('hashchange',openAnchor);openAnchor();
+"""
+_CSS = (
+    "pre.out{white-space:pre-wrap;max-height:240px;overflow:auto;background:#f1f5f9;padding:6px;margin:2px 0}"
+)
 
 
 def render_correlation_html(report: CorrelationReport, *, title: str = "Corral correlation report") -> str:
-    """Timeline, incidents with drill-down to commands and evidence, destinations, files."""
+    """Timeline, incidents with drill-down to calls, output and evidence, episodes, destinations, files."""
     violations = [a for a in report.attributions if is_violation(a)]
-    malformed = sum(s.malformed for s in report.logs)
+    per_call = violations_by_call(report)
+    episodes = "".join(episode_section(ep, report, per_call) for ep in report.episodes) or (
+        "<p class='muted'>No episode has a certain incident.</p>"
+    )
     body = [
-        cards(
-            [
-                ("incidents", len(report.incidents)),
-                ("violations attributed", len(violations)),
-                ("records read", report.records),
-                ("attributed", report.attributed),
-                ("unattributed", len(report.unattributed)),
-                ("tool calls", report.tool_calls),
-                ("malformed lines", malformed),
-                ("clock skew", f"{report.skew_s:g} s"),
-            ]
-        ),
+        cards(summary_items(report)),
+        f"<p class='muted' id='sources'>{esc(sources_note(report))}</p>",
         section("Timeline of violations", _timeline(violations, report.calls)),
         section("Runs", _runs(report)),
-        section("Incidents", _incidents(report)),
+        section("Incidents", _incidents(report, per_call)),
+        section("Episodes", episodes),
         section("Outside destinations", _destinations(report)),
         section("Log files", _files(report)),
         section("Unattributed records", _unattributed(report)),
     ]
     sub = f"generated {fmt_time(report.generated_at)}; {len(report.logs)} log files, "
     sub += f"{len(report.traces)} trace sources"
-    return page(title, "".join(body), subtitle=sub)
+    return page(title, "".join(body), subtitle=sub, extra_css=_CSS, script=_OPEN_ANCHOR)
 
 
-def _step_of(a: Attribution, calls: dict[str, TraceRecord]) -> int | None:
+def _step_of(a: Attribution, calls: Mapping[str, TraceRecord]) -> int | None:
     if a.step is not None:
         return a.step
     steps = {calls[c].step for c in a.candidates if c in calls and calls[c].step is not None}
     return min(steps) if len(steps) == 1 else None  # type: ignore[type-var]
 
 
-def _timeline(violations: list[Attribution], calls: dict[str, TraceRecord]) -> str:
+def _timeline(violations: list[Attribution], calls: Mapping[str, TraceRecord]) -> str:
     pts: list[Point] = []
     per_step: Counter[int] = Counter()
     for a in violations:
@@ -114,7 +115,7 @@ def _runs(report: CorrelationReport) -> str:
     rows = []
     for run, incs in sorted(runs.items()):
         worst = max((i.severity for i in incs), key=levels.index)
-        links = ", ".join(f'<a href="#{esc(i.id)}">{esc(i.episode_id)}</a>' for i in incs)
+        links = ", ".join(f'<a href="#{esc(i.episode_ref or i.id)}">{esc(i.episode_id)}</a>' for i in incs)
         steps = sorted({s for i in incs for s in i.steps})
         rows.append(
             [
@@ -137,11 +138,12 @@ def _runs(report: CorrelationReport) -> str:
     )
 
 
-def _incidents(report: CorrelationReport) -> str:
+def _incidents(report: CorrelationReport, per_call: Counter[str]) -> str:
     if not report.incidents:
         return (
             "<p class='muted'>No incidents: no denied or alerting record was attributed to a tool call.</p>"
         )
+    levels = ["informational", "low", "medium", "high", "critical"]
     rows = []
     for inc in report.incidents:
         who = (
@@ -150,22 +152,22 @@ def _incidents(report: CorrelationReport) -> str:
             else f"{inc.run_id} / {inc.episode_id}"
         )
         dest = ", ".join(endpoint(d.ip, d.port) for d in inc.destinations[:3] if d.ip)
+        titles = sorted({a.title for a in inc.alerts})
+        ep_link = f'<a href="#{esc(inc.episode_ref)}">episode</a>' if inc.episode_ref else ""
         rows.append(
             [
                 Cell(f'<a href="#{esc(inc.id)}">{esc(inc.id)}</a>', inc.id),
-                Cell(
-                    badge(inc.severity),
-                    ["informational", "low", "medium", "high", "critical"].index(inc.severity),
-                ),
-                who,
+                Cell(badge(inc.severity), levels.index(inc.severity)),
+                Cell(f"{esc(who)} {ep_link}"),
                 Cell(esc(fmt_time(inc.first_time)), inc.first_time),
-                Cell(esc(fmt_time(inc.last_time)), inc.last_time),
                 ", ".join(map(str, inc.steps[:10])),
                 inc.record_count,
+                Cell(f"{inc.calls_blocked} blocked, {inc.calls_ran} ran", inc.calls_blocked),
                 dest,
                 Cell(
                     code(inc.first_command) if inc.first_command else "<span class='muted'>not certain</span>"
                 ),
+                Cell(esc("; ".join(titles[:3])) if titles else "<span class='muted'>none</span>"),
                 f"{inc.min_confidence:.2f}",
             ]
         )
@@ -175,134 +177,20 @@ def _incidents(report: CorrelationReport) -> str:
             "severity",
             "run / episode",
             "first seen",
-            "last seen",
             "steps",
             "records",
+            "calls",
             "destinations",
             "first command",
+            "Corral alerts",
             "min conf.",
         ],
         rows,
         table_id="incidents",
         filter_box=True,
     )
-    blocks = [_incident_detail(inc, report) for inc in report.incidents]
+    blocks = [incident_detail(inc, report, per_call) for inc in report.incidents]
     return summary + "".join(blocks)
-
-
-def _incident_detail(inc: Incident, report: CorrelationReport) -> str:
-    calls = [report.calls[c] for c in inc.tool_call_ids if c in report.calls]
-    call_rows = [
-        [
-            c.tool_call_id,
-            c.run_id,
-            c.episode_id,
-            c.step,
-            c.turn,
-            Cell(esc(fmt_time(c.start)), c.start),
-            Cell(esc(fmt_time(c.end)), c.end),
-            c.sandbox_id,
-            c.sandbox_ip,
-            c.host,
-            Cell(code(c.command)),
-        ]
-        for c in calls
-    ]
-    dest_rows = [
-        [d.ip, d.port, d.proto, d.count, ", ".join(d.actions), ", ".join(d.signatures)]
-        for d in inc.destinations
-    ]
-    ev_rows = []
-    for i in inc.attribution_indexes[:MAX_ROWS]:
-        a = report.attributions[i]
-        cands = ", ".join(a.candidates[:8]) + (
-            f" (+{a.candidate_count - 8})" if a.candidate_count > 8 else ""
-        )
-        ev_rows.append(
-            [
-                Cell(code(f"{a.log_file}:{a.log_line}")),
-                a.format,
-                Cell(esc(fmt_time(a.time)), a.time),
-                f"{endpoint(a.src_ip, a.src_port)} -> {endpoint(a.dst_ip, a.dst_port)} {a.proto or ''}",
-                a.action,
-                a.signature,
-                a.method,
-                Cell(
-                    f"{a.confidence:.2f}"
-                    + (" <span class='warn'>ambiguous</span>" if a.candidate_count > 1 else ""),
-                    a.confidence,
-                ),
-                cands,
-                a.evidence,
-            ]
-        )
-    alert_rows = [
-        [fmt_time(al.time), badge(al.level), al.rule_id, al.title, al.tool_call_id] for al in inc.alerts
-    ]
-    alert_rows_cells = [[r[0], Cell(str(r[1])), r[2], r[3], r[4]] for r in alert_rows]
-    first = (
-        f"<p>Started by tool call {code(inc.first_tool_call_id)}: {code(inc.first_command)}</p>"
-        if inc.first_tool_call_id
-        else "<p class='warn'>The evidence does not single out the tool call that started this incident; "
-        "candidates are listed below.</p>"
-    )
-    amb = (
-        "<p class='warn'>Ambiguous: the evidence cannot tell these episodes apart: "
-        f"{esc(', '.join(inc.candidate_episodes))}</p>"
-        if inc.ambiguous
-        else ""
-    )
-    body = (
-        amb
-        + first
-        + "<h3>Tool calls</h3>"
-        + table(
-            [
-                "tool call",
-                "run",
-                "episode",
-                "step",
-                "turn",
-                "start",
-                "end",
-                "sandbox",
-                "sandbox ip",
-                "node",
-                "command",
-            ],
-            call_rows,
-        )
-        + "<h3>Destinations</h3>"
-        + table(["ip", "port", "proto", "records", "actions", "signatures"], dest_rows)
-        + (
-            (
-                "<h3>Corral alerts</h3>"
-                + table(["time", "level", "rule", "title", "tool call"], alert_rows_cells)
-            )
-            if alert_rows
-            else ""
-        )
-        + "<h3>Evidence</h3>"
-        + table(
-            [
-                "log line",
-                "format",
-                "time",
-                "flow",
-                "action",
-                "signature",
-                "method",
-                "confidence",
-                "candidates",
-                "why",
-            ],
-            ev_rows,
-        )
-    )
-    who = "ambiguous episodes" if inc.ambiguous else f"run {inc.run_id}, episode {inc.episode_id}"
-    span = f"{fmt_time(inc.first_time)} .. {fmt_time(inc.last_time)}"
-    summary = f"{esc(inc.id)} {badge(inc.severity)} {esc(who)}: {inc.record_count} records, {span}"
-    return details(summary, body, anchor=inc.id, open_=len(report.incidents) <= 3)
 
 
 def _destinations(report: CorrelationReport) -> str:
@@ -328,16 +216,22 @@ def _files(report: CorrelationReport) -> str:
     rows = []
     for s in [*report.logs, *report.traces]:
         sample = "<br>".join(f"line {m.line}: {esc(m.reason)} {code(m.text[:120])}" for m in s.samples)
+        why = ", ".join(f"{esc(k)}: {n}" for k, n in sorted(s.reasons.items(), key=lambda kv: -kv[1])[:6])
         rows.append(
             [
                 Cell(code(s.file)),
                 s.format,
                 s.records,
                 Cell(f"<span class='warn'>{s.malformed}</span>" if s.malformed else "0", s.malformed),
+                Cell(why),
+                s.ignored,
                 Cell(sample),
             ]
         )
-    return table(["file", "format", "records", "malformed", "sample of malformed lines"], rows)
+    return table(
+        ["file", "format", "records", "malformed", "why", "ignored (no record)", "sample of malformed lines"],
+        rows,
+    )
 
 
 def _unattributed(report: CorrelationReport) -> str:

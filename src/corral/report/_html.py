@@ -94,11 +94,13 @@ def fmt_time(t: float | None) -> str:
 
 
 def badge(level: str) -> str:
+    """A severity level as a coloured pill."""
     color = LEVEL_COLORS.get(level, "#475569")
     return f'<span class="badge" style="background:{color}">{esc(level)}</span>'
 
 
 def code(text: object) -> str:
+    """Escaped text in a monospace span (commands, paths, ids)."""
     return f"<code>{esc(text)}</code>"
 
 
@@ -140,6 +142,7 @@ def table(
 
 
 def cards(items: Iterable[tuple[str, object]]) -> str:
+    """Headline numbers, one card per (label, value)."""
     inner = "".join(
         f'<div class="card"><div class="v">{esc(v)}</div><div class="k">{esc(k)}</div></div>'
         for k, v in items
@@ -155,6 +158,7 @@ def details(summary_html: str, body_html: str, *, open_: bool = False, anchor: s
 
 
 def section(title: str, body_html: str) -> str:
+    """A titled part of the page; ``body_html`` is trusted markup."""
     return f"<section><h2>{esc(title)}</h2>{body_html}</section>"
 
 

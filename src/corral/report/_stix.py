@@ -138,4 +138,5 @@ def _describe(inc: Incident) -> str:
 
 
 def write_stix(report: CorrelationReport, path: Path | str) -> None:
+    """Write the incidents as a STIX 2.1 bundle (JSON) to ``path``."""
     Path(path).write_text(stix_bundle(report).serialize(pretty=True), encoding="utf-8")

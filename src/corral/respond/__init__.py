@@ -2,12 +2,15 @@
 
 responder = Responder(policy, event_sinks=[store.append])
 verdict = responder.on_result(result)     # penalty, quarantine, end_episode, halted
+responder.on_attributed(ctx, level="high", time_s=t)   # a firewall record, attributed by a Watcher
 """
 
+from corral.respond._attributed import AttributedBursts, BurstResult
 from corral.respond._breaker import CircuitBreaker
 from corral.respond._decide import decide
 from corral.respond._group import AlertGrouper, Notification
 from corral.respond._model import (
+    AttributedVerdict,
     CallVerdict,
     EpisodeSummary,
     Response,
@@ -30,6 +33,9 @@ from corral.respond._sinks import (
 __all__ = [
     "AlertGrouper",
     "AlertSink",
+    "AttributedBursts",
+    "AttributedVerdict",
+    "BurstResult",
     "CallVerdict",
     "CircuitBreaker",
     "EpisodeSummary",

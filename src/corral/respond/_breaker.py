@@ -35,6 +35,13 @@ class CircuitBreaker:
             return True
         return False
 
+    def trip(self) -> bool:
+        """Trip it from outside (a burst of attributed violations); True if it was not tripped yet."""
+        if not self.section.enabled or self.tripped:
+            return False
+        self.tripped = True
+        return True
+
     @property
     def in_window(self) -> int:
         return len(self._times)

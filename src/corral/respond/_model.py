@@ -39,6 +39,25 @@ class CallVerdict(BaseModel):
         return tuple(r.action for r in self.responses)
 
 
+class AttributedVerdict(BaseModel):
+    """What the responder did about one violation that an infrastructure log showed.
+
+    ``quarantine``: this violation made the episode's burst and quarantined it now;
+    ``quarantined``: the episode is quarantined (now or before); ``halted``: the
+    run is halted (the circuit breaker tripped, now or before).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    counted: bool = False  # it met the section's level and confidence floors
+    quarantine: bool = False
+    quarantined: bool = False
+    halted: bool = False
+    episode_count: int = 0  # violations of this episode within the episode window
+    run_count: int = 0
+    responses: tuple[Response, ...] = ()
+
+
 class EpisodeSummary(BaseModel):
     """Per-episode safety counts that trainers log next to the reward."""
 

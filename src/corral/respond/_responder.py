@@ -1,8 +1,11 @@
 """The Responder: applies the policy's response section to each tool call's result.
 
-It keeps the run-wide state (the circuit breaker), emits every response as a
-``PolicyDecision`` event, and passes alerts to the notifier. The decision itself
-is ``decide`` (pure).
+It keeps the run-wide state (the circuit breaker, quarantined episodes), emits
+every response as a ``PolicyDecision`` event, and passes alerts to the notifier.
+The decision itself is ``decide`` (pure). Violations that infrastructure logs
+show, once ``corral.correlate.Watcher`` attributes them, come in through
+``on_attributed``: a burst for one episode quarantines it, a burst across a run
+trips the circuit breaker.
 """
 
 from __future__ import annotations
@@ -10,13 +13,15 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from corral.errors import CircuitBreakerTripped
-from corral.events import Event, PolicyDecision, TraceContext
+from corral.events import Alert, Event, Level, PolicyDecision, TraceContext
 from corral.policy import Policy, ResponseSection
+from corral.respond._attributed import AttributedBursts
 from corral.respond._breaker import CircuitBreaker
 from corral.respond._decide import decide
-from corral.respond._model import CallVerdict, EpisodeSummary, SummaryLogger
+from corral.respond._model import AttributedVerdict, CallVerdict, EpisodeSummary, Response, SummaryLogger
 from corral.respond._notify import Notifier
 from corral.respond._penalty import PenaltyRegistry
 from corral.respond._sinks import AlertSink, build_sink
@@ -54,6 +59,8 @@ class Responder:
         self._host = host
         self._clock = clock
         self._breaker = CircuitBreaker(self.section.circuit_breaker)
+        self._bursts = AttributedBursts(self.section.attributed)
+        self._raise_pending: str | None = None  # tripped by attributed violations, action "raise"
         self._lock = threading.Lock()
         sinks = list(alert_sinks) if alert_sinks is not None else [build_sink(c) for c in self.section.sinks]
         self.notifier = Notifier(self.section.grouping, sinks, clock=clock) if sinks else None
@@ -66,8 +73,23 @@ class Responder:
     def add_event_sink(self, sink: EventSink) -> None:
         self._event_sinks.append(sink)
 
+    @property
+    def quarantined_episodes(self) -> frozenset[tuple[str, str]]:
+        """(run_id, episode_id) of every episode quarantined by attributed violations (run_id '' if none)."""
+        with self._lock:
+            return frozenset(self._bursts.quarantined)
+
+    def is_quarantined(self, run_id: str | None, episode_id: str) -> bool:
+        """True once attributed violations quarantined this episode: drop its trajectory from the update."""
+        with self._lock:
+            return (run_id or "", episode_id) in self._bursts.quarantined
+
     def on_result(self, result: ToolResult) -> CallVerdict:
         """The verdict for one call's result; raises ``CircuitBreakerTripped`` when policy says raise."""
+        with self._lock:
+            pending, self._raise_pending = self._raise_pending, None
+        if pending is not None:
+            raise CircuitBreakerTripped(pending)
         with self._lock:
             tripped = self._breaker.feed(result.alerts, self._clock())
         verdict = decide(
@@ -92,6 +114,88 @@ class Responder:
                 f"(threshold {cb.threshold}); last call {result.ctx.tool_call_id} in run {result.ctx.run_id}"
             )
         return verdict
+
+    def on_attributed(
+        self,
+        ctx: TraceContext,
+        *,
+        level: Level | str,
+        time_s: float | None = None,
+        confidence: float = 1.0,
+        sandbox_id: str | None = None,
+        title: str = "violation in an infrastructure log",
+        detail: Mapping[str, Any] | None = None,
+    ) -> AttributedVerdict:
+        """Count one violation a log showed and attributed to ``ctx`` (its run, episode, maybe call).
+
+        ``time_s`` is the record's time (windows run on it; default: now),
+        ``confidence`` the attribution's. Thread-safe; never raises: with the
+        breaker's action ``raise``, the next ``on_result`` raises instead.
+        """
+        sec = self.section.attributed
+        lv = Level(level)
+        counted = self.section.enabled and sec.enabled and lv.rank >= Level(sec.min_level).rank
+        if not counted:
+            return AttributedVerdict(quarantined=self._quarantined(ctx), halted=self.halted)
+        t = self._clock() if time_s is None else time_s
+        episode_counts = confidence >= sec.min_confidence and ctx.episode_id is not None
+        with self._lock:
+            res = self._bursts.add(ctx.run_id, ctx.episode_id, t, episode_counts=episode_counts)
+            tripped = res.trip and self._breaker.trip()
+        info = {"level": lv.value, "confidence": confidence, **dict(detail or {})}
+        responses: list[Response] = []
+        if res.quarantine:
+            responses.append(
+                Response(
+                    action="quarantine",
+                    reason="attributed_violations",
+                    detail={**info, "count": res.episode_count, "window_s": sec.episode_window_s},
+                )
+            )
+        cb = self.section.circuit_breaker
+        if tripped:
+            responses.append(
+                Response(
+                    action="halt" if cb.action == "halt" else "raise",
+                    reason="attributed_violations",
+                    detail={**info, "count": res.run_count, "window_s": sec.run_window_s},
+                )
+            )
+            if cb.action == "raise":
+                with self._lock:
+                    self._raise_pending = (
+                        f"{res.run_count} attributed violations within {sec.run_window_s:g}s in run "
+                        f"{ctx.run_id} (threshold {sec.run_threshold}); last in episode {ctx.episode_id}"
+                    )
+        if self.notifier is not None:
+            alert = Alert(
+                rule_id="corral.attributed_violation", title=title, level=lv, category="network", matched=info
+            )
+            self.notifier.publish([Event(host=self._host, sandbox_id=sandbox_id, ctx=ctx, data=alert)])
+        for r in responses:
+            self._emit_one(r, ctx, sandbox_id)
+        return AttributedVerdict(
+            counted=True,
+            quarantine=res.quarantine,
+            quarantined=self._quarantined(ctx),
+            halted=self._breaker.tripped and cb.action == "halt",
+            episode_count=res.episode_count,
+            run_count=res.run_count,
+            responses=tuple(responses),
+        )
+
+    def _quarantined(self, ctx: TraceContext) -> bool:
+        return ctx.episode_id is not None and self.is_quarantined(ctx.run_id, ctx.episode_id)
+
+    def _emit_one(self, r: Response, ctx: TraceContext, sandbox_id: str | None) -> None:
+        ev = Event(
+            host=self._host,
+            sandbox_id=sandbox_id,
+            ctx=ctx,
+            data=PolicyDecision(action=r.action, reason=r.reason, detail=dict(r.detail)),
+        )
+        for sink in self._event_sinks:
+            sink(ev)
 
     def refuse(self, ctx: TraceContext, sandbox_id: str) -> tuple[ToolResult, CallVerdict]:
         """A call made after the run was halted: it does not run; the episode ends."""
@@ -133,6 +237,8 @@ class Responder:
     def reset_breaker(self) -> None:
         with self._lock:
             self._breaker.reset()
+            self._bursts.tripped_runs.clear()
+            self._raise_pending = None
 
     def close(self) -> None:
         if self.notifier is not None:

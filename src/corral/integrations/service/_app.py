@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from corral import __version__
 from corral.errors import CorralError, InputError, SandboxClosedError
+from corral.integrations.service._logs import add_log_routes
 from corral.integrations.service._models import CreateSandbox, ErrorBody, Health, RunCall, SandboxInfo
 from corral.integrations.service._node import NodeService
 from corral.sandbox import ToolResult
@@ -139,6 +140,7 @@ def create_app(node: NodeService, *, token: str | None = None, follow_poll_s: fl
         node.metrics.store_lag.set(node.store_pending())
         return Response(node.metrics.render(), media_type="text/plain; version=0.0.4")
 
+    add_log_routes(app, node, auth)
     return app
 
 
