@@ -5,7 +5,7 @@ from collections.abc import Iterator
 import pytest
 
 from corral import Policy, Sandbox
-from images_support import busybox_image, registry
+from images_support import busybox_image
 
 MiB = 1024 * 1024
 
@@ -27,4 +27,4 @@ def sb(policy: Policy) -> Iterator[Sandbox]:
         yield s
 
 
-__all__ = ["busybox_image", "registry"]
+__all__ = ["busybox_image"]

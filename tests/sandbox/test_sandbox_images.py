@@ -11,7 +11,7 @@ import pytest
 from corral import Policy, Sandbox
 from corral.errors import ImageError, ImageNotAllowedError
 from corral.sandbox import DEFAULT_STATE_ROOT
-from images_support import BuiltImage, Registry, docker_archive
+from images_support import BuiltImage, Registry, docker_archive, serve_registry
 
 BUSYBOX = shutil.which("busybox")
 
@@ -76,9 +76,22 @@ def test_images_outside_the_allowlist_or_missing_fail_before_anything_starts(
 
 
 def test_oci_docker_archive_and_registry_images_run_with_their_env_and_workdir(
-    policy: Policy, tmp_path: Path, busybox_image: BuiltImage, registry: Registry
+    policy: Policy, tmp_path: Path, busybox_image: BuiltImage
 ) -> None:
     archive = docker_archive(busybox_image.ref, tmp_path / "img.tar")
+    (tmp_path / "registry").mkdir()
+    served = serve_registry(tmp_path / "registry")  # this test's own registry, on loopback
+    registry = next(served)
+    try:
+        _run_all_sources(policy, busybox_image, archive, registry)
+    except BaseException:
+        print("registry log:", registry.log.read_text()[-3000:])
+        raise
+    finally:
+        served.close()
+
+
+def _run_all_sources(policy: Policy, busybox_image: BuiltImage, archive: str, registry: Registry) -> None:
     pushed = registry.push(busybox_image.ref, "corral/busybox:v1")
     p = _image_policy(policy, f"oci:{busybox_image.layout}", archive, f"docker://{registry.host}/corral/")
     p = p.with_overrides(environment={**p.environment.model_dump(), "insecure_registries": [registry.host]})

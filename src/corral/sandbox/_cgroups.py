@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,14 +196,32 @@ class CallCgroup:
             if not pids:
                 return
             if kill_file is not None and kill_file.exists():
+                # Atomic, and never races with pid reuse (pid_max is often 32768: pids come round fast).
                 with contextlib.suppress(OSError):
                     _write(kill_file, "1")
-            for pid in pids:  # also covers kernels without cgroup.kill
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, 9)
+            else:
+                for pid in pids:
+                    self._kill_if_still_ours(pid)
             if time.monotonic() > deadline:
                 raise SandboxSetupError(f"processes {pids} in {self.rel} survived SIGKILL for {timeout_s}s")
             time.sleep(0.001)
+
+    def _kill_if_still_ours(self, pid: int) -> None:
+        """SIGKILL ``pid`` only if it is still a process of this cgroup (checked through a pidfd,
+        so a pid the kernel gave to another process in the meantime is left alone)."""
+        try:
+            pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            return
+        try:
+            with open(f"/proc/{pid}/cgroup") as f:
+                still = any(line.rstrip().endswith("/" + self.rel) for line in f)
+            if still:
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        except (ProcessLookupError, FileNotFoundError):
+            pass
+        finally:
+            os.close(pidfd)
 
     def remove(self) -> None:
         """Remove the call's directories (and the sandbox parent when it is empty)."""
