@@ -10,6 +10,7 @@ redirect a mount outside the sandbox's view.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import socket
@@ -352,10 +353,12 @@ class Builder:
             _sys.mount("tmpfs", tgt, "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,mode=0755")
         finally:
             os.close(fd)
-        for name in _DEV_NODES + tuple(op.get("extra", ())):
-            host = f"/dev/{name}"
-            if not os.path.exists(host):
-                continue
+        nodes = [(name, f"/dev/{name}") for name in _DEV_NODES if os.path.exists(f"/dev/{name}")]
+        for name, host in op.get("extra", ()):  # granted GPU nodes: one missing fails the build
+            if not stat.S_ISCHR(os.stat(host).st_mode):
+                raise OSError(errno.ENODEV, f"{host} is not a character device")
+            nodes.append((name, host))
+        for name, host in nodes:
             nfd, ntgt = self.root.target(f"/dev/{name}", "file")
             try:
                 _bind(host, ntgt, _sys.MOUNT_ATTR_NOSUID | _sys.MOUNT_ATTR_NOEXEC, recursive=False)
