@@ -1,19 +1,64 @@
-"""The GPU collector: "no GPU" here, and its logic on recorded NVML samples."""
+"""The GPU collector: "no GPU" here, and its logic on recorded NVML samples against real call cgroups.
+
+The samples are NVML's readings as recorded (ReplaySource); the calls, their cgroups and the
+processes a limit kills are real. Time is a clock the test advances, so GPU seconds are exact.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import subprocess
 import time
 from pathlib import Path
 
-from monitor_cgroups import finish
+import pytest
+from monitor_cgroups import MakeScope, finish
 
-from corral.events import Event, GpuUsage, Health, PolicyDecision, TraceContext
-from corral.monitor import GpuCollector, NvmlSource, ReplaySource
+from corral.errors import CollectorError
+from corral.events import Alert, Event, GpuUsage, Health, Level, PolicyDecision, TraceContext
+from corral.monitor import GpuCollector, GpuLimits, GpuSample, GpuSourceError, NvmlSource, ReplaySource
 from corral.sandbox._scope import CallScope
 
-FIXTURE = Path(__file__).parent / "fixtures" / "nvml_samples.json"
+FIXTURES = Path(__file__).parent / "fixtures"
 ROOT = Path("/sys/fs/cgroup/unified")
+GiB = 1 << 30
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def cg(scope: CallScope) -> str:
+    return "/" + str(scope.cgroup_paths["unified"].relative_to(ROOT))
+
+
+def spawn_in(scope: CallScope, command: str) -> subprocess.Popen[bytes]:
+    """A real process of the call: moved into its cgroups before exec, as the sandbox does."""
+    paths = [p / "cgroup.procs" for p in scope.cgroup_paths.values()]
+
+    def enter() -> None:
+        for p in paths:
+            with open(p, "w") as f:
+                f.write("0")
+
+    return subprocess.Popen(["sh", "-c", command], preexec_fn=enter)
+
+
+def alerts(events: list[Event], ctx: TraceContext | None = None) -> dict[str, Alert]:
+    out = {}
+    for e in events:
+        if isinstance(e.data, Alert) and (ctx is None or e.ctx == ctx):
+            out[e.data.rule_id] = e.data
+    return out
+
+
+def busy(scope: CallScope, pid: int, util: float | None, mem: int, gpu: int = 0, **kw: object) -> GpuSample:
+    return GpuSample(gpu, pid, mem, util, cg(scope), **kw)  # type: ignore[arg-type]
 
 
 def test_no_gpu_is_reported_cleanly() -> None:
@@ -22,9 +67,10 @@ def test_no_gpu_is_reported_cleanly() -> None:
         assert all(s.pid > 0 for s in src.read())
         return
     assert src.status.startswith("no GPU")
+    assert src.identities() == ()
     events: list[Event] = []
     c = GpuCollector(events.append, source=src)
-    assert not c.available and c.poll() == 0
+    assert not c.available and c.poll() == 0 and c.failure == src.status
     assert isinstance(events[0].data, Health) and events[0].data.message.startswith("no GPU")
 
 
@@ -38,7 +84,8 @@ def test_recorded_samples() -> None:
         host_uid=os.getuid(),
         start_ns=time.time_ns(),
     )
-    c = GpuCollector(events.append, source=ReplaySource.load(FIXTURE), declared_pids=lambda: {4100, 4101})
+    src = ReplaySource.load(FIXTURES / "nvml_samples.json")
+    c = GpuCollector(events.append, source=src, declared_pids=lambda: {4100, 4101})
     c.call_started(scope)
     assert c.poll() == 2
     assert not any(isinstance(e.data, PolicyDecision) for e in events)
@@ -52,3 +99,200 @@ def test_recorded_samples() -> None:
     where = {(e.sandbox_id, e.data.detail["gpu_index"]) for e in flags}  # type: ignore[union-attr]
     assert where == {(None, 0), ("sb7", 1)}
     assert all(e.data.detail["kind"] == "undeclared_gpu_compute" for e in flags)  # type: ignore[union-attr]
+    # sb7 holds no GPU grant: compute by its call is the "impossible" case, critical and tied to it
+    a = alerts(events, scope.ctx)["corral.monitor.gpu_without_grant"]
+    assert a.level == Level.critical and a.matched["ProcessId"] == 5123
+
+
+def test_per_call_accounting_and_the_grant(make_scope: MakeScope) -> None:
+    events: list[Event] = []
+    clock = Clock()
+    a, b = make_scope("sbA"), make_scope("sbB")
+    rounds = [
+        [busy(a, 11, 50.0, 1 * GiB), busy(b, 21, 100.0, 2 * GiB, gpu=1)],
+        [busy(a, 11, 100.0, 1 * GiB), busy(a, 12, None, 2 * GiB), busy(b, 21, 25.0, 2 * GiB, gpu=1)],
+    ]
+    c = GpuCollector(events.append, source=ReplaySource(rounds), clock=clock)
+    c.grant("sbA", GpuLimits(frozenset({(0, None, None)})))
+    c.grant("sbB", GpuLimits(frozenset({(0, None, None)})))  # granted GPU 0, seen on GPU 1
+    for s in (a, b):
+        c.call_started(s)
+    clock.t += 2
+    c.poll()
+    clock.t += 2
+    c.poll()
+    for s in (a, b):
+        finish(c, s)
+    sa, sb = c.take_summary(a.ctx.tool_call_id or ""), c.take_summary(b.ctx.tool_call_id or "")
+    assert sa is not None and sb is not None
+    # A: 0.5 x 2 s, then 1.0 x 2 s + a process without utilisation (counted busy) x 2 s
+    assert sa.gpu_time_s == pytest.approx(5.0) and sa.memory_peak_bytes == 3 * GiB and sa.stop_reason is None
+    assert sb.gpu_time_s == pytest.approx(2.5)
+    assert c.take_summary(a.ctx.tool_call_id or "") is None  # taken once
+    usage_a = [e.data for e in events if isinstance(e.data, GpuUsage) and e.ctx == a.ctx]
+    assert len(usage_a) == 3 and all(u.declared for u in usage_a)  # a grant declares its use
+    assert alerts(events, a.ctx) == {}
+    outside = alerts(events, b.ctx)["corral.monitor.gpu_without_grant"]
+    assert outside.level == Level.critical and "outside its grant" in outside.title
+
+
+def test_mig_instances_are_told_apart() -> None:
+    lim = GpuLimits(frozenset({(0, 1, 0)}))
+    assert lim.allows(GpuSample(0, 1, None, None, gi=1, ci=0))
+    assert not lim.allows(GpuSample(0, 1, None, None, gi=2, ci=0))  # another instance of the same GPU
+    assert not lim.allows(GpuSample(1, 1, None, None, gi=1, ci=0))
+    assert lim.allows(GpuSample(0, 1, None, None))  # NVML without instance ids: the GPU is what it knows
+    assert GpuLimits(frozenset({(0, None, None)})).allows(GpuSample(0, 1, None, None, gi=3, ci=0))
+
+
+@pytest.mark.parametrize(
+    ("limits", "util", "mem", "reason", "rule"),
+    [
+        (GpuLimits(frozenset({(0, None, None)}), compute_budget_s=3), 100.0, GiB, "gpu_budget", "gpu_budget"),
+        (
+            GpuLimits(frozenset({(0, None, None)}), memory_max_bytes=4 * GiB),
+            10.0,
+            6 * GiB,
+            "gpu_memory",
+            "gpu_memory",
+        ),
+    ],
+)
+def test_a_call_over_its_limit_is_stopped(
+    make_scope: MakeScope, limits: GpuLimits, util: float, mem: int, reason: str, rule: str
+) -> None:
+    events: list[Event] = []
+    clock = Clock()
+    scope = make_scope("sbL")
+    proc = spawn_in(scope, "sleep 60")
+    try:
+        src = ReplaySource([[busy(scope, proc.pid, util, mem)] for _ in range(3)])
+        c = GpuCollector(events.append, source=src, clock=clock)
+        c.grant("sbL", limits)
+        c.call_started(scope)
+        clock.t += 2
+        c.poll()  # 2 GPU seconds (budget 3), or already over the memory limit
+        clock.t += 2
+        c.poll()
+        assert proc.wait(timeout=10) == -9  # killed through the call's cgroup
+        finish(c, scope)
+    finally:
+        proc.kill()
+    s = c.take_summary(scope.ctx.tool_call_id or "")
+    assert s is not None and s.stop_reason == reason
+    a = alerts(events, scope.ctx)[f"corral.monitor.{rule}"]
+    assert a.level == Level.high and a.category == "resource_abuse"
+
+
+def test_episode_budget_counts_every_call_of_the_sandbox(make_scope: MakeScope) -> None:
+    events: list[Event] = []
+    clock = Clock()
+    first, second = make_scope("sbE"), make_scope("sbE")
+    # each call's end polls once more (the empty rounds)
+    src = ReplaySource([[busy(first, 31, 100.0, GiB)], [], [busy(second, 32, 100.0, GiB)], []])
+    c = GpuCollector(events.append, source=src, clock=clock)
+    c.grant("sbE", GpuLimits(frozenset({(0, None, None)}), compute_budget_s=5, episode_compute_budget_s=3))
+    c.call_started(first)
+    clock.t += 2
+    c.poll()
+    finish(c, first)
+    c.call_started(second)
+    clock.t += 2
+    c.poll()  # 2 s more: 4 s in the sandbox, over the episode's 3 (each call is within its 5)
+    finish(c, second)
+    s1, s2 = c.take_summary(first.ctx.tool_call_id or ""), c.take_summary(second.ctx.tool_call_id or "")
+    assert s1 is not None and s1.stop_reason is None
+    assert s2 is not None and s2.stop_reason == "gpu_budget"
+    assert alerts(events, second.ctx)["corral.monitor.gpu_budget"].matched["episode_compute_budget_s"] == 3
+
+
+def test_gpu_work_after_its_call_returned(make_scope: MakeScope) -> None:
+    events: list[Event] = []
+    clock = Clock()
+    scope = make_scope("sbP")
+    rounds = [[busy(scope, 41, 0.0, GiB)], [busy(scope, 41, 0.0, GiB)], [busy(scope, 41, 97.0, GiB)]]
+    c = GpuCollector(events.append, source=ReplaySource(rounds), clock=clock)
+    c.grant("sbP", GpuLimits(frozenset({(0, None, None)})))
+    c.call_started(scope)
+    clock.t += 1
+    c.poll()
+    asyncio.run(c.call_finished(scope, lingering=True))  # episode mode: a process lives on
+    assert "corral.monitor.gpu_after_call" not in alerts(events)  # it holds a context, idle: not work
+    clock.t += 1
+    c.poll()
+    a = alerts(events, scope.ctx)["corral.monitor.gpu_after_call"]
+    assert a.level == Level.high and a.category == "cryptomining" and a.matched["sm_util_pct"] == 97.0
+    c.scope_released(scope)
+
+
+def test_miner_evidence_raises_a_critical_alert(make_scope: MakeScope) -> None:
+    events: list[Event] = []
+    scope = make_scope("sbM")
+    seen: list[tuple[str, str | None]] = []
+
+    def check(sc: CallScope, s: GpuSample) -> list[str]:
+        seen.append((sc.sandbox_id, s.image))
+        return ["rule miner-binaries"] if s.image and s.image.endswith("/xmrig-cuda") else []
+
+    rounds = [
+        [busy(scope, 51, 99.0, GiB, image="/usr/bin/python3.11", cmdline="python3 train.py")],
+        [busy(scope, 52, 99.0, GiB, image="/workspace/.x/xmrig-cuda", cmdline="./xmrig-cuda -o pool:3333")],
+    ]
+    c = GpuCollector(events.append, source=ReplaySource(rounds), miner_check=check)
+    c.grant("sbM", GpuLimits(frozenset({(0, None, None)})))
+    c.call_started(scope)
+    c.poll()
+    assert alerts(events) == {}
+    c.poll()
+    finish(c, scope)
+    a = alerts(events, scope.ctx)["corral.monitor.gpu_miner"]
+    assert a.level == Level.critical and a.matched["evidence"] == ["rule miner-binaries"]
+    assert a.matched["CommandLine"] == "./xmrig-cuda -o pool:3333"
+    assert seen == [("sbM", "/usr/bin/python3.11"), ("sbM", "/workspace/.x/xmrig-cuda")]
+    usage = [e.data for e in events if isinstance(e.data, GpuUsage)]
+    assert usage[1].Image == "/workspace/.x/xmrig-cuda"
+
+
+def test_recorded_failure_loads_and_raises() -> None:
+    src = ReplaySource.load(FIXTURES / "nvml_failure.json")
+    assert len(src.read()) == 1
+    with pytest.raises(GpuSourceError, match="GPU is lost") as exc:
+        src.read()
+    assert isinstance(exc.value, CollectorError)
+
+
+@pytest.mark.parametrize("mode", ["stop", "warn"])
+def test_a_broken_source_stops_granted_calls(make_scope: MakeScope, mode: str) -> None:
+    events: list[Event] = []
+    granted, other = make_scope("sbG"), make_scope("sbN")
+    g_proc, o_proc = spawn_in(granted, "sleep 60"), spawn_in(other, "sleep 60")
+    try:
+        src = ReplaySource([[busy(granted, g_proc.pid, 50.0, GiB)], "Unknown Error: GPU is lost"])
+        c = GpuCollector(events.append, source=src)
+        c.grant("sbG", GpuLimits(frozenset({(0, None, None)}), on_failure=mode))  # type: ignore[arg-type]
+        c.call_started(granted)
+        c.call_started(other)
+        assert c.poll() == 1 and c.available
+        assert c.poll() == 0
+        assert not c.available and c.failure is not None and "GPU is lost" in c.failure
+        health = [e.data for e in events if isinstance(e.data, Health) and e.data.status == "failed"]
+        assert len(health) == 1 and "GPU is lost" in health[0].message
+        if mode == "stop":
+            assert g_proc.wait(timeout=10) == -9
+        else:
+            time.sleep(0.2)
+            assert g_proc.poll() is None  # warned, left running
+        assert o_proc.poll() is None  # a call without a grant is not the GPU monitor's to stop
+        assert c.poll() == 0  # failed for good: no more reads
+        finish(c, granted)
+        finish(c, other)
+    finally:
+        g_proc.kill()
+        o_proc.kill()
+        g_proc.wait()
+        o_proc.wait()
+    s = c.take_summary(granted.ctx.tool_call_id or "")
+    assert s is not None and s.stop_reason == ("gpu_monitor_failure" if mode == "stop" else None)
+    a = alerts(events, granted.ctx)["corral.monitor.gpu_monitor_failure"]
+    assert ("stopped" in a.title) == (mode == "stop")
+    assert alerts(events, other.ctx) == {}
