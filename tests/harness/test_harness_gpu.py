@@ -15,7 +15,7 @@ import pytest
 
 from corral import Harness, Policy, TraceContext
 from corral.errors import SandboxUnavailableError
-from corral.events import Event, GpuUsage, NetworkConnection, PolicyDecision, ToolCall
+from corral.events import Event, GpuUsage, Health, NetworkConnection, PolicyDecision, ToolCall
 from corral.harness import SyncSandbox
 from corral.monitor import GpuSample, ReplaySource
 from corral.sandbox import DEFAULT_STATE_ROOT, CallScope, GpuInventory, ToolResult, discover_gpus
@@ -304,3 +304,25 @@ def test_a_miner_on_the_gpu_is_caught_by_the_rule_pack(inventory: GpuInventory) 
     hit = [a for a in bad.alerts if a.rule_id == "corral.monitor.gpu_miner"]
     assert hit and hit[0].level == "critical"
     assert any(e.startswith("rule ") for e in hit[0].matched["evidence"])
+
+
+def test_a_poller_that_breaks_fails_the_gpu_watch_closed(inventory: GpuInventory) -> None:
+    events: list[Event] = []
+    malformed = GpuSample("zero", 1, None, None)  # type: ignore[arg-type]  # a reading that makes no sense
+    policy = _policy(devices=[0]).with_overrides(monitoring={"gpu_interval_s": 0.05})
+    src = ReplaySource([[malformed]])
+    harness = Harness(policy, sinks=[events.append], store=None, gpu_source=src, gpu_inventory=inventory)
+    try:
+        collector = harness.gpu.start()
+        assert collector is not None
+        for _ in range(200):
+            if collector.failure is not None:
+                break
+            time.sleep(0.02)
+        assert collector.failure is not None and "poller failed" in collector.failure
+        with harness.sandbox() as sb:
+            r = sb.run("echo x")
+        assert r.blocked and r.stop_reason == "gpu_monitor_failure"
+    finally:
+        harness.close()
+    assert any(isinstance(e.data, Health) and e.data.status == "failed" for e in events)

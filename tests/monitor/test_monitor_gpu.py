@@ -18,6 +18,7 @@ from monitor_cgroups import MakeScope, finish
 from corral.errors import CollectorError
 from corral.events import Alert, Event, GpuUsage, Health, Level, PolicyDecision, TraceContext
 from corral.monitor import GpuCollector, GpuLimits, GpuSample, GpuSourceError, NvmlSource, ReplaySource
+from corral.monitor._gpu_watch import v2_root
 from corral.sandbox._scope import CallScope
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -296,3 +297,21 @@ def test_a_broken_source_stops_granted_calls(make_scope: MakeScope, mode: str) -
     a = alerts(events, granted.ctx)["corral.monitor.gpu_monitor_failure"]
     assert ("stopped" in a.title) == (mode == "stop")
     assert alerts(events, other.ctx) == {}
+
+
+@pytest.mark.parametrize(
+    ("mounts", "root"),
+    [
+        (
+            "cgroup /sys/fs/cgroup/memory cgroup rw 0 0\ncgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0\n",
+            "/sys/fs/cgroup/unified",
+        ),
+        ("cgroup2 /sys/fs/cgroup cgroup2 rw,nsdelegate 0 0\n", "/sys/fs/cgroup"),
+        ("proc /proc proc rw 0 0\n", "/sys/fs/cgroup"),
+    ],
+)
+def test_v2_root_follows_the_layout(tmp_path: Path, mounts: str, root: str) -> None:
+    f = tmp_path / "mounts"
+    f.write_text(mounts)
+    assert v2_root(f) == Path(root)
+    assert v2_root() == ROOT  # this machine: hybrid

@@ -7,9 +7,11 @@ path is the real one and a sandbox can open what it was given.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from corral.sandbox import (
     discover_gpus,
     grant_gpus,
 )
+from corral.sandbox._zygote import _build, _sys
 from gpu_support import MIG_UUID, UUID_A, UUID_B, FakeNode, fake_node
 
 BUSYBOX = shutil.which("busybox")
@@ -230,3 +233,55 @@ def test_image_libraries_mode_binds_no_host_file(policy: Policy, tmp_path: Path)
     code, out = _run(policy, g, "ls /usr/local/nvidia 2>&1; echo LD=$LD_LIBRARY_PATH", image)
     assert "No such file" in out and "LD=/opt/lib" in out, out
     assert code == 0
+
+
+@pytest.fixture
+def visible_node() -> Iterator[FakeNode]:
+    """A fake node under /var/tmp, which a policy can bind into sandboxes (their /tmp is their own)."""
+    base = Path(tempfile.mkdtemp(dir="/var/tmp", prefix="corral-gpu-"))
+    base.chmod(0o755)  # as readable as the driver's /proc tree
+    try:
+        yield fake_node(base)
+    finally:
+        shutil.rmtree(base)
+
+
+@pytest.mark.parametrize("lifetime", ["call", "episode"])
+def test_only_granted_gpus_show_in_the_drivers_proc_tree(
+    policy: Policy, visible_node: FakeNode, lifetime: str
+) -> None:
+    node = visible_node
+    p = policy.with_overrides(
+        filesystem={"read_only_binds": [*policy.filesystem.read_only_binds, str(node.proc.parent)]},
+        processes={"lifetime": lifetime},
+    )
+    g = grant_gpus(_inventory(node), [1])
+    gpus = node.proc / "gpus"
+    cmd = f"ls {gpus}; grep -h UUID {gpus}/*/information; touch {gpus}/x 2>/dev/null || echo ro"
+    code, out = _run(p, g, cmd)
+    assert code == 0, out
+    lines = out.split()
+    assert lines[:3] == ["0000:41:00.0", "GPU", "UUID:"] and UUID_B in out and UUID_A not in out
+    assert out.rstrip().endswith("ro")
+    assert sorted(os.listdir(node.proc / "gpus")) == ["0000:07:00.0", "0000:41:00.0"]  # the host's is intact
+
+
+def test_without_a_grant_no_gpu_shows_in_the_drivers_proc_tree(tmp_path: Path) -> None:
+    node = fake_node(tmp_path)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # a private mount namespace, as a call has: nothing of this reaches the host
+        try:
+            os.close(r)
+            _sys.unshare(_sys.CLONE_NEWNS)
+            _sys.mount(None, "/", None, _sys.MS_REC | _sys.MS_PRIVATE)
+            _build._nvidia_gpus(str(node.proc), [])
+            os.write(w, json.dumps(os.listdir(node.proc / "gpus")).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    seen = os.read(r, 4096)
+    os.close(r)
+    os.waitpid(pid, 0)
+    assert json.loads(seen) == []
+    assert len(os.listdir(node.proc / "gpus")) == 2

@@ -110,7 +110,7 @@ class GpuCollector:
         declared_pids: Callable[[], set[int]] = set,
         source: GpuSource | None = None,
         host: str | None = None,
-        unified_root: Path = Path("/sys/fs/cgroup/unified"),
+        unified_root: Path | None = None,
         clock: Callable[[], float] = time.monotonic,
         miner_check: MinerCheck | None = None,
     ) -> None:
@@ -118,7 +118,7 @@ class GpuCollector:
         self._declared = declared_pids
         self._source = source if source is not None else NvmlSource.open()
         self._host = host or socket.gethostname()
-        self._root = unified_root
+        self._root = unified_root if unified_root is not None else v2_root()
         self._clock = clock
         self._miner_check = miner_check
         self._calls: dict[str, CallScope] = {}
@@ -162,8 +162,12 @@ class GpuCollector:
         unified = scope.cgroup_paths.get("unified")
         if unified is None:
             return
+        try:
+            rel = "/" + str(unified.relative_to(self._root))
+        except ValueError:
+            rel = str(unified)  # not under the v2 mount this collector knows: match nothing by accident
         with self._lock:
-            self._calls["/" + str(unified.relative_to(self._root))] = scope
+            self._calls[rel] = scope
             self._live[scope.cgroup_id] = _Call(scope, self._clock())
 
     async def call_finished(self, scope: CallScope, *, lingering: bool = False) -> None:
@@ -364,6 +368,17 @@ class GpuCollector:
             self._emit(Event(host=self._host, data=data))
         else:
             self._emit(Event(host=self._host, sandbox_id=scope.sandbox_id, ctx=scope.ctx, data=data))
+
+
+def v2_root(mounts: Path = Path("/proc/self/mounts")) -> Path:
+    """Where the cgroup v2 hierarchy is mounted (``/proc/<pid>/cgroup`` paths are relative to it):
+    /sys/fs/cgroup/unified on a hybrid layout, /sys/fs/cgroup on a unified one."""
+    with contextlib.suppress(OSError):
+        for line in mounts.read_text().splitlines():
+            parts = line.split()
+            if len(parts) > 2 and parts[2] == "cgroup2":
+                return Path(parts[1].replace("\\040", " "))
+    return Path("/sys/fs/cgroup")
 
 
 def _seen(s: GpuSample) -> dict[str, object]:

@@ -60,7 +60,7 @@ class MigInstance:
 class GpuDevice:
     index: int
     minor: int
-    bus_id: str
+    bus_id: str  # as the driver's /proc tree names it (gpus/<bus_id>)
     uuid: str | None
     model: str | None = None
     mig: tuple[MigInstance, ...] = ()
@@ -101,6 +101,7 @@ class GrantedGpu:
     index: int
     minor: int
     uuid: str | None
+    bus_id: str = ""
     gi: int | None = None
     ci: int | None = None
     mig_uuid: str | None = None
@@ -116,6 +117,7 @@ class GrantedGpu:
 class GpuInventory:
     dev_root: Path
     gpus: tuple[GpuDevice, ...]
+    proc_root: Path = PROC_ROOT
     control: tuple[str, ...] = ()
     driver_files: tuple[DriverFile, ...] = ()
     problem: str | None = None  # why this machine has no usable GPU
@@ -139,6 +141,7 @@ class GpuGrant:
     nodes: tuple[tuple[str, str], ...]
     env: Mapping[str, str] = field(default_factory=dict)
     driver_files: tuple[DriverFile, ...] = ()
+    proc_root: str = str(PROC_ROOT)  # the driver's /proc tree: only the granted GPUs' entries stay visible
 
 
 def _info(path: Path) -> dict[str, str]:
@@ -237,9 +240,10 @@ def discover_gpus(
         return GpuInventory(
             dev_root,
             (),
+            proc_root,
             problem=f"no NVIDIA GPU on this machine ({gpus_dir} does not exist: no driver loaded)",
         )
-    found: list[tuple[str, int, str | None, str | None]] = []
+    found: list[tuple[str, str, int, str | None, str | None]] = []
     for info_file in gpus_dir.glob("*/information"):
         try:
             info = _info(info_file)
@@ -251,44 +255,38 @@ def discover_gpus(
         uuid = info.get("GPU UUID") or None
         if uuid is not None and "?" in uuid:  # masked for unprivileged readers
             uuid = None
-        found.append(
-            (
-                norm_bus_id(info.get("Bus Location") or info_file.parent.name),
-                int(minor_s),
-                uuid,
-                info.get("Model"),
-            )
-        )
+        bus = norm_bus_id(info.get("Bus Location") or info_file.parent.name)
+        found.append((bus, info_file.parent.name, int(minor_s), uuid, info.get("Model")))
     by_bus = {norm_bus_id(i.bus_id): i for i in identities}
     gpus: list[GpuDevice] = []
-    for pos, (bus, minor, uuid, model) in enumerate(sorted(found, key=lambda f: (f[0], f[1]))):
+    for pos, (bus, entry, minor, uuid, model) in enumerate(sorted(found, key=lambda f: (f[0], f[2]))):
         ident = by_bus.get(bus)
         mig = _mig(proc_root, minor)
         if ident is not None:
             named = {(gi, ci): (u, mem) for gi, ci, u, mem in ident.mig}
             mig = tuple(MigInstance(m.gi, m.ci, m.caps, *named.get((m.gi, m.ci), (None, None))) for m in mig)
         index = ident.index if ident is not None else pos
-        gpus.append(GpuDevice(index, minor, bus, ident.uuid if ident else uuid, model, mig))
+        gpus.append(GpuDevice(index, minor, entry, ident.uuid if ident else uuid, model, mig))
     gpus.sort(key=lambda g: g.index)
     control = tuple(n for n in CONTROL_NODES if _is_chr(dev_root / n))
     problem = None if gpus else f"no NVIDIA GPU on this machine ({gpus_dir} lists none)"
-    return GpuInventory(dev_root, tuple(gpus), control, _driver_files(lib_dirs, bin_dirs), problem)
+    return GpuInventory(dev_root, tuple(gpus), proc_root, control, _driver_files(lib_dirs, bin_dirs), problem)
 
 
 def _resolve(inv: GpuInventory, ident: int | str) -> GrantedGpu:
     if isinstance(ident, int):
         for g in inv.gpus:
             if g.index == ident:
-                return GrantedGpu(g.index, g.minor, g.uuid)
+                return GrantedGpu(g.index, g.minor, g.uuid, g.bus_id)
         raise LookupError(f"GPU index {ident}")
     low = ident.lower()
     for g in inv.gpus:
         if g.uuid is not None and g.uuid.lower() == low:
-            return GrantedGpu(g.index, g.minor, g.uuid)
+            return GrantedGpu(g.index, g.minor, g.uuid, g.bus_id)
         for m in g.mig:
             legacy = g.uuid is not None and low == f"mig-{g.uuid.lower()}/{m.gi}/{m.ci}"
             if legacy or (m.uuid is not None and m.uuid.lower() == low):
-                return GrantedGpu(g.index, g.minor, g.uuid, m.gi, m.ci, m.uuid, m.memory_bytes)
+                return GrantedGpu(g.index, g.minor, g.uuid, g.bus_id, m.gi, m.ci, m.uuid, m.memory_bytes)
     raise LookupError(ident)
 
 
@@ -338,7 +336,7 @@ def grant_gpus(inv: GpuInventory, ids: Sequence[int | str], *, host_libraries: b
     ids_text = ",".join(known) if len(known) == len(devices) else ",".join(map(str, range(len(devices))))
     env = {"CUDA_VISIBLE_DEVICES": ids_text, "NVIDIA_VISIBLE_DEVICES": ids_text}
     files = inv.driver_files if host_libraries else ()
-    return GpuGrant(tuple(ids), tuple(devices), tuple(nodes), env, files)
+    return GpuGrant(tuple(ids), tuple(devices), tuple(nodes), env, files, str(inv.proc_root))
 
 
 class GpuAllocator:

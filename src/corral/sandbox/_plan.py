@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from corral.errors import SandboxSetupError
 from corral.policy import Policy
-from corral.sandbox._gpu import INSIDE_BIN, INSIDE_LIB, GpuGrant
+from corral.sandbox._gpu import INSIDE_BIN, INSIDE_LIB, PROC_ROOT, GpuGrant
 
 INSIDE_UID = 1000
 INSIDE_GID = 1000
@@ -284,7 +284,13 @@ def plan(policy: Policy, spec: SandboxSpec) -> BuildPlan:
             cwd = image.working_dir
     if gpu is not None:
         env.update(_gpu_env(policy, gpu, env, bound=image is not None))
-    tmp = {"size": policy.filesystem.tmp_size_max_bytes, "noexec": allowlist}
+    # The driver's /proc entries of GPUs the sandbox was not granted are hidden (all of them without a
+    # grant); the rest of the driver's /proc tree (params, MIG capabilities) stays for CUDA to read.
+    nvidia = {
+        "root": gpu.proc_root if gpu is not None else str(PROC_ROOT),
+        "keep": sorted({d.bus_id for d in gpu.devices}) if gpu is not None else [],
+    }
+    tmp = {"size": policy.filesystem.tmp_size_max_bytes, "noexec": allowlist, "nvidia": nvidia}
     return BuildPlan(root, ops, tmp, not writable_root, cwd, env, programs)
 
 

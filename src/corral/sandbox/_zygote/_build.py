@@ -405,9 +405,34 @@ def mount_proc_and_tmp(tmp: dict[str, Any]) -> None:
         if os.path.exists(path):
             _sys.mount(path, path, None, MS_BIND | MS_REC)
             _sys.mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    if tmp.get("nvidia"):
+        _nvidia_gpus(tmp["nvidia"]["root"], tmp["nvidia"]["keep"])
     flags = MS_NOSUID | MS_NODEV | (MS_NOEXEC if tmp.get("noexec") else 0)
     _sys.mount("tmpfs", "/tmp", "tmpfs", flags, f"size={tmp['size']},mode=1777")
     _sys.mount("tmpfs", "/dev/shm", "tmpfs", flags, f"size={tmp['size']},mode=1777")
+
+
+def _nvidia_gpus(root: str, keep: list[str]) -> None:
+    """Only the granted GPUs under the driver's ``gpus/`` (the layout libnvidia-container makes)."""
+    gpus = os.path.join(root, "gpus")
+    if not os.path.isdir(gpus):
+        return  # no NVIDIA driver on this machine
+    clones: list[tuple[str, int]] = []
+    try:
+        for bus in keep:  # a granted GPU gone from the driver fails the call: its view would be wrong
+            if "/" in bus or bus in ("", ".", ".."):
+                raise OSError(errno.EINVAL, f"bad PCI bus id {bus!r}")
+            clones.append(
+                (bus, _sys.open_tree(os.path.join(gpus, bus), _sys.OPEN_TREE_CLONE | _sys.OPEN_TREE_CLOEXEC))
+            )
+        _sys.mount("tmpfs", gpus, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=16k,mode=0555")
+        for bus, fd in clones:
+            os.mkdir(os.path.join(gpus, bus), 0o555)
+            _sys.move_mount_fd(fd, os.path.join(gpus, bus))
+        _sys.mount(None, gpus, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    finally:
+        for _, fd in clones:
+            os.close(fd)
 
 
 def build(req: dict[str, Any], fds: list[int]) -> None:
