@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from monitor_cgroups import MakeScope, finish
+from nvml_transcript import TranscriptNvml
 
 from corral.errors import CollectorError
 from corral.events import Alert, Event, GpuUsage, Health, Level, PolicyDecision, TraceContext
@@ -315,3 +316,43 @@ def test_v2_root_follows_the_layout(tmp_path: Path, mounts: str, root: str) -> N
     f.write_text(mounts)
     assert v2_root(f) == Path(root)
     assert v2_root() == ROOT  # this machine: hybrid
+
+
+def _nv(sample: GpuSample) -> tuple[object, ...]:
+    """The fields NVML answers (cgroup, program and command line come from /proc of this machine)."""
+    return (sample.gpu_index, sample.pid, sample.used_memory_bytes, sample.sm_util_pct, sample.gi, sample.ci)
+
+
+def test_nvml_source_reads_what_nvml_answers() -> None:
+    src = NvmlSource(TranscriptNvml(FIXTURES / "nvml_transcript.json"), "ok")
+    first = [_nv(s) for s in src.read()]
+    assert first == [
+        (0, 4100, 8 * GiB, 80.0, None, None),  # the mean of its samples
+        (0, 5200, None, 10.0, None, None),  # memory not available: None, not 0
+        (1, 6300, 2 * GiB, None, 2, 0),  # MIG: no per-process utilisation, the instance named
+    ]
+    second = [_nv(s) for s in src.read()]
+    assert second == [(0, 4100, 8 * GiB, 0.0, None, None)]  # no sample since: no kernel ran
+    third = [_nv(s) for s in src.read()]
+    assert third[0] == (0, 4100, 8 * GiB, 40.0, None, None)  # the sample read before is not counted again
+
+
+def test_nvml_source_names_gpus_and_mig_instances() -> None:
+    src = NvmlSource(TranscriptNvml(FIXTURES / "nvml_transcript.json"), "ok")
+    ids = src.identities()
+    assert [(i.index, i.bus_id, i.uuid) for i in ids] == [
+        (0, "00000000:07:00.0", "GPU-0a1b2c3d-0000-4000-8000-00000000000a"),
+        (1, "00000000:41:00.0", "GPU-0a1b2c3d-0000-4000-8000-00000000000b"),
+    ]
+    assert ids[0].mig == ()
+    assert ids[1].mig == (
+        (1, 0, "MIG-5f6e7d8c-0000-4000-8000-0000000000c1", 10 * GiB),
+        (2, 0, "MIG-5f6e7d8c-0000-4000-8000-0000000000c2", 10 * GiB),
+    )
+
+
+def test_nvml_failing_mid_run_is_a_source_error() -> None:
+    src = NvmlSource(TranscriptNvml(FIXTURES / "nvml_transcript.json", lost_after=1), "ok")
+    assert len(src.read()) == 3
+    with pytest.raises(GpuSourceError, match="NVML failed: NVML error 15"):
+        src.read()

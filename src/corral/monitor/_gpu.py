@@ -53,6 +53,7 @@ class NvmlSource:
     def __init__(self, nvml: Any, status: str) -> None:
         self._nvml = nvml
         self.status = status
+        self._last_ts: dict[int, int] = {}  # per device: the newest utilisation sample already read
 
     @classmethod
     def open(cls) -> NvmlSource:
@@ -78,16 +79,29 @@ class NvmlSource:
         except nv.NVMLError as exc:
             raise GpuSourceError(f"NVML failed: {exc}") from exc
 
+    def _utilisation(self, nv: Any, i: int, h: Any) -> dict[int, float] | None:
+        """Mean SM utilisation per pid since the previous read; None where the device cannot say (MIG)."""
+        since = self._last_ts.get(i, 0)
+        try:
+            samples = nv.nvmlDeviceGetProcessUtilization(h, since)
+        except nv.NVMLError as exc:
+            # pynvml raises SUCCESS or NOT_FOUND when there is no sample: no process ran a kernel
+            if getattr(exc, "value", None) in (nv.NVML_SUCCESS, nv.NVML_ERROR_NOT_FOUND):
+                return {}
+            return None
+        per_pid: dict[int, list[float]] = {}
+        for u in samples:
+            ts = int(u.timeStamp)
+            if ts > since:
+                per_pid.setdefault(int(u.pid), []).append(float(u.smUtil))
+                self._last_ts[i] = max(self._last_ts.get(i, 0), ts)
+        return {pid: sum(v) / len(v) for pid, v in per_pid.items()}
+
     def _read(self, nv: Any) -> list[GpuSample]:
         out: list[GpuSample] = []
         for i in range(nv.nvmlDeviceGetCount()):
             h = nv.nvmlDeviceGetHandleByIndex(i)
-            util: dict[int, float] = {}
-            try:
-                for u in nv.nvmlDeviceGetProcessUtilization(h, 0):
-                    util[int(u.pid)] = float(u.smUtil)
-            except nv.NVMLError:
-                pass  # not supported on every device (MIG); memory use still shows compute
+            util = self._utilisation(nv, i, h)
             for p in nv.nvmlDeviceGetComputeRunningProcesses(h):
                 mem = p.usedGpuMemory if isinstance(p.usedGpuMemory, int) else None
                 pid = int(p.pid)
@@ -98,7 +112,7 @@ class NvmlSource:
                         i,
                         pid,
                         mem,
-                        util.get(pid),
+                        None if util is None else util.get(pid, 0.0),  # no sample: no kernel ran
                         _cgroup_of(pid),
                         None if gi in (None, _NO_INSTANCE) else int(gi),
                         None if ci in (None, _NO_INSTANCE) else int(ci),
