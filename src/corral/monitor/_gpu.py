@@ -210,9 +210,13 @@ def _process_of(pid: int) -> tuple[str | None, str | None]:
 
 def call_of(cgroup: str | None, calls: Mapping[str, CallScope]) -> CallScope | None:
     """The call whose unified cgroup ("/corral/sb/call") holds a process's cgroup, if any."""
-    if cgroup is None:
-        return None
-    return next((sc for cg, sc in calls.items() if cgroup == cg or cgroup.startswith(cg + "/")), None)
+    path = cgroup
+    while path:  # the process's cgroup, then each parent: one lookup per level, not per live call
+        scope = calls.get(path)
+        if scope is not None:
+            return scope
+        path = path.rpartition("/")[0]
+    return None
 
 
 def classify(

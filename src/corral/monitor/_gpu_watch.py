@@ -74,7 +74,7 @@ class GpuCallSummary:
 @dataclass
 class _Call:
     scope: CallScope
-    last: float
+    started: float
     gpu_time_s: float = 0.0
     memory_peak: int | None = None
     lingering: bool = False
@@ -129,6 +129,7 @@ class GpuCollector:
         self._poll_lock = threading.Lock()
         self._flagged: set[tuple[str | None, int]] = set()
         self._failure: str | None = None
+        self._prev_poll: float | None = None
         self._emit(Event(host=self._host, data=Health(component=COMPONENT, status="ok", message=self.status)))
 
     @property
@@ -230,12 +231,9 @@ class GpuCollector:
                 return 0
             now = self._clock()
             with self._lock:
-                calls = dict(self._calls)
-                live = {c.scope.cgroup_id: c for c in self._live.values()}
-                dts = {cid: max(0.0, now - c.last) for cid, c in live.items()}
-                for c in live.values():
-                    c.last = now
-            self._account(samples, classify(samples, self._declared(), calls), live, dts)
+                calls, live = dict(self._calls), dict(self._live)
+                prev, self._prev_poll = self._prev_poll, now
+            self._account(samples, classify(samples, self._declared(), calls), live, now, prev)
             return len(samples)
 
     def _account(
@@ -243,9 +241,12 @@ class GpuCollector:
         samples: list[GpuSample],
         usages: list[tuple[CallScope | None, GpuUsage]],
         live: dict[int, _Call],
-        dts: dict[int, float],
+        now: float,
+        prev: float | None,
     ) -> None:
+        """``now - prev`` is the time each sample stands for (since the call began, if later)."""
         memory: dict[int, int] = {}
+        touched: set[str] = set()
         for sample, (scope, usage) in zip(samples, usages, strict=True):
             call = live.get(scope.cgroup_id) if scope is not None else None
             sb = self._sandboxes.get(scope.sandbox_id) if scope is not None else None
@@ -268,7 +269,9 @@ class GpuCollector:
                     _seen(sample),
                 )
             busy = 1.0 if sample.sm_util_pct is None else max(0.0, min(sample.sm_util_pct, 100.0)) / 100.0
-            used = busy * dts.get(call.scope.cgroup_id, 0.0)
+            since = call.started if prev is None or call.started > prev else prev
+            used = busy * max(0.0, now - since)
+            touched.add(call.scope.sandbox_id)
             with self._lock:
                 call.gpu_time_s += used
                 if sb is not None:
@@ -297,29 +300,34 @@ class GpuCollector:
         for cid, mem in memory.items():
             c = live[cid]
             c.memory_peak = max(c.memory_peak or 0, mem)
-        for c in live.values():
-            self._check_limits(c)
+        if touched:  # only sandboxes that used a GPU in this poll can have gone over a limit
+            for c in live.values():
+                if c.scope.sandbox_id in touched:
+                    self._check_limits(c)
 
     def _check_limits(self, c: _Call) -> None:
         sb = self._sandboxes.get(c.scope.sandbox_id)
         if sb is None or c.stop is not None:
             return
         lim = sb.limits
+        over: dict[str, object] = {}
+        if lim.compute_budget_s is not None and c.gpu_time_s > lim.compute_budget_s:
+            over["compute_budget_s"] = lim.compute_budget_s
+        elif lim.episode_compute_budget_s is not None and sb.gpu_time_s > lim.episode_compute_budget_s:
+            over["episode_compute_budget_s"] = lim.episode_compute_budget_s
+        elif lim.memory_max_bytes is not None and (c.memory_peak or 0) > lim.memory_max_bytes:
+            over["memory_max_bytes"] = lim.memory_max_bytes
+        else:
+            return
         detail: dict[str, object] = {
             "gpu_time_s": round(c.gpu_time_s, 3),
             "episode_gpu_time_s": round(sb.gpu_time_s, 3),
             "gpu_memory_peak_bytes": c.memory_peak,
+            **over,
         }
-        if lim.compute_budget_s is not None and c.gpu_time_s > lim.compute_budget_s:
-            detail["compute_budget_s"] = lim.compute_budget_s
-        elif lim.episode_compute_budget_s is not None and sb.gpu_time_s > lim.episode_compute_budget_s:
-            detail["episode_compute_budget_s"] = lim.episode_compute_budget_s
-        elif lim.memory_max_bytes is not None and (c.memory_peak or 0) > lim.memory_max_bytes:
-            detail["memory_max_bytes"] = lim.memory_max_bytes
+        if "memory_max_bytes" in over:
             self._stop(c, "gpu_memory")
             self._raise(c, "gpu_memory", "GPU memory limit hit", Level.high, "resource_abuse", detail)
-            return
-        else:
             return
         self._stop(c, "gpu_budget")
         self._raise(c, "gpu_budget", "GPU kept busy beyond its budget", Level.high, "resource_abuse", detail)
