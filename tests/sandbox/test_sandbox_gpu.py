@@ -153,9 +153,12 @@ def test_granted_sandbox_gets_only_its_nodes_and_can_use_them(policy: Policy, tm
         g,
         "ls -A /dev | grep nvidia; echo ---; head -c 4 /dev/nvidia1 | od -An -tx1; "
         "stat -c '%F %t:%T' /dev/nvidia1; echo x > /dev/nvidiactl && echo ctl-ok; "
-        "echo CUDA=$CUDA_VISIBLE_DEVICES NV=$NVIDIA_VISIBLE_DEVICES",
+        "echo CUDA=$CUDA_VISIBLE_DEVICES NV=$NVIDIA_VISIBLE_DEVICES; "
+        "echo opts $(grep ' /dev/nvidia1 ' /proc/self/mountinfo | cut -d' ' -f6)",
     )
     assert code == 0, out
+    opts = out.rsplit("opts ", 1)[1].split()[0].split(",")
+    assert "nosuid" in opts and "noexec" not in opts  # a driver may map its device with PROT_EXEC
     listed, _, rest = out.partition("---\n")
     assert listed.split() == ["nvidia-uvm", "nvidia1", "nvidiactl"]  # not nvidia0, uvm-tools, modeset, caps
     assert "00 00 00 00" in rest  # host's nvidia1 is the zero device: the right node, and it works

@@ -353,15 +353,20 @@ class Builder:
             _sys.mount("tmpfs", tgt, "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,mode=0755")
         finally:
             os.close(fd)
-        nodes = [(name, f"/dev/{name}") for name in _DEV_NODES if os.path.exists(f"/dev/{name}")]
+        nodes = [
+            (name, f"/dev/{name}", _sys.MOUNT_ATTR_NOSUID | _sys.MOUNT_ATTR_NOEXEC)
+            for name in _DEV_NODES
+            if os.path.exists(f"/dev/{name}")
+        ]
         for name, host in op.get("extra", ()):  # granted GPU nodes: one missing fails the build
             if not stat.S_ISCHR(os.stat(host).st_mode):
                 raise OSError(errno.ENODEV, f"{host} is not a character device")
-            nodes.append((name, host))
-        for name, host in nodes:
+            # no noexec: a driver may map its device with PROT_EXEC (nothing can be executed from a device)
+            nodes.append((name, host, _sys.MOUNT_ATTR_NOSUID))
+        for name, host, attrs in nodes:
             nfd, ntgt = self.root.target(f"/dev/{name}", "file")
             try:
-                _bind(host, ntgt, _sys.MOUNT_ATTR_NOSUID | _sys.MOUNT_ATTR_NOEXEC, recursive=False)
+                _bind(host, ntgt, attrs, recursive=False)
             finally:
                 os.close(nfd)
         for name, target in _DEV_LINKS.items():
