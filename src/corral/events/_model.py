@@ -172,6 +172,8 @@ class ToolCall(_Payload):
     stderr: str | None = None
     stdout_truncated: bool = False
     stderr_truncated: bool = False
+    gpu_time_s: float | None = None  # calls of a sandbox with a GPU grant (NVML accounting)
+    gpu_memory_peak_bytes: int | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -214,12 +216,18 @@ class Alert(_Payload):
 
 
 class GpuUsage(_Payload):
+    """One process seen on a GPU at one poll (NVML), with the call it belongs to in the envelope."""
+
     kind: Literal["gpu"] = "gpu"
     gpu_index: int
     ProcessId: int
     used_memory_bytes: int | None = None
     sm_util_pct: float | None = None
-    declared: bool = False  # part of the declared training workload
+    declared: bool = False  # the declared training workload, or a sandbox on a GPU it was granted
+    Image: str | None = None
+    CommandLine: str | None = None
+    gpu_instance_id: int | None = None  # MIG instance, when NVML reports one
+    compute_instance_id: int | None = None
 
 
 class Health(_Payload):

@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import Self
 
 from corral.errors import EgressError, SandboxClosedError, StoreError
-from corral.events import Alert, Event, EventStore, FileTransfer, TraceContext
+from corral.events import Alert, Event, EventStore, FileTransfer, Level, TraceContext
 from corral.harness._call_events import CallRecorder, dedupe, limit_alert, now
 from corral.harness._harness import DEFAULT_STORE, EventSink, Harness, StoreArg, parse_workspace
 from corral.harness._interface import Command, FileEntry, OutputChunk, StreamItem
@@ -100,6 +100,8 @@ class AsyncSandbox:
             self._own_harness = True
         self.harness = harness
         try:
+            # A policy that grants GPUs this machine lacks fails here, before anything is built.
+            gpu = harness.gpu.grant(self.id, self.policy.gpu)
             # A pull or unpack runs tools: never on the loop's thread.
             image, self._lease = await asyncio.to_thread(
                 harness.resolve_image, self._image_arg or self.policy.environment.image
@@ -115,8 +117,10 @@ class AsyncSandbox:
                 workspace=self._workspace,
                 network=self._network,
                 observers=harness.observers(),
+                gpu=gpu,
             )
         except BaseException:
+            harness.gpu.release(self.id)
             if self._lease is not None:
                 self._lease.close()
             if self._network is not None:
@@ -151,6 +155,7 @@ class AsyncSandbox:
             if self._lease is not None:
                 self._lease.close()
             if self.harness is not None:
+                self.harness.gpu.release(self.id)
                 self.harness.forget_sandbox(self.id)
             if self._own_harness and self.harness is not None:
                 self.harness.close()
@@ -260,6 +265,12 @@ class AsyncSandbox:
                 )
                 exc.result = result
                 raise
+            if jail.gpu is not None:
+                unwatched = self._gpu_unwatched(harness.gpu.problem(), ctx)
+                if unwatched is not None:
+                    return await self._refuse(
+                        text, ctx, start_ns, inspection.alerts, "gpu_monitor_failure", unwatched
+                    )
             egress_failed = False
             if self._network is not None:
                 self._network.check()  # raises EgressError: the call never starts without its proxy
@@ -281,7 +292,10 @@ class AsyncSandbox:
         finally:
             runtime = harness.end_call(tcid) + harness.take_late(self.id)
         alerts = dedupe(inspection.alerts + runtime)
-        result = self._recorder.result(outcome, alerts, egress_failed)
+        gpu_record = harness.gpu.summary(tcid)
+        if jail.gpu is None and gpu_record is not None and not gpu_record.gpu_time_s:
+            gpu_record = None  # no grant and no GPU use: nothing to report
+        result = self._recorder.result(outcome, alerts, egress_failed, gpu_record)
         harness.emit_many(self._recorder.ran(outcome, result, start_ns))
         await harness.aflush()
         return result
@@ -308,6 +322,24 @@ class AsyncSandbox:
             if flush:
                 raise
         return result
+
+    def _gpu_unwatched(self, problem: str | None, ctx: TraceContext) -> str | None:
+        """A granted call the GPU monitor cannot watch: the refusal's reason (``stop``), or an alert
+        on the call and None (``warn``)."""
+        if problem is None:
+            return None
+        reason = f"the GPU monitor cannot watch this call: {problem}"
+        if self.policy.gpu.on_monitor_failure == "stop":
+            return reason
+        alert = Alert(
+            rule_id="corral.monitor.gpu_unwatched",
+            title="Call holds a GPU the monitor cannot watch",
+            level=Level.medium,
+            category="monitor_failure",
+            matched={"error": problem},
+        )
+        self._emit_alerts([alert], ctx, now())
+        return None
 
     def _network_ok(self) -> bool:
         assert self._network is not None

@@ -19,6 +19,7 @@ from corral.events import (
     TraceContext,
     cap_output,
 )
+from corral.monitor import GpuCallSummary
 from corral.policy import Policy
 from corral.sandbox import CallOutcome, StopReason, ToolResult
 
@@ -34,6 +35,9 @@ STOP_TEXT: dict[str, str] = {
     "pids": "process-count limit reached (fork bomb?); every process of the call was killed",
     "egress_failure": "the egress proxy or resolver failed during the call",
     "store_failure": "the event store cannot record calls; the call was not run",
+    "gpu_budget": "GPU time budget exceeded; every process of the call was killed",
+    "gpu_memory": "GPU memory limit exceeded; every process of the call was killed",
+    "gpu_monitor_failure": "the GPU monitor (NVML) is missing or failed while the call held a GPU",
 }
 
 # What the agent reads. Neutral text names no rule: naming one teaches a policy which pattern to avoid.
@@ -44,7 +48,11 @@ _STOPPED = {
     "pids": "[corral] The command was stopped: it started too many processes.",
     "egress_failure": "[corral] The network was unavailable during this command.",
     "store_failure": "[corral] This command was not run: the environment is unavailable.",
+    "gpu_budget": "[corral] The command was stopped: it used more GPU time than allowed.",
+    "gpu_memory": "[corral] The command was stopped: it used more GPU memory than allowed.",
+    "gpu_monitor_failure": "[corral] The command was stopped: the GPU became unavailable.",
 }
+_NOT_RUN = {"gpu_monitor_failure": "[corral] This command was not run: the GPU is unavailable."}
 
 
 def agent_message(
@@ -58,7 +66,9 @@ def agent_message(
             )
         return _NEUTRAL_BLOCKED
     parts = []
-    if stop is not None and stop in _STOPPED:
+    if blocked and stop in _NOT_RUN:
+        parts.append(_NOT_RUN[stop or ""])
+    elif stop is not None and stop in _STOPPED:
         parts.append(_STOPPED[stop])
     if detailed and alerts:
         parts.append("[corral] Flagged: " + "; ".join(sorted({a.title for a in alerts})))
@@ -138,9 +148,17 @@ class CallRecorder:
         )
         return result, events
 
-    def result(self, o: CallOutcome, alerts: list[Alert], egress_failed: bool) -> ToolResult:
+    def result(
+        self, o: CallOutcome, alerts: list[Alert], egress_failed: bool, gpu: GpuCallSummary | None = None
+    ) -> ToolResult:
+        """``gpu``: the call's GPU record when the GPU monitor followed it (its stop reason is the GPU
+        limit the call broke: the kernel saw only a kill)."""
         raw = o.raw
-        stop: StopReason | None = raw.stop_reason or ("egress_failure" if egress_failed else None)
+        stop: StopReason | None = (
+            raw.stop_reason
+            or (gpu.stop_reason if gpu is not None else None)
+            or ("egress_failure" if egress_failed else None)
+        )
         return ToolResult(
             exit_code=raw.exit_code,
             stdout=raw.stdout.decode("utf-8", "replace"),
@@ -157,6 +175,8 @@ class CallRecorder:
             sandbox_id=self.sandbox_id,
             cpu_time_s=raw.usage.cpu_time_s,
             memory_peak_bytes=raw.usage.memory_peak_bytes,
+            gpu_time_s=gpu.gpu_time_s if gpu is not None else None,
+            gpu_memory_peak_bytes=gpu.memory_peak_bytes if gpu is not None else None,
         )
 
     def ran(self, o: CallOutcome, r: ToolResult, start_ns: int) -> list[Event]:
@@ -181,6 +201,8 @@ class CallRecorder:
                     stderr=err,
                     stdout_truncated=out_cut or r.stdout_truncated,
                     stderr_truncated=err_cut or r.stderr_truncated,
+                    gpu_time_s=r.gpu_time_s,
+                    gpu_memory_peak_bytes=r.gpu_memory_peak_bytes,
                 ),
                 ctx,
             ),

@@ -20,12 +20,13 @@ from corral.detect import Detector
 from corral.egress import Egress
 from corral.errors import InputError, StoreError
 from corral.events import Alert, Event, EventStore, Health, default_store_path
+from corral.harness._gpu import HarnessGpu
 from corral.harness._host import node_address
-from corral.harness._services import GpuPoller, gpu_source, own_process_tree, shared_exec
+from corral.harness._services import own_process_tree, shared_exec
 from corral.images import ImageCache, ImageLease
-from corral.monitor import GpuCollector, GpuSource, ResourceCollector
+from corral.monitor import GpuSource, ResourceCollector
 from corral.policy import Policy
-from corral.sandbox import CallObserver, Coalescer, ImageView
+from corral.sandbox import CallObserver, Coalescer, GpuInventory, ImageView
 
 if TYPE_CHECKING:
     from corral.harness._async_sandbox import AsyncSandbox
@@ -75,10 +76,13 @@ class Harness:
         egress: Egress | None = None,
         declared_gpu_pids: Callable[[], set[int]] = own_process_tree,
         gpu_source: GpuSource | None = None,
+        gpu_inventory: GpuInventory | None = None,
     ) -> None:
         """``store``: where events go (default: the policy's ``store.path`` or ``$CORRAL_HOME/events.db``;
         None: nowhere). ``declared_gpu_pids``: the processes allowed to use GPUs (the trainer); any other
-        GPU compute, and all of it inside sandboxes, is flagged. ``gpu_source``: NVML by default."""
+        GPU compute, and all of it inside sandboxes, is flagged. ``gpu_source``: NVML by default.
+        ``gpu_inventory``: the GPUs that grants are made from (default: this machine's, discovered
+        on the first sandbox of a policy that grants any)."""
         self.policy = policy if policy is not None else Policy.default()
         _raise_fd_limit()
         self.host = host or node_address()
@@ -96,9 +100,15 @@ class Harness:
         self._closed = False
         self._observers: list[CallObserver] | None = None
         self._resources: ResourceCollector | None = None
-        self._gpu: GpuPoller | None = None
-        self._declared_gpu_pids = declared_gpu_pids
-        self._gpu_source = gpu_source
+        self.gpu = HarnessGpu(
+            self.policy,
+            self.emit,
+            host=self.host,
+            detector=self.detector,
+            source=gpu_source,
+            inventory=gpu_inventory,
+            declared_pids=declared_gpu_pids,
+        )
         self._flush = Coalescer(self.flush)
         self._images: ImageCache | None = None
         self._failed_sinks: set[int] = set()
@@ -132,12 +142,8 @@ class Harness:
                         miner_window_s=mon.sustained_cpu_window_s,
                     )
                     obs.append(self._resources)
-                source = self._gpu_source or gpu_source()
-                if mon.gpu and source.status == "ok":  # without a GPU there is nothing to poll
-                    gpu = GpuCollector(
-                        self.emit, declared_pids=self._declared_gpu_pids, source=source, host=self.host
-                    )
-                    self._gpu = GpuPoller(gpu, mon.gpu_interval_s)
+                gpu = self.gpu.start()
+                if gpu is not None:
                     obs.append(gpu)
                 self._observers = obs
             return list(self._observers)
@@ -192,6 +198,8 @@ class Harness:
     def emit(self, event: Event) -> None:
         """Store an event, detect on it, and attach resulting alerts to their call."""
         self._sink(event)
+        if event.type == "network_connection":
+            self.gpu.note(event)
         if event.type == "alert":  # raised by a collector itself (limits, sustained CPU)
             self._attach(event)
             return
@@ -290,8 +298,7 @@ class Harness:
             egress.close()
         if self._resources is not None:
             self._resources.close()
-        if self._gpu is not None:
-            self._gpu.close()
+        self.gpu.close()
         if self.store is not None and self._own_store:
             with contextlib.suppress(StoreError):
                 self.store.close()

@@ -138,7 +138,11 @@ class GpuPoller:
 
     def _loop(self, interval_s: float) -> None:
         while not self._stop.wait(interval_s):
-            self.collector.poll()
+            try:
+                self.collector.poll()
+            except Exception as exc:  # a poller that dies must not leave granted calls unwatched
+                self.collector.fail(f"the GPU poller failed: {exc!r}")
+                return
 
     def close(self) -> None:
         self._stop.set()

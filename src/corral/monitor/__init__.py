@@ -8,14 +8,19 @@ and it emits ``Event``s through the ``emit`` callable it was built with
 
 from corral.monitor._cgstats import SustainedCpu, Usage, read_usage
 from corral.monitor._exec import ExecCollector
-from corral.monitor._gpu import GpuCollector, GpuSample, GpuSource, NvmlSource, ReplaySource, classify
+from corral.monitor._gpu import GpuSample, GpuSource, GpuSourceError, NvmlSource, ReplaySource, classify
+from corral.monitor._gpu_watch import GpuCallSummary, GpuCollector, GpuLimits, MinerCheck
 from corral.monitor._resources import ResourceCollector
 
 __all__ = [
     "ExecCollector",
+    "GpuCallSummary",
     "GpuCollector",
+    "GpuLimits",
     "GpuSample",
     "GpuSource",
+    "GpuSourceError",
+    "MinerCheck",
     "NvmlSource",
     "ReplaySource",
     "ResourceCollector",

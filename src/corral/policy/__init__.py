@@ -2,6 +2,7 @@
 
 from corral.policy._detection import Action, DetectionSection
 from corral.policy._environment import EnvironmentSection
+from corral.policy._gpu import GpuSection
 from corral.policy._loader import load_policy_file, load_policy_text
 from corral.policy._model import Policy, policy_json_schema, policy_warnings
 from corral.policy._monitoring import MonitoringSection
@@ -23,7 +24,6 @@ from corral.policy._sections import (
     EnvSection,
     FilesSection,
     FilesystemSection,
-    GpuSection,
     IdentitySection,
     ProcessesSection,
     ProgramsSection,

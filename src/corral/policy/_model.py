@@ -7,11 +7,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
 from corral.policy._base import Section
 from corral.policy._detection import DetectionSection
 from corral.policy._environment import EnvironmentSection
+from corral.policy._gpu import GpuSection
 from corral.policy._monitoring import MonitoringSection
 from corral.policy._network import NetworkSection
 from corral.policy._response import ResponseSection
@@ -19,7 +20,6 @@ from corral.policy._sections import (
     EnvSection,
     FilesSection,
     FilesystemSection,
-    GpuSection,
     IdentitySection,
     ProcessesSection,
     ProgramsSection,
@@ -49,6 +49,14 @@ class Policy(Section):
     detection: DetectionSection = Field(default_factory=DetectionSection)
     monitoring: MonitoringSection = Field(default_factory=MonitoringSection)
     response: ResponseSection = Field(default_factory=ResponseSection)
+
+    @field_validator("monitoring")
+    @classmethod
+    def _granted_gpus_are_watched(cls, v: MonitoringSection, info: ValidationInfo) -> MonitoringSection:
+        gpu = info.data.get("gpu")
+        if isinstance(gpu, GpuSection) and gpu.granted and not v.gpu:
+            raise ValueError("gpu: false, but gpu.devices grants GPUs: a granted GPU must be watched (NVML)")
+        return v
 
     @classmethod
     def load(cls, path: str | Path) -> Policy:

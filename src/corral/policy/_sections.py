@@ -175,12 +175,6 @@ class FilesSection(Section):
         return v
 
 
-class GpuSection(Section):
-    devices: tuple[int, ...] | Literal["all"] = Field(
-        default=(), description="GPU indices whose device nodes are exposed. Empty: no GPU at all."
-    )
-
-
 class ProgramsSection(Section):
     allow: tuple[str, ...] | None = Field(
         default=None,

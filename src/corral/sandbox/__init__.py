@@ -4,6 +4,18 @@ from corral.sandbox._callio import RawOutcome
 from corral.sandbox._coalesce import Coalescer
 from corral.sandbox._command import CallOutcome, new_id, normalize_command
 from corral.sandbox._files import FileSession
+from corral.sandbox._gpu import (
+    DriverFile,
+    GpuAllocator,
+    GpuDevice,
+    GpuGrant,
+    GpuIdentity,
+    GpuInventory,
+    GrantedGpu,
+    MigInstance,
+    discover_gpus,
+    grant_gpus,
+)
 from corral.sandbox._jail import Jail
 from corral.sandbox._plan import INSIDE_UID, INSIDE_USER, ImageView
 from corral.sandbox._preflight import preflight
@@ -22,13 +34,23 @@ __all__ = [
     "CallOutcome",
     "CallScope",
     "Coalescer",
+    "DriverFile",
     "FileSession",
+    "GpuAllocator",
+    "GpuDevice",
+    "GpuGrant",
+    "GpuIdentity",
+    "GpuInventory",
+    "GrantedGpu",
     "ImageView",
     "Jail",
+    "MigInstance",
     "NetworkAttachment",
     "RawOutcome",
     "StopReason",
     "ToolResult",
+    "discover_gpus",
+    "grant_gpus",
     "new_id",
     "normalize_command",
     "preflight",

@@ -31,6 +31,7 @@ from corral.sandbox._cgroups import CallCgroup, Layout
 from corral.sandbox._command import CallOutcome, new_id, normalize_command
 from corral.sandbox._env import call_env
 from corral.sandbox._files import FileSession
+from corral.sandbox._gpu import GpuGrant
 from corral.sandbox._identity import UidLease
 from corral.sandbox._plan import INSIDE_UID, BuildPlan, ImageView, SandboxSpec, plan
 from corral.sandbox._preflight import preflight
@@ -89,6 +90,7 @@ class Jail:
         self._lingering: list[tuple[CallCgroup, CallScope]] = []  # episode calls whose processes live on
         self._seccomp = "allowlist" if policy.programs.allow is not None else "default"
         self._drain = OutputDrain()  # episode mode: pipes still held by processes earlier calls left
+        self.gpu: GpuGrant | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -103,7 +105,7 @@ class Jail:
         network: NetworkAttachment | None = None,
         observers: Sequence[CallObserver] = (),
         state_root: Path = DEFAULT_STATE_ROOT,
-        gpu_devices: tuple[str, ...] = (),
+        gpu: GpuGrant | None = None,
     ) -> Jail:
         if policy.network.mode != "none" and network is None:
             raise SandboxSetupError("policy network.mode is not 'none' but no network attachment was given")
@@ -123,14 +125,14 @@ class Jail:
             zygote=zygote,
         )
         try:
-            await jail._setup(state_root, image, workspace, gpu_devices)
+            await jail._setup(state_root, image, workspace, gpu)
         except BaseException:
             await asyncio.to_thread(jail._teardown)
             raise
         return jail
 
     async def _setup(
-        self, state_root: Path, image: ImageView | None, workspace: Path | None, gpu: tuple[str, ...]
+        self, state_root: Path, image: ImageView | None, workspace: Path | None, gpu: GpuGrant | None
     ) -> None:
         p = self.policy
         self._lease = UidLease.acquire(state_root, p.identity.uid_range_start, p.identity.uid_range_size)
@@ -145,6 +147,7 @@ class Jail:
         )
         net_files = dict(self.network.files) if self.network is not None else {}
         spec = SandboxSpec(self.uid, image, template, net_files, gpu)
+        self.gpu = gpu
         self._plan = plan(p, spec)
         cg = CallCgroup.create(self.layout, self.id)
         self._cgroup = cg

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from corral.errors import SandboxSetupError
 from corral.policy import Policy
+from corral.sandbox._gpu import INSIDE_BIN, INSIDE_LIB, PROC_ROOT, GpuGrant
 
 INSIDE_UID = 1000
 INSIDE_GID = 1000
@@ -65,7 +66,7 @@ class SandboxSpec:
     image: ImageView | None = None
     workspace_template: Path | None = None
     net_files: Mapping[str, str] = field(default_factory=dict)  # inside path -> host file (resolv.conf)
-    gpu_devices: tuple[str, ...] = ()  # host device nodes to bind, e.g. "/dev/nvidia0"
+    gpu: GpuGrant | None = None  # the GPU device nodes (and driver files) this sandbox may use
 
 
 @dataclass(frozen=True)
@@ -222,7 +223,14 @@ def plan(policy: Policy, spec: SandboxSpec) -> BuildPlan:
     ops.append({"op": "file", "dst": "/etc/group", "content": group})
     for inside, host in sorted(spec.net_files.items()):
         ops.append({"op": "bind", "src": host, "dst": inside, "flags": _RO, "recursive": False})
-    ops.append({"op": "dev", "extra": [d.removeprefix("/dev/") for d in spec.gpu_devices]})
+    gpu = spec.gpu
+    ops.append({"op": "dev", "extra": [list(n) for n in gpu.nodes] if gpu is not None else []})
+    if gpu is not None and image is not None:  # without an image the host's driver files are under /usr
+        for f in gpu.driver_files:
+            if f.link is not None:
+                ops.append({"op": "symlink", "dst": f.inside, "target": f.link})
+            else:
+                ops.append({"op": "bind", "src": f.host, "dst": f.inside, "flags": _RO, "recursive": False})
     for d in ("/proc", "/tmp"):
         ops.append({"op": "mkdir", "dst": d})
     ws_flags = ["nosuid", "nodev"] + (["noexec"] if allowlist else [])
@@ -274,8 +282,29 @@ def plan(policy: Policy, spec: SandboxSpec) -> BuildPlan:
         env = dict(image.env)
         if image.working_dir:
             cwd = image.working_dir
-    tmp = {"size": policy.filesystem.tmp_size_max_bytes, "noexec": allowlist}
+    if gpu is not None:
+        env.update(_gpu_env(policy, gpu, env, bound=image is not None))
+    # The driver's /proc entries of GPUs the sandbox was not granted are hidden (all of them without a
+    # grant); the rest of the driver's /proc tree (params, MIG capabilities) stays for CUDA to read.
+    nvidia = {
+        "root": gpu.proc_root if gpu is not None else str(PROC_ROOT),
+        "keep": sorted({d.bus_id for d in gpu.devices}) if gpu is not None else [],
+    }
+    tmp = {"size": policy.filesystem.tmp_size_max_bytes, "noexec": allowlist, "nvidia": nvidia}
     return BuildPlan(root, ops, tmp, not writable_root, cwd, env, programs)
+
+
+def _gpu_env(policy: Policy, gpu: GpuGrant, image_env: Mapping[str, str], *, bound: bool) -> dict[str, str]:
+    """CUDA_VISIBLE_DEVICES and friends; the bound driver directories first on the search paths."""
+    env = dict(gpu.env)
+    kinds = {f.kind for f in gpu.driver_files} if bound else set()
+    if "lib" in kinds:
+        rest = image_env.get("LD_LIBRARY_PATH")
+        env["LD_LIBRARY_PATH"] = INSIDE_LIB + (f":{rest}" if rest else "")
+    if "bin" in kinds:
+        path = image_env.get("PATH") or policy.env.set.get("PATH", "/usr/bin:/bin")
+        env["PATH"] = f"{path}:{INSIDE_BIN}"
+    return env
 
 
 def _dir_owner(path: Path, what: str) -> int:

@@ -8,7 +8,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from corral.events import Alert, TraceContext
 
-StopReason = Literal["timeout", "memory", "pids", "policy", "egress_failure", "store_failure"]
+StopReason = Literal[
+    "timeout",
+    "memory",
+    "pids",
+    "policy",
+    "egress_failure",
+    "store_failure",
+    "gpu_budget",
+    "gpu_memory",
+    "gpu_monitor_failure",
+]
 STOP_REASONS: tuple[str, ...] = get_args(StopReason)
 
 
@@ -42,6 +52,8 @@ class ToolResult(BaseModel):
     sandbox_id: str
     cpu_time_s: float | None = None
     memory_peak_bytes: int | None = None
+    gpu_time_s: float | None = None  # only for a sandbox with a GPU grant: seconds of full SM use
+    gpu_memory_peak_bytes: int | None = None
 
     @property
     def tool_call_id(self) -> str | None:

@@ -3,6 +3,7 @@ pivot_root, and the mounts each call (or an episode's init) makes in its own vie
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from typing import Any
@@ -159,13 +160,20 @@ class Builder:
             _sys.mount("tmpfs", tgt, "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,mode=0755")
         finally:
             os.close(fd)
-        for name in _DEV_NODES + tuple(op.get("extra", ())):
-            host = f"/dev/{name}"
-            if not os.path.exists(host):
-                continue
+        nodes = [
+            (name, f"/dev/{name}", _sys.MOUNT_ATTR_NOSUID | _sys.MOUNT_ATTR_NOEXEC)
+            for name in _DEV_NODES
+            if os.path.exists(f"/dev/{name}")
+        ]
+        for name, host in op.get("extra", ()):  # granted GPU nodes: one missing fails the build
+            if not stat.S_ISCHR(os.stat(host).st_mode):
+                raise OSError(errno.ENODEV, f"{host} is not a character device")
+            # no noexec: a driver may map its device with PROT_EXEC (nothing can be executed from a device)
+            nodes.append((name, host, _sys.MOUNT_ATTR_NOSUID))
+        for name, host, attrs in nodes:
             nfd, ntgt = self.root.target(f"/dev/{name}", "file")
             try:
-                bind_clone(host, ntgt, _sys.MOUNT_ATTR_NOSUID | _sys.MOUNT_ATTR_NOEXEC, recursive=False)
+                bind_clone(host, ntgt, attrs, recursive=False)
             finally:
                 os.close(nfd)
         for name, target in _DEV_LINKS.items():
@@ -201,6 +209,31 @@ def mount_proc_and_tmp(tmp: dict[str, Any]) -> None:
         if os.path.exists(path):
             _sys.mount(path, path, None, MS_BIND | MS_REC)
             _sys.mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    if tmp.get("nvidia"):
+        _nvidia_gpus(tmp["nvidia"]["root"], tmp["nvidia"]["keep"])
     flags = MS_NOSUID | MS_NODEV | (MS_NOEXEC if tmp.get("noexec") else 0)
     _sys.mount("tmpfs", "/tmp", "tmpfs", flags, f"size={tmp['size']},mode=1777")
     _sys.mount("tmpfs", "/dev/shm", "tmpfs", flags, f"size={tmp['size']},mode=1777")
+
+
+def _nvidia_gpus(root: str, keep: list[str]) -> None:
+    """Only the granted GPUs under the driver's ``gpus/`` (the layout libnvidia-container makes)."""
+    gpus = os.path.join(root, "gpus")
+    if not os.path.isdir(gpus):
+        return  # no NVIDIA driver on this machine
+    clones: list[tuple[str, int]] = []
+    try:
+        for bus in keep:  # a granted GPU gone from the driver fails the call: its view would be wrong
+            if "/" in bus or bus in ("", ".", ".."):
+                raise OSError(errno.EINVAL, f"bad PCI bus id {bus!r}")
+            clones.append(
+                (bus, _sys.open_tree(os.path.join(gpus, bus), _sys.OPEN_TREE_CLONE | _sys.OPEN_TREE_CLOEXEC))
+            )
+        _sys.mount("tmpfs", gpus, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=16k,mode=0555")
+        for bus, fd in clones:
+            os.mkdir(os.path.join(gpus, bus), 0o555)
+            _sys.move_mount_fd(fd, os.path.join(gpus, bus))
+        _sys.mount(None, gpus, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    finally:
+        for _, fd in clones:
+            os.close(fd)
