@@ -28,7 +28,7 @@ from corral.sandbox import (
     discover_gpus,
     grant_gpus,
 )
-from corral.sandbox._zygote import _build, _sys
+from corral.sandbox._zygote import _mounts, _sys
 from gpu_support import MIG_UUID, UUID_A, UUID_B, FakeNode, fake_node
 
 BUSYBOX = shutil.which("busybox")
@@ -278,7 +278,7 @@ def test_without_a_grant_no_gpu_shows_in_the_drivers_proc_tree(tmp_path: Path) -
             os.close(r)
             _sys.unshare(_sys.CLONE_NEWNS)
             _sys.mount(None, "/", None, _sys.MS_REC | _sys.MS_PRIVATE)
-            _build._nvidia_gpus(str(node.proc), [])
+            _mounts._nvidia_gpus(str(node.proc), [])
             os.write(w, json.dumps(os.listdir(node.proc / "gpus")).encode())
         finally:
             os._exit(0)
