@@ -3,28 +3,38 @@
 from __future__ import annotations
 
 import functools
-import json
 import shlex
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from corral.detect._analyze import analyze, basename
-from corral.detect._compile import Matcher
-from corral.detect._correlation import CorrelationSpec, Correlator, Fired
-from corral.detect._loader import LoadedRules, Overrides, load_rules, rule_files
-from corral.detect._model import EVENT_LOGSOURCE, LOGSOURCES, Inspection, LoadReport, RuleInfo, verdict_for
-from corral.detect._records import records
+from corral.detect._correlation import Correlator, Fired
+from corral.detect._model import (
+    EVENT_LOGSOURCE,
+    LOGSOURCES,
+    Inspection,
+    LoadReport,
+    RuleInfo,
+    RuleProblem,
+    verdict_for,
+)
+from corral.detect._records import enrich_process, records
+from corral.detect._ruleset import RuleSet, ruleset
 from corral.detect._wrappers import interpreter_key, shell_key
+from corral.errors import Problem, RuleError
 from corral.events import Alert, Event, Level, TraceContext
 from corral.policy import DetectionSection, Policy
 
 _MATCHED_MAX_CHARS = 512
 _Hit = tuple[RuleInfo, Mapping[str, Any]]
-_Stamp = tuple[tuple[str, int, int], ...]  # (file, mtime_ns, size) of every rule file
+_BUDGET_TITLES = {
+    "depth": "Command nested deeper than inspection follows",
+    "commands": "Command starts more programs than inspection follows",
+    "size": "Command larger than inspection reads",
+}
 
 
 def builtin_rule_paths(maturity: Sequence[str] = ("stable", "test")) -> list[Path]:
@@ -67,43 +77,29 @@ def _fired_alert(f: Fired, seq: int | None = None) -> Alert:
     )
 
 
-@dataclass(frozen=True)
-class RuleSet:
-    """Compiled, immutable rules: shared by every Detector built from the same files and overrides."""
-
-    matchers: Mapping[str, Matcher]
-    infos: Mapping[str, list[RuleInfo]]
-    correlations: list[CorrelationSpec]
-    report: LoadReport
-
-    @classmethod
-    def compile(cls, loaded: LoadedRules) -> RuleSet:
-        matchers = {ls: g.build() for ls, g in loaded.groups.items()}
-        return cls(matchers, loaded.infos, loaded.correlations, loaded.report)
-
-
-@functools.lru_cache(maxsize=16)
-def _cached_ruleset(
-    paths: tuple[str, ...], stamp: tuple[tuple[str, int, int], ...], overrides: str
-) -> RuleSet:
-    del stamp  # part of the cache key only: an edited rule file compiles afresh
-    ov = json.loads(overrides)
-    loaded = load_rules(
-        [Path(p) for p in paths], Overrides(frozenset(ov["disabled"]), ov["levels"], ov["exceptions"])
+def _budget_alert(budget: str) -> Alert:
+    """Going over an inspection budget is a finding: what was not inspected must not pass unseen."""
+    return Alert(
+        rule_id=f"corral.inspection_budget.{budget}",
+        title=_BUDGET_TITLES[budget],
+        level=Level.high,
+        category="defense_evasion",
+        tags=["attack.defense-evasion", "attack.t1027"],
+        matched={"budget": budget},
     )
-    return RuleSet.compile(loaded)
 
 
-def _stamp(paths: Sequence[Path]) -> _Stamp:
+def rule_error(problems: Sequence[RuleProblem]) -> RuleError:
+    """One ``RuleError`` listing every problem, each naming its file, line and rule."""
     out = []
-    for f in rule_files(paths):
-        try:
-            st = f.stat()
-        except OSError:
-            out.append((str(f), -1, -1))
-            continue
-        out.append((str(f), st.st_mtime_ns, st.st_size))
-    return tuple(out)
+    for p in problems:
+        who = None
+        if p.rule_id or p.title:
+            who = f"rule {p.rule_id or p.title}"
+            if p.title and p.rule_id and p.title != p.rule_id:
+                who += f" ({p.title})"
+        out.append(Problem(f"{p.kind}: {p.reason}", file=p.path, path=who, line=p.line))
+    return RuleError(out)
 
 
 class Detector:
@@ -128,28 +124,46 @@ class Detector:
     # -- construction -----------------------------------------------------------------------------
 
     @classmethod
-    def load(cls, paths: Sequence[Path], section: DetectionSection | None = None) -> Detector:
-        """Rules from these files/folders only (no built-in pack unless listed)."""
+    def load(
+        cls,
+        paths: Sequence[Path],
+        section: DetectionSection | None = None,
+        *,
+        strict: bool = True,
+        lenient_under: Sequence[Path] = (),
+    ) -> Detector:
+        """Rules from these files/folders only (no built-in pack unless listed).
+
+        All or nothing: any rule or override problem raises ``RuleError`` naming file, line,
+        rule and reason. ``strict=False`` loads what it can and lists the rest in ``load_report``
+        (for auditing a third-party pack); problems in files under ``lenient_under`` are
+        reported instead of raised.
+        """
         section = section or DetectionSection()
-        plist = [Path(p) for p in paths]
-        overrides = json.dumps(
-            {
-                "disabled": sorted(section.disabled_rules),
-                "levels": section.level_overrides,
-                "exceptions": section.exceptions,
-            },
-            sort_keys=True,
-            default=list,
-        )
-        rules = _cached_ruleset(tuple(str(p) for p in plist), _stamp(plist), overrides)
+        overrides = {
+            "disabled": sorted(section.disabled_rules),
+            "levels": dict(section.level_overrides),
+            "exceptions": {k: [dict(x) for x in v] for k, v in section.exceptions.items()},
+        }
+        rules = ruleset([Path(p) for p in paths], overrides)
+        if strict:
+            roots = [str(Path(r)) + "/" for r in lenient_under]
+            fatal = [p for p in rules.report.problems if not any(p.path.startswith(r) for r in roots)]
+            if fatal:
+                raise rule_error(fatal)
         return cls(rules, section)
 
     @classmethod
     def from_policy(cls, policy: Policy) -> Detector:
-        """The built-in pack (the maturities the policy names) plus the policy's ``rule_paths``."""
+        """The built-in pack (the maturities the policy names) plus the policy's ``rule_paths``.
+
+        Raises ``RuleError`` for any rule or override problem; ``detection.on_rule_error: warn``
+        downgrades problems in the built-in ``test`` rules only.
+        """
         d = policy.detection
         paths = builtin_rule_paths(d.builtin_maturity) + [Path(p) for p in d.rule_paths]
-        return cls.load(paths, d)
+        lenient = builtin_rule_paths(("test",)) if d.on_rule_error == "warn" else []
+        return cls.load(paths, d, lenient_under=lenient)
 
     @classmethod
     def builtin(cls) -> Detector:
@@ -206,8 +220,10 @@ class Detector:
                 "turn": ctx.turn,
                 "tool_call_id": ctx.tool_call_id,
             }
-            hits = self._hits(records(analyze(command, language), envelope, language))
+            analysis = analyze(command, language)
+            hits = self._hits(records(analysis, envelope, language))
             alerts = [_alert(info, rec) for info, rec in hits.values() if info.generate]
+            alerts.extend(_budget_alert(b) for b in sorted(analysis.exceeded))
             now = time.time_ns()
             for info, _ in hits.values():
                 alerts.extend(_fired_alert(f) for f in self._correlator.feed(info.id, envelope, now))
@@ -231,6 +247,8 @@ class Detector:
         if ls is None or not self.section.enabled:
             return []
         rec = event.record()
+        if ls == "process_creation":
+            enrich_process(rec)
         found: dict[str, _Hit] = {}
         infos = self._infos[ls]
         for i in self._matchers[ls](rec):
