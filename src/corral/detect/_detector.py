@@ -185,6 +185,9 @@ class Detector:
     def evaluate(self, logsource: str, rec: Mapping[str, Any]) -> list[RuleInfo]:
         """Rules of ``logsource`` whose condition matches the flat record (stateless; no correlation)."""
         infos = self._infos[logsource]
+        if logsource == "process_creation" and "ArgvName" not in rec:
+            rec = dict(rec)
+            enrich_process(rec)  # type: ignore[arg-type]
         return [infos[i] for i in self._matchers[logsource](rec)]
 
     def match_command(self, command: str, language: str = "shell") -> list[RuleInfo]:

@@ -121,11 +121,26 @@ def _operands(argv: tuple[str, ...]) -> list[str]:
     return [a for a in argv[1:] if not a.startswith("-")]
 
 
+_DATA_FLAGS = ("-d", "--data", "--data-binary", "--data-raw", "--data-urlencode", "--json")
+
+
 class _Scan:
     def __init__(self, a: Analysis) -> None:
         self.a = a
         self.out = Effects()
-        self.piped_into: set[int] = set()  # indexes of commands that read a pipe from another program
+        self.cwd_broad = False  # an earlier `cd /`, `cd ~` or `cd /tmp` in the same text
+
+    def serve(self, argv: tuple[str, ...]) -> None:
+        """A server is a finding when it is exposed on every interface or hands out a broad tree."""
+        args = argv[1:]
+        if any(a in ("127.0.0.1", "localhost", "::1") or a.startswith(("127.0.0.1:", "localhost:")) for a in args):
+            return
+        wide = any(a in ("0.0.0.0", "::", "[::]") or a.startswith(("0.0.0.0:", "[::]:")) for a in args)
+        for i, a in enumerate(args):
+            if i and args[i - 1] in ("--directory", "-d", "-t", "-h", "--root") and _BROAD_ROOT.match(a):
+                wide = True
+        if wide or self.cwd_broad:
+            self.out.add("serve")
 
     def connect(self, host: str, port: str) -> None:
         if _remote(host):
@@ -134,13 +149,6 @@ class _Scan:
 
     def run(self) -> Effects:
         a = self.a
-        for pipe in a.pipelines:
-            if len(pipe) > 1 and any(p in _NET_CLIENTS for p in pipe[1:]):
-                if pipe[0] not in ("echo", "printf", "true", "yes") or pipe[-1] in ("ssh",):
-                    self._piped_to_network(pipe)
-            if len(pipe) > 1 and pipe[0] in ("base64", "xxd", "openssl", "rev", "gunzip", "zcat", "tr"):
-                if shell_key(pipe[-1]) or interpreter_key(pipe[-1]) is not None:
-                    self.out.add("decode_exec")
         for c in a.commands:
             if c.argv:
                 self.command(c)
@@ -150,6 +158,14 @@ class _Scan:
                 self.out.persistence_paths.append(f.path)
         for m in _DEV_NET.finditer(a.text + "\n" + "\n".join(t for _, t in a.payloads)):
             self.connect(m.group(1), m.group(2))
+        remote = any(_remote(c.rsplit(":", 1)[0]) for c in self.out.connects)
+        for pipe in a.pipelines:
+            if remote and len(pipe) > 1 and any(p in _NET_CLIENTS for p in pipe[1:]):
+                if pipe[0] not in ("echo", "printf", "true", "yes") or pipe[-1] in ("ssh",):
+                    self._piped_to_network(pipe)
+            if len(pipe) > 1 and pipe[0] in ("base64", "xxd", "openssl", "rev", "gunzip", "zcat", "tr"):
+                if shell_key(pipe[-1]) or interpreter_key(pipe[-1]) is not None:
+                    self.out.add("decode_exec")
         for lang, text in a.payloads:
             if lang not in ("shell", "heredoc") and _SOCKET.search(text) and _SHELL_REF.search(text):
                 self.out.add("socket_shell")
@@ -169,7 +185,6 @@ class _Scan:
             "gzip",
             "bzip2",
             "xz",
-            "openssl",
             "find",
             "7z",
         ):
@@ -197,6 +212,8 @@ class _Scan:
                 self.out.add("proxy")
             if name in ("export", "env", "declare") and _HIST_OFF.match(arg):
                 self.out.add("disable_history")
+        if name in ("cd", "pushd") and args and (_BROAD_ROOT.match(args[0]) or args[0].startswith("/tmp")):
+            self.cwd_broad = True
         handler = getattr(self, "_" + name.replace("-", "_").replace(".", "_"), None)
         if handler is not None:
             handler(argv)
@@ -204,11 +221,11 @@ class _Scan:
         if key == "python" and "-m" in args:
             mod = args[args.index("-m") + 1] if args.index("-m") + 1 < len(args) else ""
             if _SERVER_MODULES.match(mod):
-                self.out.add("serve")
+                self.serve(argv)
         if key == "php" and "-S" in args:
-            self.out.add("serve")
+            self.serve(argv)
         if key == "ruby" and any(a == "-run" or a.startswith("-run") for a in args) and "httpd" in args:
-            self.out.add("serve")
+            self.serve(argv)
 
     # -- per program -------------------------------------------------------------------------------
 
@@ -217,11 +234,8 @@ class _Scan:
             t = _target_of_url(a)
             if t:
                 self.connect(*t)
-        data_flags = ("-d", "--data", "--data-binary", "--data-raw", "--data-urlencode", "-F", "--form", "-T")
-        if (
-            any(a.startswith(data_flags) or a in ("--upload-file", "--json") for a in argv[1:])
-            and self.out.connects
-        ):
+        args = argv[1:]
+        if self._from_file(args) and any(_remote(c.rsplit(":", 1)[0]) for c in self.out.connects):
             self.out.add("send")
         if any(
             a in ("-x", "--proxy", "--preproxy") or a.startswith(("--socks", "--proxy=", "-x"))
@@ -231,10 +245,27 @@ class _Scan:
 
     _wget = _curl
 
+    @staticmethod
+    def _from_file(args: tuple[str, ...]) -> bool:
+        """Does a curl/wget command line upload a file or stdin (not just send a literal body)?"""
+        for i, a in enumerate(args):
+            prev = args[i - 1] if i else ""
+            if a in ("-T", "--upload-file", "--post-file", "--body-file") or a.startswith(
+                ("-T", "--upload-file=", "--post-file=", "--body-file=")
+            ):
+                return True
+            if prev in _DATA_FLAGS and a.lstrip("'\"").startswith("@"):
+                return True
+            if prev in ("-F", "--form") and ("=@" in a or "=<" in a):
+                return True
+            if any(a.startswith((f + "=@", f + "@")) for f in _DATA_FLAGS):
+                return True
+        return False
+
     def _nc(self, argv: tuple[str, ...]) -> None:
         args = argv[1:]
         if any(a.startswith("-l") or a == "--listen" or (a.startswith("-") and "l" in a[1:4]) for a in args):
-            self.out.add("serve")
+            self.serve(argv)
             return
         ops = _operands(argv)
         if len(ops) >= 2 and ops[-1].isdigit():
@@ -248,7 +279,14 @@ class _Scan:
             if m:
                 self.connect(m.group(1), m.group(2))
             if re.match(r"^(tcp[46]?|udp[46]?|openssl)-listen:", a, re.I):
-                self.out.add("serve")
+                if any(re.match(r"^(file|exec|system|open|gopen):", b, re.I) for b in argv[1:]):
+                    self.out.add("serve")
+                else:
+                    self.serve(argv)
+
+    def _httpd(self, argv: tuple[str, ...]) -> None:
+        if any(a in ("-p", "-f", "-h") for a in argv[1:]):
+            self.serve(argv)
 
     def _openssl(self, argv: tuple[str, ...]) -> None:
         args = argv[1:]
@@ -330,14 +368,16 @@ class _Scan:
 
     def _touch(self, argv: tuple[str, ...]) -> None:
         args = argv[1:]
-        flags = [a for a in args if a.startswith("-")]
-        if any(
-            a in ("-t", "-d", "-r", "--date", "--reference")
-            or a.startswith(("--date=", "--reference="))
-            or (not a.startswith("--") and ("t" in a[1:] or "r" in a[1:] or "d" in a[1:]))
-            for a in flags
-        ):
-            self.out.add("timestomp")
+        for i, a in enumerate(args):
+            nxt = args[i + 1] if i + 1 < len(args) else ""
+            if a in ("-r", "--reference") or a.startswith("--reference="):
+                self.out.add("timestomp")
+            elif a == "-t" or a.startswith("-t") or (a.startswith("-") and not a.startswith("--") and a[-1:] in "tr"):
+                self.out.add("timestomp")
+            elif a in ("-d", "--date") or a.startswith("--date="):
+                value = a.split("=", 1)[1] if "=" in a else nxt
+                if re.search(r"\b(19|20)\d\d\b|^@\d+", value):
+                    self.out.add("timestomp")
 
     def _date(self, argv: tuple[str, ...]) -> None:
         args = argv[1:]
