@@ -12,6 +12,7 @@ from corral.cli import (  # noqa: F401  (importing a command module registers it
     _firewall,
     _policy,
     _redteam,
+    _rules,
     _run,
     _scan,
     _serve,

@@ -187,7 +187,7 @@ class Detector:
         infos = self._infos[logsource]
         if logsource == "process_creation" and "ArgvName" not in rec:
             rec = dict(rec)
-            enrich_process(rec)  # type: ignore[arg-type]
+            enrich_process(rec)
         return [infos[i] for i in self._matchers[logsource](rec)]
 
     def match_command(self, command: str, language: str = "shell") -> list[RuleInfo]:

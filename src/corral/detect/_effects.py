@@ -28,7 +28,9 @@ from corral.detect._analyze import Analysis, SimpleCommand, basename
 from corral.detect._wrappers import interpreter_key, shell_key
 
 _LOCAL_HOST = re.compile(r"^(localhost|127(\.\d+){3}|\[?::1\]?|0\.0\.0\.0|ip6-localhost)$", re.I)
-_NET_CLIENTS = frozenset(["nc", "ncat", "netcat", "telnet", "socat", "openssl", "ssh", "curl", "wget", "http", "xh", "ftp", "tftp"])
+_NET_CLIENTS = frozenset(
+    ["nc", "ncat", "netcat", "telnet", "socat", "openssl", "ssh", "curl", "wget", "http", "xh", "ftp", "tftp"]
+)
 _URL = re.compile(r"^(?:[a-z][a-z0-9+.-]*://)(?:[^@/\s]*@)?(\[[^\]]+\]|[^:/\s?#]+)(?::(\d+))?", re.I)
 _DEV_NET = re.compile(r"/dev/(?:tcp|udp)/([^/\s\"']+)/(\d+|\$\{?\w+\}?)")
 _SSH_TARGET = re.compile(r"^(?:[\w.-]+@)?([\w.-]+|\[[^\]]+\])(?::|$)")
@@ -73,8 +75,9 @@ _SERVER_MODULES = re.compile(
     r"^(http\.server|SimpleHTTPServer|CGIHTTPServer|pyftpdlib|uploadserver|updog|wsgidav)$"
 )
 _SOCKET = re.compile(
-    r"fsockopen|stream_socket_(client|server)|TCPSocket|TCPServer|net\.connect|new net\.Socket|createConnection"
-    r"|net\.createServer|socket\.tcp|require\(\s*['\"]socket['\"]\s*\)|/inet/tcp|/inet/udp|IO::Socket|new Socket\("
+    r"fsockopen|stream_socket_(client|server)|TCPSocket|TCPServer|net\.connect|new net\.Socket"
+    r"|createConnection|net\.createServer|socket\.tcp|require\(\s*['\"]socket['\"]\s*\)|/inet/tcp|/inet/udp"
+    r"|IO::Socket|new Socket\("
     r"|Socket\.new|java\.net\.Socket|socket\.socket|\bztcp\b|Network\.Socket|net\.dial|net\.Dial|TcpClient|\bsocket\("
     r"|\bconnect\s*\(\s*[\w\"'.]+\s*,|\.bind\(|\.listen\(|\.accept\(",
     re.I,
@@ -133,7 +136,9 @@ class _Scan:
     def serve(self, argv: tuple[str, ...]) -> None:
         """A server is a finding when it is exposed on every interface or hands out a broad tree."""
         args = argv[1:]
-        if any(a in ("127.0.0.1", "localhost", "::1") or a.startswith(("127.0.0.1:", "localhost:")) for a in args):
+        if any(
+            a in ("127.0.0.1", "localhost", "::1") or a.startswith(("127.0.0.1:", "localhost:")) for a in args
+        ):
             return
         wide = any(a in ("0.0.0.0", "::", "[::]") or a.startswith(("0.0.0.0:", "[::]:")) for a in args)
         for i, a in enumerate(args):
@@ -161,11 +166,10 @@ class _Scan:
         remote = any(_remote(c.rsplit(":", 1)[0]) for c in self.out.connects)
         for pipe in a.pipelines:
             if remote and len(pipe) > 1 and any(p in _NET_CLIENTS for p in pipe[1:]):
-                if pipe[0] not in ("echo", "printf", "true", "yes") or pipe[-1] in ("ssh",):
-                    self._piped_to_network(pipe)
-            if len(pipe) > 1 and pipe[0] in ("base64", "xxd", "openssl", "rev", "gunzip", "zcat", "tr"):
-                if shell_key(pipe[-1]) or interpreter_key(pipe[-1]) is not None:
-                    self.out.add("decode_exec")
+                self._piped_to_network(pipe)
+            decoder = pipe[0] in ("base64", "xxd", "openssl", "rev", "gunzip", "zcat", "tr")
+            if len(pipe) > 1 and decoder and (shell_key(pipe[-1]) or interpreter_key(pipe[-1]) is not None):
+                self.out.add("decode_exec")
         for lang, text in a.payloads:
             if lang not in ("shell", "heredoc") and _SOCKET.search(text) and _SHELL_REF.search(text):
                 self.out.add("socket_shell")
@@ -298,9 +302,10 @@ class _Scan:
         sub = args[0] if args else ""
         if sub in ("rsautl", "pkeyutl", "smime", "cms") and "-encrypt" in args:
             self.out.add("encrypt")
-        if (sub == "enc" or sub.startswith(("aes", "des", "bf", "chacha", "camellia"))) and "-d" not in args:
-            if any(a in ("-k", "-pass", "-K", "-kfile") for a in args) or sub != "enc":
-                self.out.add("encrypt")
+        cipher = sub == "enc" or sub.startswith(("aes", "des", "bf", "chacha", "camellia"))
+        keyed = any(a in ("-k", "-pass", "-K", "-kfile") for a in args) or sub != "enc"
+        if cipher and "-d" not in args and keyed:
+            self.out.add("encrypt")
 
     def _ssh(self, argv: tuple[str, ...]) -> None:
         ops = _operands(argv)
@@ -360,9 +365,13 @@ class _Scan:
             for a in args
         )
         ops = _operands(argv)
-        if recursive and len(ops) >= 2 and _PASSWORD_WORDS.search(ops[0]):
-            if any(_BROAD_ROOT.match(p) for p in ops[1:]):
-                self.out.add("search_credential")
+        if (
+            recursive
+            and len(ops) >= 2
+            and _PASSWORD_WORDS.search(ops[0])
+            and any(_BROAD_ROOT.match(p) for p in ops[1:])
+        ):
+            self.out.add("search_credential")
 
     _egrep = _rg = _ag = _grep
 
@@ -370,9 +379,15 @@ class _Scan:
         args = argv[1:]
         for i, a in enumerate(args):
             nxt = args[i + 1] if i + 1 < len(args) else ""
-            if a in ("-r", "--reference") or a.startswith("--reference="):
-                self.out.add("timestomp")
-            elif a == "-t" or a.startswith("-t") or (a.startswith("-") and not a.startswith("--") and a[-1:] in "tr"):
+            if (
+                a in ("-r", "--reference")
+                or a.startswith("--reference=")
+                or (
+                    a == "-t"
+                    or a.startswith("-t")
+                    or (a.startswith("-") and not a.startswith("--") and a[-1:] in "tr")
+                )
+            ):
                 self.out.add("timestomp")
             elif a in ("-d", "--date") or a.startswith("--date="):
                 value = a.split("=", 1)[1] if "=" in a else nxt
@@ -462,9 +477,9 @@ class _Scan:
             return
         obj = args[0]
         rest = args[1:2]
-        if obj in ("neigh", "neighbor", "neighbour", "n", "ne", "nei", "tcp_metrics", "tcpmetrics") or (obj in ("route", "r", "ro", "rou") and (
-            not rest or rest[0] in ("show", "list", "ls", "get", "s")
-        )):
+        if obj in ("neigh", "neighbor", "neighbour", "n", "ne", "nei", "tcp_metrics", "tcpmetrics") or (
+            obj in ("route", "r", "ro", "rou") and (not rest or rest[0] in ("show", "list", "ls", "get", "s"))
+        ):
             self.out.add("discovery")
 
     def _route(self, argv: tuple[str, ...]) -> None:

@@ -281,7 +281,7 @@ def load_rules(paths: Sequence[Path], ov: Overrides) -> LoadedRules:
 
 
 def _check_overrides(ov: Overrides, known: set[str], report: LoadReport) -> None:
-    """``disabled_rules``/``level_overrides``/``exceptions`` naming no rule: a near-miss id would keep blocking."""
+    """Overrides naming no rule are errors: a near-miss id in ``disabled_rules`` would keep blocking."""
     for key, ids in (
         ("detection.disabled_rules", sorted(ov.disabled)),
         ("detection.level_overrides", sorted(ov.levels or {})),

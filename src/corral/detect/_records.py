@@ -179,10 +179,9 @@ def enrich_process(rec: dict[str, Any]) -> None:
     real = basename(image)
     rec["ArgvName"] = name
     rec["Renamed"] = (
-        (bool(shown)
-        and not (real == shown or real.startswith(shown) or shown.startswith(real) or real == "busybox"))
-        or not shown
-    )
+        bool(shown)
+        and not (real == shown or real.startswith(shown) or shown.startswith(real) or real == "busybox")
+    ) or not shown
     if shell_key(real) or interpreter_key(real) is not None:
         rest = [str(x) for x in argv[1:]]
         flags = [x for x in rest if x.startswith("-") and x != "-"]

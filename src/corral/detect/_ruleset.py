@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 from collections.abc import Mapping, Sequence
@@ -104,10 +105,8 @@ def _in_process(key: str, paths: tuple[str, ...], overrides: str, use_disk: bool
                 pass
     rules, doc = _compile([Path(p) for p in paths], json.loads(overrides))
     if use_disk and not rules.report.problems:
-        try:
+        with contextlib.suppress(TypeError, ValueError):  # a constant we cannot represent: not cached
             _cache.write(key, doc)
-        except (TypeError, ValueError):  # a constant we cannot represent: simply not cached
-            pass
     return rules
 
 

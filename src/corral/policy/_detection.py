@@ -45,7 +45,7 @@ class DetectionSection(Section):
     on_rule_error: Literal["error", "warn"] = Field(
         default="error",
         description="A rule or override that cannot be loaded stops the policy (error). 'warn' only lets "
-        "problems in the built-in pack's test rules be reported and skipped; every other problem stays an error.",
+        "problems in the built-in pack's test rules be reported and skipped; any other problem is an error.",
     )
     exceptions: dict[str, tuple[dict[str, Any], ...]] = Field(
         default_factory=dict,
