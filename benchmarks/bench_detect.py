@@ -111,6 +111,49 @@ def main() -> None:
         f"tool calls: scan {scan_rate:,.0f}/s (target 5,000)  analyser alone {analyze_rate:,.0f}/s  "
         f"ratio scan/analyse {scan_rate / analyze_rate:.2f}"
     )
+    bench_startup(args.rounds)
+
+
+def bench_startup(rounds: int) -> None:
+    """Rule-set load with and without the disk cache, and a whole-process `corral scan` of one line."""
+    import subprocess
+    import sys
+    import tempfile
+
+    from corral.detect import _ruleset
+
+    with tempfile.TemporaryDirectory() as home:
+        os.environ["CORRAL_HOME"] = home
+        cold, warm = [], []
+        for _ in range(rounds):
+            for d in Path(home).glob("cache/rules/*.json"):
+                d.unlink()
+            _ruleset._in_process.cache_clear()
+            t = time.perf_counter()
+            Detector.builtin()
+            cold.append(time.perf_counter() - t)
+            _ruleset._in_process.cache_clear()
+            t = time.perf_counter()
+            Detector.builtin()
+            warm.append(time.perf_counter() - t)
+        c, w = statistics.median(cold), statistics.median(warm)
+        print(
+            f"rule set load: compiled from YAML {c * 1000:.0f} ms, from the disk cache {w * 1000:.0f} ms, ratio {c / w:.1f}x"
+        )
+        cmd = [sys.executable, "-c", "from corral.cli import main; main()", "scan", "-"]
+        bare = [sys.executable, "-c", "import corral.detect"]
+        scan_t, imp_t = [], []
+        for _ in range(rounds):
+            t = time.perf_counter()
+            subprocess.run(cmd, input="ls -la\n", capture_output=True, text=True, check=True)
+            scan_t.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            subprocess.run(bare, check=True)
+            imp_t.append(time.perf_counter() - t)
+        st_, it = statistics.median(scan_t), statistics.median(imp_t)
+        print(
+            f"`corral scan` of one line, whole process (cache warm): {st_:.2f} s; `import corral.detect` alone {it:.2f} s"
+        )
 
 
 if __name__ == "__main__":
