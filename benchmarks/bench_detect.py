@@ -137,9 +137,7 @@ def bench_startup(rounds: int) -> None:
             Detector.builtin()
             warm.append(time.perf_counter() - t)
         c, w = statistics.median(cold), statistics.median(warm)
-        print(
-            f"rule set load: from YAML {c * 1000:.0f} ms, from the disk cache {w * 1000:.0f} ms, ratio {c / w:.1f}x"
-        )
+        print(f"rules load: YAML {c * 1000:.0f} ms, disk cache {w * 1000:.0f} ms, ratio {c / w:.1f}x")
         cmd = [sys.executable, "-c", "from corral.cli import main; main()", "scan", "-"]
         bare = [sys.executable, "-c", "import corral.detect"]
         scan_t, imp_t = [], []
