@@ -47,6 +47,7 @@ _WRITE_REDIRECTS = {
 
 _SSH_OPTS = frozenset("-p -i -l -o -L -R -D -J -F -b -c -e -m -O -S -W -w -E -B -Q".split())  # noqa: SIM905
 _ESCAPE_RE = re.compile(r"^\s*(?::!|!|\\!|\.shell\s|\.system\s|:call\s+system\(|system\s)(.+)$", re.DOTALL)
+_ESCAPE_START = frozenset(":!\\.s")  # what _ESCAPE_RE can start with, after blanks (a cheap pre-check)
 _EXEC_END = (";", "+", "\\;")
 
 
@@ -370,6 +371,8 @@ class _Analyzer:
     def escapes(self, args: list[str], depth: int, me: tuple[str, ...]) -> None:
         """Arguments a program runs as shell commands: vim ``:!cmd``, sqlite ``.shell``, mysql ``\\!``."""
         for a in args:
+            if a.lstrip()[:1] not in _ESCAPE_START:
+                continue
             m = _ESCAPE_RE.match(a)
             if m and m.group(1).strip():
                 self.shell(m.group(1), depth + 1, "escape", me)

@@ -9,7 +9,7 @@ cannot become code.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sigma.conditions import (
@@ -38,7 +38,7 @@ from sigma.types import (
 )
 
 from corral.detect._compile import DualRegex, Fields, Unsupported
-from corral.detect._prefilter import required_literals
+from corral.detect._prefilter import normalized, required_literals
 
 
 class Builder:
@@ -204,8 +204,15 @@ class Builder:
             return f"{var}.startswith({self.const(norm[0])})"
         if len(norm) == 2 and norm[0] == multi and isinstance(norm[1], str):
             return f"{var}.endswith({self.const(norm[1])})"
+        longest = max(texts, key=len, default="")
+        pre = f"{self.const(longest)} in {var} and " if len(longest) >= 2 else ""
+        if len(norm) > 2 and norm[0] == multi and norm[-1] == multi:
+            norm = norm[1:-1]  # fullmatch('.*P.*') is search('P'), without the backtracking
+            method = "search"
+        else:
+            method = "fullmatch"
         pattern = "".join(re.escape(p) if isinstance(p, str) else (".*" if p == multi else ".") for p in norm)
-        return f"({self.const(DualRegex(pattern, re.DOTALL))}.fullmatch({var}) is not None)"
+        return f"({pre}{self.const(DualRegex(pattern, re.DOTALL))}.{method}({var}) is not None)"
 
 
 def required_images(tree: Any) -> frozenset[str] | None:
@@ -236,4 +243,85 @@ def required_images(tree: Any) -> frozenset[str] | None:
         else:
             if names and all(names):
                 return frozenset(names)
+    return None
+
+
+Gate = frozenset[tuple[str, str]]  # (field, literal): the rule needs one literal in that field's text
+MARK = "\0"  # bounds each value in a gate text, so whole values and prefixes can be gate literals
+
+
+def _literal(field: str, text: str, exact_start: bool = False, exact_end: bool = False) -> Gate | None:
+    # Non-ASCII literals can change length or context under lower(): never used to skip a rule.
+    lit = normalized(text)
+    if not lit.isascii() or MARK in lit or (len(lit) < 2 and not (exact_start or exact_end)):
+        return None
+    return frozenset({(field, (MARK if exact_start else "") + lit + (MARK if exact_end else ""))})
+
+
+def _value_gate(field: str, value: Any) -> Gate | None:
+    if isinstance(value, SigmaExpansion):
+        return _union([_value_gate(field, v) for v in value.values])
+    if isinstance(value, SigmaString):  # cased or not: the raw text holds it, so the lowered text does
+        parts = list(value.s)
+        if any(isinstance(p, Placeholder) for p in parts):
+            return None
+        texts = [p for p in parts if isinstance(p, str)]
+        if len(texts) == len(parts):
+            return _literal(field, "".join(texts), True, True)
+        multi = SpecialChars.WILDCARD_MULTI
+        if len(parts) == 2 and isinstance(parts[0], str) and parts[1] == multi:
+            return _literal(field, parts[0], exact_start=True)
+        if len(parts) == 2 and parts[0] == multi and isinstance(parts[1], str):
+            return _literal(field, parts[1], exact_end=True)
+        return _literal(field, max(texts, key=len)) if texts else None
+    if isinstance(value, SigmaBool):
+        return _literal(field, "true" if value.boolean else "false", True, True)
+    if isinstance(value, SigmaNumber) and not isinstance(value, SigmaTimestampPart):
+        return _literal(field, str(value.number), True, True)
+    if isinstance(value, SigmaRegularExpression):
+        flags = 0
+        for fl in value.flags:
+            flags |= {
+                SigmaRegularExpressionFlag.IGNORECASE: re.IGNORECASE,
+                SigmaRegularExpressionFlag.MULTILINE: re.MULTILINE,
+                SigmaRegularExpressionFlag.DOTALL: re.DOTALL,
+            }[fl]
+        try:
+            lits = required_literals(re.compile(str(value.regexp), flags), spaces=True)
+        except re.error:
+            return None
+        return _union([_literal(field, x) for x in lits]) if lits else None
+    return None  # null, exists, cidr, comparisons, field references: no literal is implied
+
+
+def _union(gates: Sequence[Gate | None]) -> Gate | None:
+    if not gates or any(g is None for g in gates):
+        return None
+    return frozenset().union(*gates)  # type: ignore[arg-type]
+
+
+def _rank(g: Gate) -> tuple[int, int]:
+    return min(len(lit) for _, lit in g), -len(g)
+
+
+def gate(tree: Any, canonical: Mapping[str, str]) -> Gate | None:
+    """(field, literal) pairs, one of which must occur in that field's gate text for ``tree`` to match.
+
+    The gate text of a value is ``MARK + normalized(value) + MARK`` (multi-valued fields: each
+    value so bounded), so a literal may be a whole value, a prefix, a suffix or any substring.
+    A sound over-approximation (None: no such literal is known): a matcher may skip the rule when
+    none occurs. AND keeps its most selective child, OR needs a gate on every branch, NOT implies
+    nothing.
+    """
+    if isinstance(tree, ConditionAND):
+        best: Gate | None = None
+        for child in tree.args:
+            g = gate(child, canonical)
+            if g is not None and (best is None or _rank(g) > _rank(best)):
+                best = g
+        return best
+    if isinstance(tree, ConditionOR):
+        return _union([gate(child, canonical) for child in tree.args])
+    if isinstance(tree, ConditionFieldEqualsValueExpression):
+        return _value_gate(canonical.get(tree.field.lower(), tree.field), tree.value)
     return None

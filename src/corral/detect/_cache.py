@@ -29,9 +29,10 @@ from typing import Any
 
 from corral.detect._compile import DualRegex
 
-FORMAT = 1
+FORMAT = 2  # 2: each rule carries its literal gate
 _ENGINE_MODULES = (
     "_compile.py",
+    "_builder.py",
     "_loader.py",
     "_records.py",
     "_correlation.py",

@@ -18,7 +18,10 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+import ahocorasick  # type: ignore[import-not-found]  # pyahocorasick: a C extension without stubs
 import re2  # type: ignore[import-untyped]  # google-re2, a pySigma dependency
+
+from corral.detect._prefilter import normalized
 
 Matcher = Callable[[Mapping[str, Any]], list[int]]
 
@@ -48,6 +51,59 @@ class DualRegex:
         if len(s) > LONG_TEXT and self.r2 is not None:
             return self.r2.fullmatch(s)
         return self.py.fullmatch(s)
+
+
+# Rules whose gates are checked with one Aho-Corasick pass; below this many, testing them is cheaper.
+_MIN_GATED = 4
+
+
+def _gate_value(v: Any, multi: bool) -> str:
+    """A field value as its gate text holds it: lower-cased (multi-valued: each value, between marks)."""
+    if multi and isinstance(v, list | tuple):
+        try:
+            return "\0".join(v)
+        except TypeError:
+            return "\0".join(low(x) for x in v)
+    return low(v)
+
+
+def _candidates(
+    gates: Mapping[int, frozenset[tuple[str, str]]], fields: list[str], multi: frozenset[str]
+) -> Callable[[tuple[Any, ...]], set[int]]:
+    """Rules one of whose gate literals occurs in the fields' gate text, from one Aho-Corasick pass.
+
+    The text is every field's value between marks (``\\0``), lower-cased and normalized; a literal
+    found in another field than its own only makes a rule a candidate needlessly, never the reverse.
+    """
+    by_lit: dict[str, list[int]] = {}
+    for rule, pairs in gates.items():
+        for _f, lit in pairs:
+            by_lit.setdefault(lit, []).append(rule)
+    auto = ahocorasick.Automaton()
+    for lit, rules in by_lit.items():
+        auto.add_word(lit, tuple(rules))
+    auto.make_automaton()
+    scan = auto.iter
+    many = tuple(f in multi for f in fields)
+
+    def cands(values: tuple[Any, ...]) -> set[int]:
+        texts = [v if v.__class__ is str else _gate_value(v, m) for v, m in zip(values, many, strict=True)]
+        found: set[int] = set()
+        for _end, rules in scan(normalized("\0" + "\0".join(texts) + "\0")):
+            found.update(rules)
+        return found
+
+    return cands
+
+
+def _gate_data(d: Any) -> frozenset[tuple[str, str]] | None:
+    """A gate as the on-disk cache stores it, validated (a non-empty list of [field, literal])."""
+    if d is None:
+        return None
+    ok = isinstance(d, list) and d and all(isinstance(x, list) and len(x) == 2 for x in d)
+    if not ok or not all(isinstance(v, str) and v for x in d for v in x):
+        raise ValueError("bad rule gate")
+    return frozenset((f, lit) for f, lit in d)
 
 
 class Unsupported(Exception):
@@ -168,10 +224,15 @@ class Fields:
 
 @dataclass(frozen=True)
 class Compiled:
-    """One rule's condition as source text, with the program basenames it requires (if any)."""
+    """One rule's condition as source text, with the program basenames it requires (if any).
+
+    ``gate``: (field, literal) pairs such that the rule can only match when one of the literals
+    occurs in that field's gate text (see ``_builder.gate``); None when unknown.
+    """
 
     expr: str
     images: frozenset[str] | None
+    gate: frozenset[tuple[str, str]] | None = None
 
 
 class GroupCompiler:
@@ -189,7 +250,14 @@ class GroupCompiler:
             "used": [[name, form, var] for (name, form), var in self.fields.used.items()],
             "keywords": self.fields.keywords,
             "consts": [encode(c) for c in self.consts],
-            "rules": [[r.expr, sorted(r.images) if r.images is not None else None] for r in self.rules],
+            "rules": [
+                [
+                    r.expr,
+                    sorted(r.images) if r.images is not None else None,
+                    sorted([f, lit] for f, lit in r.gate) if r.gate is not None else None,
+                ]
+                for r in self.rules
+            ],
         }
 
     @classmethod
@@ -210,14 +278,15 @@ class GroupCompiler:
                 raise ValueError("bad field variable")
             g.fields.used[(name, form)] = var
         g.fields.keywords = bool(data["keywords"])
-        for expr, images in data["rules"]:
+        for expr, images, gate in data["rules"]:
             check(expr, len(g.consts))
-            g.rules.append(Compiled(expr, frozenset(images) if images is not None else None))
+            imgs = frozenset(images) if images is not None else None
+            g.rules.append(Compiled(expr, imgs, _gate_data(gate)))
         return g
 
     def add(self, tree: Any) -> int:
         """Compile one rule's condition; raises ``Unsupported`` and leaves the group unchanged."""
-        from corral.detect._builder import Builder, required_images  # pySigma: only when compiling
+        from corral.detect._builder import Builder, gate, required_images  # pySigma: only when compiling
 
         saved = (dict(self.fields.used), len(self.consts), self.fields.keywords)
         try:
@@ -226,7 +295,7 @@ class GroupCompiler:
             self.fields.used, self.fields.keywords = saved[0], saved[2]
             del self.consts[saved[1] :]
             raise
-        self.rules.append(Compiled(expr, required_images(tree)))
+        self.rules.append(Compiled(expr, required_images(tree), gate(tree, self.fields.canonical)))
         return len(self.rules) - 1
 
     def build(self) -> Matcher:
@@ -258,7 +327,6 @@ class GroupCompiler:
     def _function(self, ids: list[int]) -> Matcher:
         if not ids:
             return lambda rec: []
-        body = [f"    if {self.rules[i].expr}: hits.append({i})" for i in ids]
         used_vars = set()
         for i in ids:
             used_vars.update(re.findall(r"\b[lsvb]\d+\b", self.rules[i].expr))
@@ -272,8 +340,30 @@ class GroupCompiler:
             prep.append(f"    {var} = {fn[form]}({call})" if form in fn else f"    {var} = {call}")
         if any("kw" in self.rules[i].expr for i in ids):
             prep.append("    kw = keyword_text(rec)")
+        namespace: dict[str, Any] = {**_HELPERS}
+        gated = [i for i in ids if self.rules[i].gate is not None]
+        # A field that gates fewer than two rules costs more to scan than those rules cost to test.
+        uses: dict[str, int] = {}
+        for i in gated:
+            for f in {f for f, _ in self.rules[i].gate}:  # type: ignore[union-attr]
+                uses[f] = uses.get(f, 0) + 1
+        gated = [i for i in gated if all(uses[f] >= 2 for f, _ in self.rules[i].gate)]  # type: ignore[union-attr]
+        body = []
+        if len(gated) >= _MIN_GATED:
+            gates = {i: self.rules[i].gate for i in gated}
+            fields = sorted({f for g in gates.values() for f, _ in g})  # type: ignore[union-attr]
+            namespace["cands"] = _candidates(gates, fields, self.fields.multi)  # type: ignore[arg-type]
+            prep.append(f"    c = cands(({', '.join(f'g({self.const_name(name)})' for name in fields)},))")
+            body = [
+                f"    if {i} in c and {self.rules[i].expr}: hits.append({i})"
+                if i in gated
+                else f"    if {self.rules[i].expr}: hits.append({i})"
+                for i in ids
+            ]
+        else:
+            body = [f"    if {self.rules[i].expr}: hits.append({i})" for i in ids]
         src = "def _match(rec):\n" + "\n".join([*prep, "    hits = []", *body, "    return hits"]) + "\n"
-        namespace: dict[str, Any] = {**_HELPERS, "K": tuple(self.consts)}
+        namespace["K"] = tuple(self.consts)
         exec(compile(src, "<corral-sigma>", "exec"), namespace)  # source built from our own templates only
         matcher: Matcher = namespace["_match"]
         return matcher

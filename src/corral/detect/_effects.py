@@ -25,6 +25,7 @@ import re
 from dataclasses import dataclass, field
 
 from corral.detect._analyze import Analysis, SimpleCommand, basename
+from corral.detect._prefilter import LiteralGate
 from corral.detect._wrappers import interpreter_key, shell_key
 
 _LOCAL_HOST = re.compile(r"^(localhost|127(\.\d+){3}|\[?::1\]?|0\.0\.0\.0|ip6-localhost)$", re.I)
@@ -95,6 +96,13 @@ _HIST_OFF = re.compile(
 )
 
 
+# The costly patterns run only where one Aho-Corasick pass over the whole analysis (text, payloads,
+# every argument and path) finds a literal they need: most commands touch none of these.
+_GATE = LiteralGate(
+    {"cred": CREDENTIAL_PATH, "persist": PERSISTENCE_PATH, "devnet": _DEV_NET, "socket": _SOCKET}
+)
+
+
 @dataclass
 class Effects:
     names: set[str] = field(default_factory=set)
@@ -132,6 +140,13 @@ class _Scan:
         self.a = a
         self.out = Effects()
         self.cwd_broad = False  # an earlier `cd /`, `cd ~` or `cd /tmp` in the same text
+        parts = [a.text, *(t for _, t in a.payloads), *(f.path for f in a.files)]
+        parts.extend(x for c in a.commands for x in c.argv)
+        possible = _GATE.possible("\n".join(parts))
+        self.cred = "cred" in possible
+        self.persist = "persist" in possible
+        self.devnet = "devnet" in possible
+        self.socket = "socket" in possible
 
     def serve(self, argv: tuple[str, ...]) -> None:
         """A server is a finding when it is exposed on every interface or hands out a broad tree."""
@@ -157,12 +172,13 @@ class _Scan:
         for c in a.commands:
             if c.argv:
                 self.command(c)
-        for f in a.files:
+        for f in a.files if self.persist else ():
             if f.op in ("write", "append", "link", "modify", "chmod") and PERSISTENCE_PATH.search(f.path):
                 self.out.add("write_persistence")
                 self.out.persistence_paths.append(f.path)
-        for m in _DEV_NET.finditer(a.text + "\n" + "\n".join(t for _, t in a.payloads)):
-            self.connect(m.group(1), m.group(2))
+        if self.devnet:
+            for m in _DEV_NET.finditer(a.text + "\n" + "\n".join(t for _, t in a.payloads)):
+                self.connect(m.group(1), m.group(2))
         remote = any(_remote(c.rsplit(":", 1)[0]) for c in self.out.connects)
         for pipe in a.pipelines:
             if remote and len(pipe) > 1 and any(p in _NET_CLIENTS for p in pipe[1:]):
@@ -170,11 +186,12 @@ class _Scan:
             decoder = pipe[0] in ("base64", "xxd", "openssl", "rev", "gunzip", "zcat", "tr")
             if len(pipe) > 1 and decoder and (shell_key(pipe[-1]) or interpreter_key(pipe[-1]) is not None):
                 self.out.add("decode_exec")
-        for lang, text in a.payloads:
+        for lang, text in a.payloads if self.socket else ():
             if lang not in ("shell", "heredoc") and _SOCKET.search(text) and _SHELL_REF.search(text):
                 self.out.add("socket_shell")
-        if a.payloads == [] and _SOCKET.search(a.text) and _SHELL_REF.search(a.text) and "\n" in a.text:
-            self.out.add("socket_shell")  # a code tool's text, or a script body
+        script = self.socket and a.payloads == [] and "\n" in a.text  # a code tool's text, or a script body
+        if script and _SOCKET.search(a.text) and _SHELL_REF.search(a.text):
+            self.out.add("socket_shell")
         return self.out
 
     def _piped_to_network(self, pipe: tuple[str, ...]) -> None:
@@ -206,7 +223,7 @@ class _Scan:
             self.out.add("detach")
         if name == "tmux" and args[:1] and args[0] in ("new", "new-session") and "-d" in args:
             self.out.add("detach")
-        for arg in args:
+        for arg in args if self.cred else ():
             if CREDENTIAL_PATH.search(arg) and name not in ("echo", "printf", "ssh-keygen", "chmod", "ls"):
                 self.out.add("read_credential")
                 self.out.credential_paths.append(arg)
@@ -348,7 +365,7 @@ class _Scan:
                 leaf = pat.rsplit("/", 1)[-1]
                 if _STRONG_CRED_NAMES.match(leaf) or (broad and _WEAK_CRED_NAMES.match(leaf)):
                     self.out.add("search_credential")
-        if any(CREDENTIAL_PATH.search(r) for r in roots):
+        if self.cred and any(CREDENTIAL_PATH.search(r) for r in roots):
             self.out.add("search_credential")
         if any(r in ("/", "//") for r in roots) and any(a in ("-perm", "-user", "-uid") for a in args):
             self.out.add("discovery")
