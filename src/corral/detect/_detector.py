@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import shlex
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,11 @@ from corral.events import Alert, Event, Level, TraceContext
 from corral.policy import DetectionSection, Policy
 
 _MATCHED_MAX_CHARS = 512
+# Memos of rule hits: training repeats the same commands and programs across thousands of episodes.
+_MEMO_MAX = 8192
+_MEMO_TEXT_MAX = 8192  # longer tool calls are inspected afresh every time
+_ENVELOPE = frozenset({"sandbox_id", "run_id", "episode_id", "step", "turn", "tool_call_id", "host"})
+_DERIVED = ("argv", "ArgvName", "Renamed", "ScriptFromStdin")  # enrich_process reads/writes these
 _Hit = tuple[RuleInfo, Mapping[str, Any]]
 _BUDGET_TITLES = {
     "depth": "Command nested deeper than inspection follows",
@@ -89,6 +94,24 @@ def _budget_alert(budget: str) -> Alert:
     )
 
 
+def _record_key(names: frozenset[str]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
+    """The values of ``names`` in a record, as a hashable key (types kept: True and 1 differ)."""
+    order = tuple(sorted(names))
+
+    def key(rec: Mapping[str, Any]) -> tuple[Any, ...]:
+        out: list[Any] = []
+        for v in map(rec.get, order):
+            if v is None or v.__class__ is str:
+                out.append(v)
+            elif isinstance(v, list | tuple):
+                out.append(tuple(x if x.__class__ is str else (x.__class__, x) for x in v))
+            else:
+                out.append((v.__class__, v))
+        return tuple(out)
+
+    return key
+
+
 def rule_error(problems: Sequence[RuleProblem]) -> RuleError:
     """One ``RuleError`` listing every problem, each naming its file, line and rule."""
     out = []
@@ -120,6 +143,16 @@ class Detector:
         # Training runs repeat the same commands across thousands of episodes: rule hits on a
         # command's payload depend on its text only, so they are cached (bounded).
         self._payload_cache = functools.lru_cache(maxsize=4096)(self._payload_uncached)
+        # Hits on a process record depend only on the fields its rules read (and the payload on
+        # argv): memoised by those values. A tool call's hits depend on its text, as long as no
+        # rule reads the trace context. Keyword rules read every field: no memo then.
+        reads = rules.reads
+        proc = reads.get("process_creation")
+        self._proc_key = _record_key(proc | set(_DERIVED)) if proc is not None else None
+        self._proc_memo: dict[tuple[Any, ...], tuple[tuple[int, ...], tuple[tuple[str, _Hit], ...]]] = {}
+        call_reads = [reads.get(ls) for ls in ("tool_call", "process_creation", "file_event")]
+        self._call_memo_on = all(r is not None and not r & _ENVELOPE for r in call_reads)
+        self._call_memo: dict[tuple[str, str], tuple[tuple[_Hit, ...], frozenset[str]]] = {}
 
     # -- construction -----------------------------------------------------------------------------
 
@@ -223,12 +256,11 @@ class Detector:
                 "turn": ctx.turn,
                 "tool_call_id": ctx.tool_call_id,
             }
-            analysis = analyze(command, language)
-            hits = self._hits(records(analysis, envelope, language))
-            alerts = [_alert(info, rec) for info, rec in hits.values() if info.generate]
-            alerts.extend(_budget_alert(b) for b in sorted(analysis.exceeded))
+            hits, exceeded = self._call_hits(command, language, envelope)
+            alerts = [_alert(info, rec) for info, rec in hits if info.generate]
+            alerts.extend(_budget_alert(b) for b in sorted(exceeded))
             now = time.time_ns()
-            for info, _ in hits.values():
+            for info, _ in hits:
                 alerts.extend(_fired_alert(f) for f in self._correlator.feed(info.id, envelope, now))
         except Exception as exc:  # a bug in inspection must not let the call through
             alerts = [
@@ -244,21 +276,62 @@ class Detector:
         verdict = verdict_for(level, self.section)
         return Inspection(verdict, level, alerts, [a.rule_id for a in alerts])
 
+    def _call_hits(
+        self, command: str, language: str, envelope: dict[str, Any]
+    ) -> tuple[tuple[_Hit, ...], frozenset[str]]:
+        key = (command, language)
+        memo = self._call_memo_on and len(command) <= _MEMO_TEXT_MAX
+        got = self._call_memo.get(key) if memo else None
+        if got is None:
+            analysis = analyze(command, language)
+            got = (
+                tuple(self._hits(records(analysis, envelope, language)).values()),
+                frozenset(analysis.exceeded),
+            )
+            if memo:
+                if len(self._call_memo) >= _MEMO_MAX:
+                    self._call_memo.clear()
+                self._call_memo[key] = got
+        return got
+
+    def _process_hits(self, rec: dict[str, Any]) -> tuple[tuple[int, ...], tuple[tuple[str, _Hit], ...]]:
+        """Matcher hits and payload hits of a process record, memoised by the fields rules read."""
+        key: tuple[Any, ...] | None = None
+        if self._proc_key is not None:
+            try:
+                key = self._proc_key(rec)
+                got = self._proc_memo.get(key)
+            except TypeError:  # an unhashable value: no memo for this record
+                key = got = None
+            if got is not None:
+                if got[0] or got[1]:
+                    enrich_process(rec)  # alerts copy the fields they matched from the record
+                return got
+        enrich_process(rec)
+        got = (tuple(self._matchers["process_creation"](rec)), tuple(self._payload_hits(rec).items()))
+        if key is not None:
+            if len(self._proc_memo) >= _MEMO_MAX:
+                self._proc_memo.clear()
+            self._proc_memo[key] = got
+        return got
+
     def observe(self, event: Event) -> list[Event]:
         """Runtime detection on one collector/egress event; returns alert events (thread-safe)."""
         ls = EVENT_LOGSOURCE.get(event.type)
         if ls is None or not self.section.enabled:
             return []
         rec = event.record()
-        if ls == "process_creation":
-            enrich_process(rec)
         found: dict[str, _Hit] = {}
         infos = self._infos[ls]
-        for i in self._matchers[ls](rec):
-            found.setdefault(infos[i].id, (infos[i], rec))
         if ls == "process_creation":
-            for rid, hit in self._payload_hits(rec).items():
+            idxs, payload = self._process_hits(rec)
+            for i in idxs:
+                found.setdefault(infos[i].id, (infos[i], rec))
+            for rid, hit in payload:
                 found.setdefault(rid, hit)
+        else:
+            for i in self._matchers[ls](rec):
+                found.setdefault(infos[i].id, (infos[i], rec))
         out = [_alert(info, r, event.seq) for info, r in found.values() if info.generate]
         for info, _ in found.values():
             out.extend(_fired_alert(f, event.seq) for f in self._correlator.feed(info.id, rec, event.time_ns))

@@ -6,7 +6,7 @@ import contextlib
 import functools
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,15 @@ class RuleSet:
     correlations: list[CorrelationSpec]
     report: LoadReport
     from_cache: bool = False
+    # Per log source, the record fields its matcher reads (None: every field, as keyword rules do).
+    reads: Mapping[str, frozenset[str] | None] = field(default_factory=dict)
+
+
+def _reads(groups: Mapping[str, GroupCompiler]) -> dict[str, frozenset[str] | None]:
+    return {
+        ls: None if g.fields.keywords else frozenset({"Image", *(name for name, _ in g.fields.used)})
+        for ls, g in groups.items()
+    }
 
 
 def _info_data(i: RuleInfo) -> dict[str, Any]:
@@ -81,7 +90,7 @@ def _from_doc(doc: Mapping[str, Any]) -> RuleSet:
     rep = doc["report"]
     report = LoadReport(int(rep["loaded"]), int(rep["files"]), [RuleProblem(**p) for p in rep["problems"]])
     matchers = {ls: g.build() for ls, g in groups.items()}
-    return RuleSet(matchers, infos, corrs, report, from_cache=True)
+    return RuleSet(matchers, infos, corrs, report, from_cache=True, reads=_reads(groups))
 
 
 def _compile(paths: Sequence[Path], overrides: Mapping[str, Any]) -> tuple[RuleSet, dict[str, Any]]:
@@ -91,7 +100,8 @@ def _compile(paths: Sequence[Path], overrides: Mapping[str, Any]) -> tuple[RuleS
     loaded = load_rules(list(paths), ov)
     doc = _to_doc(loaded.groups, loaded)
     matchers = {ls: g.build() for ls, g in loaded.groups.items()}
-    return RuleSet(matchers, loaded.infos, loaded.correlations, loaded.report), doc
+    rules = RuleSet(matchers, loaded.infos, loaded.correlations, loaded.report, reads=_reads(loaded.groups))
+    return rules, doc
 
 
 @functools.lru_cache(maxsize=16)
