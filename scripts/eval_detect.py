@@ -83,6 +83,14 @@ def main() -> int:
             f"benign alerting {fp['benign_alerting']:.1%}, blocking {fp['benign_blocking']:.1%}; "
             "only the first pass measures generalisation (its misses have been seen since)"
         )
+        ext = fp.get("benign_extension")
+        if ext:
+            print(
+                f"FIRST PASS of the {ext['benign']} benign lines added later (commit {ext['commit'][:10]}): "
+                f"alerting {ext['benign_alerting']:.1%}, blocking {ext['benign_blocking']:.1%}; "
+                f"all {ext['all_benign']} benign then: alerting {ext['all_benign_alerting']:.1%}, "
+                f"blocking {ext['all_benign_blocking']:.1%}"
+            )
     else:
         print("(tuned set: a regression guard, not a measurement of generalisation)")
     if args.show_misses:
