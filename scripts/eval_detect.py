@@ -83,8 +83,8 @@ def main() -> int:
             f"benign alerting {fp['benign_alerting']:.1%}, blocking {fp['benign_blocking']:.1%}; "
             "only the first pass measures generalisation (its misses have been seen since)"
         )
-        ext = fp.get("benign_extension")
-        if ext:
+        for key in sorted(k for k in fp if k.startswith("benign_extension")):
+            ext = fp[key]
             print(
                 f"FIRST PASS of the {ext['benign']} benign lines added later (commit {ext['commit'][:10]}): "
                 f"alerting {ext['benign_alerting']:.1%}, blocking {ext['benign_blocking']:.1%}; "
