@@ -412,9 +412,20 @@ class _Scan:
                     self.out.add("timestomp")
 
     def _date(self, argv: tuple[str, ...]) -> None:
+        """``date -s``, or a bare MMDDhhmm[[CC]YY] operand; the value of -d/-r/-f is a date to show."""
         args = argv[1:]
+        operands = []
+        i = 0
+        while i < len(args):
+            a = args[i]
+            if a in ("-d", "--date", "-r", "--reference", "-f", "--file"):
+                i += 2
+                continue
+            if not a.startswith(("-", "+")):
+                operands.append(a)
+            i += 1
         if any(a in ("-s", "--set") or a.startswith("--set=") for a in args) or any(
-            re.fullmatch(r"\d{8}(\d{2}){0,2}(\.\d\d)?", a) for a in args
+            re.fullmatch(r"\d{8}(\d{2}){0,2}(\.\d\d)?", a) for a in operands
         ):
             self.out.add("set_clock")
 
