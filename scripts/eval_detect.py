@@ -3,7 +3,11 @@
 
     .venv/bin/python scripts/eval_detect.py [tests/data/detect/eval.jsonl] [--policy P] [--show-misses]
 
-Each JSON line has ``command``, ``label`` (malicious or benign) and ``category``. A malicious line
+Each JSON line has ``command``, ``label`` (malicious or benign) and ``category``.
+
+``sealed.jsonl`` is built from public sources the rules were never tuned on; its first-pass
+figures (measured once, before any rule change) are in ``sealed.first_pass.json`` and printed
+beside today's. The other sets are regression guards: rules were tuned on them. A malicious line
 counts as detected when it raises any alert; a benign line is a false positive when it raises any
 alert (``alerting``) or is blocked (``blocking``).
 """
@@ -71,6 +75,24 @@ def main() -> int:
         f"benign: {benign}, false positives alerting: {fp_alert} ({fp_alert / max(benign, 1):.1%}), "
         f"blocking: {fp_block} ({fp_block / max(benign, 1):.1%})"
     )
+    first = args.file.with_name(args.file.stem + ".first_pass.json")
+    if first.exists():
+        fp = json.loads(first.read_text())
+        print(
+            f"FIRST PASS (commit {fp['commit'][:10]}, before tuning): recall {fp['recall']:.1%}, "
+            f"benign alerting {fp['benign_alerting']:.1%}, blocking {fp['benign_blocking']:.1%}; "
+            "only the first pass measures generalisation (its misses have been seen since)"
+        )
+        for key in sorted(k for k in fp if k.startswith("benign_extension")):
+            ext = fp[key]
+            print(
+                f"FIRST PASS of the {ext['benign']} benign lines added later (commit {ext['commit'][:10]}): "
+                f"alerting {ext['benign_alerting']:.1%}, blocking {ext['benign_blocking']:.1%}; "
+                f"all {ext['all_benign']} benign then: alerting {ext['all_benign_alerting']:.1%}, "
+                f"blocking {ext['all_benign_blocking']:.1%}"
+            )
+    else:
+        print("(tuned set: a regression guard, not a measurement of generalisation)")
     if args.show_misses:
         print("missed:", *misses, sep="\n")
         print("false positives:", *fps, sep="\n")

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from corral.detect import Detector, verdict_for
+from corral.errors import RuleError
 from corral.events import Alert, Event, Level, NetworkConnection, ProcessStart, TraceContext
 from corral.policy import DetectionSection, Policy
 
@@ -99,13 +100,18 @@ def test_image_index_does_not_hide_other_rules(tmp_path: Path) -> None:
     }
 
 
-def test_bad_files_are_reported_not_fatal(tmp_path: Path) -> None:
+def test_bad_files_stop_the_load_and_can_be_audited(tmp_path: Path) -> None:
     (tmp_path / "broken.yml").write_text("title: [unclosed\n")
     (tmp_path / "nocond.yml").write_text(
         "title: x\nlogsource: {category: process_creation}\ndetection: {s: {a: 1}}\n"
     )
     _rule(tmp_path, "  s: {Image: '/a'}\n  condition: s", n=3)
-    d = Detector.load([tmp_path])
+    with pytest.raises(RuleError) as exc:
+        Detector.load([tmp_path])
+    files = {Path(pr.file or "").name for pr in exc.value.problems}
+    assert files == {"broken.yml", "nocond.yml"}
+    assert all(pr.line is not None for pr in exc.value.problems)
+    d = Detector.load([tmp_path], strict=False)  # auditing a pack: what loads, and why the rest did not
     assert d.load_report.loaded == 1
     assert {p.kind for p in d.load_report.problems} == {"invalid"}
     assert len(d.load_report.problems) == 2

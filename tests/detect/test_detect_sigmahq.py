@@ -1,17 +1,31 @@
-"""Public SigmaHQ Linux rules (a handful, as fixtures) load, evaluate, and report what is unsupported."""
+"""Public SigmaHQ Linux rules (a few, as fixtures): all-or-nothing by default, audited with strict=False."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from corral.detect import Detector
+from corral.errors import RuleError
 from corral.events import TraceContext
 
 FIXTURES = Path(__file__).resolve().parent.parent / "data" / "detect" / "sigmahq"
 
 
+def test_strict_load_refuses_the_pack_naming_every_problem() -> None:
+    with pytest.raises(RuleError) as err:
+        Detector.load([FIXTURES])
+    problems = err.value.problems
+    assert len(problems) == 6  # the same six the audit below reports, in one error
+    text = str(err.value)
+    for where in ("auditd_susp_c2_commands.yml:6", "corr_value_sum_bytes.yml:15", "win_whoami_all.yml:12"):
+        assert where in text
+    assert all(p.file and p.line and p.path and p.path.startswith("rule ") for p in problems)
+
+
 def test_report_names_each_unsupported_feature() -> None:
-    d = Detector.load([FIXTURES])
+    d = Detector.load([FIXTURES], strict=False)  # auditing a third-party pack: load what can be loaded
     rep = d.load_report
     assert rep.files == 12
     assert rep.loaded == 8
@@ -31,7 +45,7 @@ def test_report_names_each_unsupported_feature() -> None:
 
 
 def test_loaded_rules_match_what_they_describe() -> None:
-    d = Detector.load([FIXTURES])
+    d = Detector.load([FIXTURES], strict=False)
     ctx = TraceContext()
 
     def titles(cmd: str) -> set[str]:

@@ -13,6 +13,7 @@ from corral.cli import (  # noqa: F401  (importing a command module registers it
     _image,
     _policy,
     _redteam,
+    _rules,
     _run,
     _scan,
     _serve,

@@ -7,7 +7,8 @@ from pathlib import Path
 import typer
 
 from corral.cli._app import app, fail
-from corral.errors import PolicyError
+from corral.detect import Detector
+from corral.errors import PolicyError, RuleError
 from corral.policy import Policy, policy_json_schema, policy_warnings
 
 policy_app = typer.Typer(help="Inspect and validate policies.", no_args_is_help=True)
@@ -22,10 +23,11 @@ def schema() -> None:
 
 @policy_app.command("check")
 def check(file: Path = typer.Argument(..., help="Policy YAML file to validate.")) -> None:
-    """Validate a policy file; every error names its file, key path and line."""
+    """Validate a policy file and compile its detection rules; every error names its file and line."""
     try:
         p = Policy.load(file)
-    except PolicyError as exc:
+        Detector.from_policy(p)  # rule and override problems stop the policy here, not at first use
+    except (PolicyError, RuleError) as exc:
         fail(exc)
     for warning in policy_warnings(p):
         typer.echo(f"{file}: warning: {warning}", err=True)

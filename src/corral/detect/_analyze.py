@@ -29,9 +29,12 @@ from corral.detect._wrappers import (
     shell_key,
 )
 
-MAX_DEPTH = 6
-MAX_COMMANDS = 512
-MAX_PAYLOAD_CHARS = 256 * 1024
+# Inspection budgets. Going over one is itself a finding (``Analysis.exceeded``): a command built to
+# be too deep or too big to inspect must not pass for that reason.
+MAX_DEPTH = 8
+MAX_COMMANDS = 2048
+MAX_PAYLOAD_CHARS = 512 * 1024
+MAX_TEXT_CHARS = 1024 * 1024
 
 _WRITE_REDIRECTS = {
     ">": "write",
@@ -44,6 +47,7 @@ _WRITE_REDIRECTS = {
 
 _SSH_OPTS = frozenset("-p -i -l -o -L -R -D -J -F -b -c -e -m -O -S -W -w -E -B -Q".split())  # noqa: SIM905
 _ESCAPE_RE = re.compile(r"^\s*(?::!|!|\\!|\.shell\s|\.system\s|:call\s+system\(|system\s)(.+)$", re.DOTALL)
+_ESCAPE_START = frozenset(":!\\.s")  # what _ESCAPE_RE can start with, after blanks (a cheap pre-check)
 _EXEC_END = (";", "+", "\\;")
 
 
@@ -73,6 +77,11 @@ class Analysis:
     obfuscation: set[str] = field(default_factory=set)
     incomplete: bool = False
     truncated: bool = False
+    exceeded: set[str] = field(default_factory=set)  # budgets gone over: depth, commands, size
+
+    def over(self, budget: str) -> None:
+        self.truncated = True
+        self.exceeded.add(budget)
 
 
 def basename(path: str) -> str:
@@ -137,7 +146,8 @@ class _Analyzer:
 
     def payload(self, lang: str, text: str) -> bool:
         if not text or self.budget <= 0:
-            self.out.truncated = self.out.truncated or bool(text)
+            if text:
+                self.out.over("size")
             return False
         self.budget -= len(text)
         self.out.payloads.append((lang, text))
@@ -146,7 +156,7 @@ class _Analyzer:
     def shell(self, text: str, depth: int, source: str, parent: tuple[str, ...] | None) -> str | None:
         """Analyse shell text; returns its output when that is a known literal (echo, decoders)."""
         if depth > MAX_DEPTH:
-            self.out.truncated = True
+            self.out.over("depth")
             return None
         if text in self.seen:
             return None
@@ -158,7 +168,7 @@ class _Analyzer:
         last_output: str | None = None
         for pipe in parse(lexed.tokens):
             if len(self.out.commands) >= MAX_COMMANDS:
-                self.out.truncated = True  # the raw text still reaches every text rule via Expanded
+                self.out.over("commands")  # the raw text still reaches every text rule via Expanded
                 break
             flow: str | None = None
             names: list[str] = []
@@ -232,7 +242,7 @@ class _Analyzer:
         """Record ``argv`` and what it starts in turn; returns its stdout when it is knowable."""
         while argv:
             if len(self.out.commands) >= MAX_COMMANDS:
-                self.out.truncated = True
+                self.out.over("commands")
                 return None
             self.out.commands.append(
                 SimpleCommand(tuple(argv), parent, source, depth, background, privileged)
@@ -361,6 +371,8 @@ class _Analyzer:
     def escapes(self, args: list[str], depth: int, me: tuple[str, ...]) -> None:
         """Arguments a program runs as shell commands: vim ``:!cmd``, sqlite ``.shell``, mysql ``\\!``."""
         for a in args:
+            if a.lstrip()[:1] not in _ESCAPE_START:
+                continue
             m = _ESCAPE_RE.match(a)
             if m and m.group(1).strip():
                 self.shell(m.group(1), depth + 1, "escape", me)
@@ -460,7 +472,7 @@ class _Analyzer:
 
     def code(self, lang: str, code: str, depth: int, me: tuple[str, ...]) -> None:
         if depth > MAX_DEPTH:
-            self.out.truncated = True
+            self.out.over("depth")
             return
         for text in decode_literals(code):
             self.out.obfuscation.add("base64")
@@ -479,6 +491,9 @@ class _Analyzer:
 def analyze(text: str, language: str = "shell") -> Analysis:
     """Everything ``text`` would run. ``language``: ``shell``, or the language of a code tool."""
     a = _Analyzer(text)
+    if len(text) > MAX_TEXT_CHARS:
+        a.out.over("size")
+        text = text[:MAX_TEXT_CHARS]
     if language == "shell":
         a.shell(text, 0, "shell", None)
     else:

@@ -1,4 +1,4 @@
-"""Compile Sigma condition trees into one Python function per log source, once per rule set.
+"""Matchers: one Python function per log source, built from compiled rule conditions, once per rule set.
 
 Each rule's condition becomes a Python expression over local variables that hold
 the event's field values, prepared once per event (lower-cased for Sigma's
@@ -13,39 +13,15 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+import ahocorasick  # type: ignore[import-not-found]  # pyahocorasick: a C extension without stubs
 import re2  # type: ignore[import-untyped]  # google-re2, a pySigma dependency
-from sigma.conditions import (
-    ConditionAND,
-    ConditionFieldEqualsValueExpression,
-    ConditionNOT,
-    ConditionOR,
-    ConditionValueExpression,
-)
-from sigma.types import (
-    CompareOperators,
-    Placeholder,
-    SigmaBool,
-    SigmaCasedString,
-    SigmaCIDRExpression,
-    SigmaCompareExpression,
-    SigmaExists,
-    SigmaExpansion,
-    SigmaFieldReference,
-    SigmaNull,
-    SigmaNumber,
-    SigmaRegularExpression,
-    SigmaRegularExpressionFlag,
-    SigmaString,
-    SigmaTimestampPart,
-    SpecialChars,
-)
 
-from corral.detect._prefilter import required_literals
+from corral.detect._prefilter import normalized
 
 Matcher = Callable[[Mapping[str, Any]], list[int]]
 
@@ -75,6 +51,59 @@ class DualRegex:
         if len(s) > LONG_TEXT and self.r2 is not None:
             return self.r2.fullmatch(s)
         return self.py.fullmatch(s)
+
+
+# Rules whose gates are checked with one Aho-Corasick pass; below this many, testing them is cheaper.
+_MIN_GATED = 4
+
+
+def _gate_value(v: Any, multi: bool) -> str:
+    """A field value as its gate text holds it: lower-cased (multi-valued: each value, between marks)."""
+    if multi and isinstance(v, list | tuple):
+        try:
+            return "\0".join(v)
+        except TypeError:
+            return "\0".join(low(x) for x in v)
+    return low(v)
+
+
+def _candidates(
+    gates: Mapping[int, frozenset[tuple[str, str]]], fields: list[str], multi: frozenset[str]
+) -> Callable[[tuple[Any, ...]], set[int]]:
+    """Rules one of whose gate literals occurs in the fields' gate text, from one Aho-Corasick pass.
+
+    The text is every field's value between marks (``\\0``), lower-cased and normalized; a literal
+    found in another field than its own only makes a rule a candidate needlessly, never the reverse.
+    """
+    by_lit: dict[str, list[int]] = {}
+    for rule, pairs in gates.items():
+        for _f, lit in pairs:
+            by_lit.setdefault(lit, []).append(rule)
+    auto = ahocorasick.Automaton()
+    for lit, rules in by_lit.items():
+        auto.add_word(lit, tuple(rules))
+    auto.make_automaton()
+    scan = auto.iter
+    many = tuple(f in multi for f in fields)
+
+    def cands(values: tuple[Any, ...]) -> set[int]:
+        texts = [v if v.__class__ is str else _gate_value(v, m) for v, m in zip(values, many, strict=True)]
+        found: set[int] = set()
+        for _end, rules in scan(normalized("\0" + "\0".join(texts) + "\0")):
+            found.update(rules)
+        return found
+
+    return cands
+
+
+def _gate_data(d: Any) -> frozenset[tuple[str, str]] | None:
+    """A gate as the on-disk cache stores it, validated (a non-empty list of [field, literal])."""
+    if d is None:
+        return None
+    ok = isinstance(d, list) and d and all(isinstance(x, list) and len(x) == 2 for x in d)
+    if not ok or not all(isinstance(v, str) and v for x in d for v in x):
+        raise ValueError("bad rule gate")
+    return frozenset((f, lit) for f, lit in d)
 
 
 class Unsupported(Exception):
@@ -134,18 +163,19 @@ def cidr(net: ipaddress.IPv4Network | ipaddress.IPv6Network, s: str) -> bool:
     return ip is not None and ip.version == net.version and ip in net
 
 
-def cmp(v: Any, op: CompareOperators, num: float) -> bool:
+def cmp(v: Any, op: str, num: float) -> bool:
+    """Sigma's lt/lte/gt/gte/neq, ``op`` being the operator's name."""
     try:
         x = float(v)
     except (TypeError, ValueError):
         return False
-    if op is CompareOperators.LT:
+    if op == "LT":
         return x < num
-    if op is CompareOperators.LTE:
+    if op == "LTE":
         return x <= num
-    if op is CompareOperators.GT:
+    if op == "GT":
         return x > num
-    if op is CompareOperators.GTE:
+    if op == "GTE":
         return x >= num
     return x != num
 
@@ -173,7 +203,7 @@ _HELPERS.update(keyword_text=keyword_text, anyin=anyin, bname=bname)
 
 
 @dataclass
-class _Fields:
+class Fields:
     """Variables the generated code prepares, per field and form (l: lower, s: raw str, v: value)."""
 
     multi: frozenset[str]
@@ -192,230 +222,80 @@ class _Fields:
         return self.canonical.get(name.lower(), name) in self.multi
 
 
-class _Builder:
-    def __init__(self, fields: _Fields, consts: list[Any]) -> None:
-        self.f = fields
-        self.k = consts
-
-    def const(self, v: Any) -> str:
-        self.k.append(v)
-        return f"K[{len(self.k) - 1}]"
-
-    def expr(self, node: Any) -> str:
-        if isinstance(node, ConditionAND):
-            return "(" + " and ".join(self.expr(a) for a in node.args) + ")"
-        if isinstance(node, ConditionOR):
-            return self.set_test(node.args) or "(" + " or ".join(self.expr(a) for a in node.args) + ")"
-        if isinstance(node, ConditionNOT):
-            return "(not " + self.expr(node.args[0]) + ")"
-        if isinstance(node, ConditionFieldEqualsValueExpression):
-            return self.field_test(node.field, node.value)
-        if isinstance(node, ConditionValueExpression):
-            self.f.keywords = True
-            return self.keyword(node.value)
-        raise Unsupported(f"condition element {type(node).__name__} is not supported")
-
-    def set_test(self, args: Sequence[Any]) -> str | None:
-        """An OR of ``field: value`` or ``field|endswith: /name`` leaves on one field as one set lookup."""
-        if len(args) < 3 or not all(isinstance(a, ConditionFieldEqualsValueExpression) for a in args):
-            return None
-        name = args[0].field
-        if any(a.field != name for a in args) or self.f.is_multi(name):
-            return None
-        plain: set[str] = set()
-        bases: set[str] = set()
-        for a in args:
-            v = a.value
-            if isinstance(v, SigmaNumber) and not isinstance(v, SigmaTimestampPart):
-                plain.add(str(v.number).lower())
-                continue
-            if not isinstance(v, SigmaString) or isinstance(v, SigmaCasedString):
-                return None
-            parts = list(v.s)
-            texts = [p for p in parts if isinstance(p, str)]
-            if len(texts) == len(parts):
-                plain.add("".join(texts).lower())
-            elif (
-                len(parts) == 2
-                and parts[0] == SpecialChars.WILDCARD_MULTI
-                and isinstance(parts[1], str)
-                and parts[1].startswith("/")
-                and "/" not in parts[1][1:]
-            ):
-                bases.add(parts[1][1:].lower())
-            else:
-                return None
-        out = []
-        if plain:
-            out.append(f"({self.f.var(name, 'l')} in {self.const(frozenset(plain))})")
-        if bases:
-            out.append(f"({self.f.var(name, 'b')} in {self.const(frozenset(bases))})")
-        return "(" + " or ".join(out) + ")"
-
-    def keyword(self, value: Any) -> str:
-        if isinstance(value, SigmaExpansion):
-            return "(" + " or ".join(self.keyword(v) for v in value.values) + ")"
-        if isinstance(value, SigmaRegularExpression):
-            return self.regex_test(value, "kw", "kw")
-        if isinstance(value, SigmaString) and not isinstance(value, SigmaCasedString):
-            parts = list(value.s)
-            if not parts or parts[0] != SpecialChars.WILDCARD_MULTI:
-                parts.insert(0, SpecialChars.WILDCARD_MULTI)
-            if parts[-1] != SpecialChars.WILDCARD_MULTI:
-                parts.append(SpecialChars.WILDCARD_MULTI)
-            return self.string(parts, "kw", lower=True)
-        if isinstance(value, SigmaNumber):
-            return f"({self.const(str(value.number))} in kw)"
-        raise Unsupported(f"keyword of type {type(value).__name__} is not supported")
-
-    def field_test(self, name: str, value: Any) -> str:
-        if isinstance(value, SigmaExpansion):
-            return "(" + " or ".join(self.field_test(name, v) for v in value.values) + ")"
-        multi = self.f.is_multi(name)
-        if isinstance(value, SigmaNull):
-            return f"(not {self.f.var(name, 'l')})" if not multi else f"(not any({self.f.var(name, 'l')}))"
-        if isinstance(value, SigmaExists):
-            v = self.f.var(name, "v")
-            return f"(({v} is not None) is {bool(value.exists)})"
-        form, test = self.test(name, value, prefilter=not multi)
-        var = self.f.var(name, form)
-        if multi:
-            return f"any({test.replace('§', 'x')} for x in {var})"
-        if "¤" in test:
-            test = test.replace("¤", self.f.var(name, "l"))
-        return test.replace("§", var)
-
-    def test(self, name: str, value: Any, prefilter: bool = True) -> tuple[str, str]:
-        """(variable form, expression with § for the variable and ¤ for its lower-cased form)."""
-        if isinstance(value, SigmaTimestampPart):
-            raise Unsupported("timestamp part modifiers (minute, hour, ...) are not supported")
-        if isinstance(value, SigmaCasedString):
-            return "s", self.string(list(value.s), "§", lower=False)
-        if isinstance(value, SigmaString):
-            return "l", self.string(list(value.s), "§", lower=True)
-        if isinstance(value, SigmaBool):
-            return "l", f"(§ == {self.const('true' if value.boolean else 'false')})"
-        if isinstance(value, SigmaNumber):
-            return "l", f"(§ == {self.const(str(value.number).lower())})"
-        if isinstance(value, SigmaRegularExpression):
-            return "s", self.regex_test(value, "§", "¤" if prefilter else None)
-        if isinstance(value, SigmaCIDRExpression):
-            return "s", f"cidr({self.const(value.network)}, §)"
-        if isinstance(value, SigmaCompareExpression):
-            return "s", f"cmp(§, {self.const(value.op)}, {self.const(float(value.number.number))})"
-        if isinstance(value, SigmaFieldReference):
-            if self.f.is_multi(value.field):
-                raise Unsupported("fieldref to a multi-valued field is not supported")
-            other = self.f.var(value.field, "l")
-            if value.starts_with:
-                return "l", f"§.startswith({other})"
-            if value.ends_with:
-                return "l", f"§.endswith({other})"
-            return "l", f"(§ == {other})"
-        raise Unsupported(f"value type {type(value).__name__} is not supported")
-
-    def regex_test(self, value: SigmaRegularExpression, var: str, lowered: str | None) -> str:
-        pattern = self.regex(value)
-        lits = required_literals(self.k[-1].py) if lowered is not None else None
-        if not lits:
-            return f"({pattern}.search({var}) is not None)"
-        if len(lits) <= 3:
-            pre = " or ".join(f"{self.const(lit)} in {lowered}" for lit in sorted(lits))
-        else:
-            pre = f"anyin({self.const(tuple(sorted(lits)))}, {lowered})"
-        return f"(({pre}) and {pattern}.search({var}) is not None)"
-
-    def regex(self, value: SigmaRegularExpression) -> str:
-        flags = 0
-        for fl in value.flags:
-            flags |= {
-                SigmaRegularExpressionFlag.IGNORECASE: re.IGNORECASE,
-                SigmaRegularExpressionFlag.MULTILINE: re.MULTILINE,
-                SigmaRegularExpressionFlag.DOTALL: re.DOTALL,
-            }[fl]
-        try:
-            return self.const(DualRegex(str(value.regexp), flags))
-        except re.error as exc:
-            raise Unsupported(f"regular expression not supported by Python's re: {exc}") from exc
-
-    def string(self, parts: Sequence[Any], var: str, lower: bool) -> str:
-        if any(isinstance(p, Placeholder) for p in parts):
-            raise Unsupported("placeholders (expand modifier) need a processing pipeline; not supported")
-        norm = [p.lower() if isinstance(p, str) and lower else p for p in parts]
-        specials = [i for i, p in enumerate(norm) if isinstance(p, SpecialChars)]
-        multi = SpecialChars.WILDCARD_MULTI
-        texts = [p for p in norm if isinstance(p, str)]
-        if not specials:
-            return f"({var} == {self.const(''.join(texts))})"
-        if len(norm) == 1 and norm[0] == multi:
-            return f"bool({var})"
-        if len(norm) == 3 and norm[0] == multi and norm[2] == multi and isinstance(norm[1], str):
-            return f"({self.const(norm[1])} in {var})"
-        if len(norm) == 2 and norm[1] == multi and isinstance(norm[0], str):
-            return f"{var}.startswith({self.const(norm[0])})"
-        if len(norm) == 2 and norm[0] == multi and isinstance(norm[1], str):
-            return f"{var}.endswith({self.const(norm[1])})"
-        pattern = "".join(re.escape(p) if isinstance(p, str) else (".*" if p == multi else ".") for p in norm)
-        return f"({self.const(DualRegex(pattern, re.DOTALL))}.fullmatch({var}) is not None)"
-
-
 @dataclass(frozen=True)
 class Compiled:
-    """One rule's condition as source text, with the program basenames it requires (if any)."""
+    """One rule's condition as source text, with the program basenames it requires (if any).
+
+    ``gate``: (field, literal) pairs such that the rule can only match when one of the literals
+    occurs in that field's gate text (see ``_builder.gate``); None when unknown.
+    """
 
     expr: str
     images: frozenset[str] | None
-
-
-def required_images(tree: Any) -> frozenset[str] | None:
-    """Basenames one of which the event's ``Image`` must have for ``tree`` to match, if that is implied."""
-    children = tree.args if isinstance(tree, ConditionAND) else [tree]
-    for child in children:
-        leaves = list(child.args) if isinstance(child, ConditionOR) else [child]
-        names: set[str] = set()
-        for leaf in leaves:
-            if isinstance(leaf, ConditionOR):
-                leaves.extend(leaf.args)
-                continue
-            if not (isinstance(leaf, ConditionFieldEqualsValueExpression) and leaf.field == "Image"):
-                break
-            v = leaf.value
-            if not isinstance(v, SigmaString) or isinstance(v, SigmaCasedString):
-                break
-            parts = list(v.s)
-            if len(parts) == 2 and parts[0] == SpecialChars.WILDCARD_MULTI and isinstance(parts[1], str):
-                text = parts[1].lower()
-            elif len(parts) == 1 and isinstance(parts[0], str):
-                text = parts[0].lower()
-            else:
-                break
-            if "/" not in text:
-                break
-            names.add(text.rsplit("/", 1)[1])
-        else:
-            if names and all(names):
-                return frozenset(names)
-    return None
+    gate: frozenset[tuple[str, str]] | None = None
 
 
 class GroupCompiler:
     """Collects rule conditions for one log source and builds its matcher."""
 
     def __init__(self, multi: frozenset[str], canonical: Mapping[str, str]) -> None:
-        self.fields = _Fields(multi, canonical)
+        self.fields = Fields(multi, canonical)
         self.consts: list[Any] = []
         self.rules: list[Compiled] = []
 
+    def to_data(self, encode: Callable[[Any], Any]) -> dict[str, Any]:
+        """The group as data (for the on-disk cache): rule expressions, constants, prepared fields."""
+        return {
+            "multi": sorted(self.fields.multi),
+            "used": [[name, form, var] for (name, form), var in self.fields.used.items()],
+            "keywords": self.fields.keywords,
+            "consts": [encode(c) for c in self.consts],
+            "rules": [
+                [
+                    r.expr,
+                    sorted(r.images) if r.images is not None else None,
+                    sorted([f, lit] for f, lit in r.gate) if r.gate is not None else None,
+                ]
+                for r in self.rules
+            ],
+        }
+
+    @classmethod
+    def from_data(
+        cls,
+        data: Mapping[str, Any],
+        canonical: Mapping[str, str],
+        decode: Callable[[Any], Any],
+        check: Callable[[str, int], None],
+    ) -> GroupCompiler:
+        """Rebuild from ``to_data``; every expression passes ``check`` before it is compiled."""
+        g = cls(frozenset(data["multi"]), canonical)
+        g.consts = [decode(c) for c in data["consts"]]
+        for name, form, var in data["used"]:
+            if not (isinstance(name, str) and form in ("l", "s", "v", "b") and var == f"{form}{var[1:]}"):
+                raise ValueError("bad field variable")
+            if not var[1:].isdigit():
+                raise ValueError("bad field variable")
+            g.fields.used[(name, form)] = var
+        g.fields.keywords = bool(data["keywords"])
+        for expr, images, gate in data["rules"]:
+            check(expr, len(g.consts))
+            imgs = frozenset(images) if images is not None else None
+            g.rules.append(Compiled(expr, imgs, _gate_data(gate)))
+        return g
+
     def add(self, tree: Any) -> int:
         """Compile one rule's condition; raises ``Unsupported`` and leaves the group unchanged."""
+        from corral.detect._builder import Builder, gate, required_images  # pySigma: only when compiling
+
         saved = (dict(self.fields.used), len(self.consts), self.fields.keywords)
         try:
-            expr = _Builder(self.fields, self.consts).expr(tree)
+            expr = Builder(self.fields, self.consts).expr(tree)
         except Unsupported:
             self.fields.used, self.fields.keywords = saved[0], saved[2]
             del self.consts[saved[1] :]
             raise
-        self.rules.append(Compiled(expr, required_images(tree)))
+        self.rules.append(Compiled(expr, required_images(tree), gate(tree, self.fields.canonical)))
         return len(self.rules) - 1
 
     def build(self) -> Matcher:
@@ -447,7 +327,6 @@ class GroupCompiler:
     def _function(self, ids: list[int]) -> Matcher:
         if not ids:
             return lambda rec: []
-        body = [f"    if {self.rules[i].expr}: hits.append({i})" for i in ids]
         used_vars = set()
         for i in ids:
             used_vars.update(re.findall(r"\b[lsvb]\d+\b", self.rules[i].expr))
@@ -461,8 +340,30 @@ class GroupCompiler:
             prep.append(f"    {var} = {fn[form]}({call})" if form in fn else f"    {var} = {call}")
         if any("kw" in self.rules[i].expr for i in ids):
             prep.append("    kw = keyword_text(rec)")
+        namespace: dict[str, Any] = {**_HELPERS}
+        gated = [i for i in ids if self.rules[i].gate is not None]
+        # A field that gates fewer than two rules costs more to scan than those rules cost to test.
+        uses: dict[str, int] = {}
+        for i in gated:
+            for f in {f for f, _ in self.rules[i].gate}:  # type: ignore[union-attr]
+                uses[f] = uses.get(f, 0) + 1
+        gated = [i for i in gated if all(uses[f] >= 2 for f, _ in self.rules[i].gate)]  # type: ignore[union-attr]
+        body = []
+        if len(gated) >= _MIN_GATED:
+            gates = {i: self.rules[i].gate for i in gated}
+            fields = sorted({f for g in gates.values() for f, _ in g})  # type: ignore[union-attr]
+            namespace["cands"] = _candidates(gates, fields, self.fields.multi)  # type: ignore[arg-type]
+            prep.append(f"    c = cands(({', '.join(f'g({self.const_name(name)})' for name in fields)},))")
+            body = [
+                f"    if {i} in c and {self.rules[i].expr}: hits.append({i})"
+                if i in gated
+                else f"    if {self.rules[i].expr}: hits.append({i})"
+                for i in ids
+            ]
+        else:
+            body = [f"    if {self.rules[i].expr}: hits.append({i})" for i in ids]
         src = "def _match(rec):\n" + "\n".join([*prep, "    hits = []", *body, "    return hits"]) + "\n"
-        namespace: dict[str, Any] = {**_HELPERS, "K": tuple(self.consts)}
+        namespace["K"] = tuple(self.consts)
         exec(compile(src, "<corral-sigma>", "exec"), namespace)  # source built from our own templates only
         matcher: Matcher = namespace["_match"]
         return matcher

@@ -14,25 +14,20 @@ import threading
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
-
-from sigma.correlations import (
-    SigmaCorrelationCondition,
-    SigmaCorrelationConditionOperator,
-    SigmaCorrelationRule,
-    SigmaCorrelationType,
-)
-from sigma.rule import SigmaRule
+from typing import TYPE_CHECKING, Any
 
 from corral.detect._compile import Unsupported
 from corral.detect._model import RuleInfo
 
+if TYPE_CHECKING:
+    from sigma.correlations import SigmaCorrelationRule
+
 MAX_GROUPS = 100_000
 MAX_WINDOW_EVENTS = 100_000
-_OPS = {
-    SigmaCorrelationConditionOperator.GTE: lambda n, c: n >= c,
-    SigmaCorrelationConditionOperator.GT: lambda n, c: n > c,
-    SigmaCorrelationConditionOperator.EQ: lambda n, c: n == c,
+_OPS: dict[str, Any] = {
+    "gte": lambda n, c: n >= c,
+    "gt": lambda n, c: n > c,
+    "eq": lambda n, c: n == c,
 }
 
 
@@ -43,7 +38,7 @@ class CorrelationSpec:
     rule_ids: tuple[str, ...]
     group_by: tuple[str, ...]
     timespan_ns: int
-    op: SigmaCorrelationConditionOperator
+    op: str  # gte, gt, eq
     count: float
     value_field: str | None = None
 
@@ -54,6 +49,13 @@ class CorrelationSpec:
 def correlation_spec(
     corr: SigmaCorrelationRule, info: RuleInfo, loaded: Mapping[int, RuleInfo]
 ) -> CorrelationSpec:
+    from sigma.correlations import (
+        SigmaCorrelationCondition,
+        SigmaCorrelationConditionOperator,
+        SigmaCorrelationType,
+    )
+    from sigma.rule import SigmaRule
+
     kinds = {
         SigmaCorrelationType.EVENT_COUNT: "event_count",
         SigmaCorrelationType.VALUE_COUNT: "value_count",
@@ -74,13 +76,12 @@ def correlation_spec(
     cond = corr.condition
     kind = kinds[corr.type]
     if kind == "temporal" and not isinstance(cond, SigmaCorrelationCondition):
-        op, count, value_field = SigmaCorrelationConditionOperator.GTE, float(len(ids)), None
+        op, count, value_field = "gte", float(len(ids)), None
     elif isinstance(cond, SigmaCorrelationCondition):
-        if cond.op not in _OPS:
-            raise Unsupported(
-                f"condition {cond.op.name.lower()} fires on absence; streaming detection supports gte, gt, eq"
-            )
-        op, count = cond.op, float(cond.count)
+        op = cond.op.name.lower()
+        if op not in _OPS or not isinstance(cond.op, SigmaCorrelationConditionOperator):
+            raise Unsupported(f"condition {op} fires on absence; streaming detection supports gte, gt, eq")
+        count = float(cond.count)
         value_field = cond.fieldref if isinstance(cond.fieldref, str) else None
         if kind == "value_count" and value_field is None:
             raise Unsupported("value_count needs exactly one condition field")

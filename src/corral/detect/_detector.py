@@ -3,28 +3,43 @@
 from __future__ import annotations
 
 import functools
-import json
 import shlex
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from corral.detect._analyze import analyze, basename
-from corral.detect._compile import Matcher
-from corral.detect._correlation import CorrelationSpec, Correlator, Fired
-from corral.detect._loader import LoadedRules, Overrides, load_rules, rule_files
-from corral.detect._model import EVENT_LOGSOURCE, LOGSOURCES, Inspection, LoadReport, RuleInfo, verdict_for
-from corral.detect._records import records
+from corral.detect._correlation import Correlator, Fired
+from corral.detect._model import (
+    EVENT_LOGSOURCE,
+    LOGSOURCES,
+    Inspection,
+    LoadReport,
+    RuleInfo,
+    RuleProblem,
+    verdict_for,
+)
+from corral.detect._records import enrich_process, records
+from corral.detect._ruleset import RuleSet, ruleset
 from corral.detect._wrappers import interpreter_key, shell_key
+from corral.errors import Problem, RuleError
 from corral.events import Alert, Event, Level, TraceContext
 from corral.policy import DetectionSection, Policy
 
 _MATCHED_MAX_CHARS = 512
+# Memos of rule hits: training repeats the same commands and programs across thousands of episodes.
+_MEMO_MAX = 8192
+_MEMO_TEXT_MAX = 8192  # longer tool calls are inspected afresh every time
+_ENVELOPE = frozenset({"sandbox_id", "run_id", "episode_id", "step", "turn", "tool_call_id", "host"})
+_DERIVED = ("argv", "ArgvName", "Renamed", "ScriptFromStdin")  # enrich_process reads/writes these
 _Hit = tuple[RuleInfo, Mapping[str, Any]]
-_Stamp = tuple[tuple[str, int, int], ...]  # (file, mtime_ns, size) of every rule file
+_BUDGET_TITLES = {
+    "depth": "Command nested deeper than inspection follows",
+    "commands": "Command starts more programs than inspection follows",
+    "size": "Command larger than inspection reads",
+}
 
 
 def builtin_rule_paths(maturity: Sequence[str] = ("stable", "test")) -> list[Path]:
@@ -67,43 +82,47 @@ def _fired_alert(f: Fired, seq: int | None = None) -> Alert:
     )
 
 
-@dataclass(frozen=True)
-class RuleSet:
-    """Compiled, immutable rules: shared by every Detector built from the same files and overrides."""
-
-    matchers: Mapping[str, Matcher]
-    infos: Mapping[str, list[RuleInfo]]
-    correlations: list[CorrelationSpec]
-    report: LoadReport
-
-    @classmethod
-    def compile(cls, loaded: LoadedRules) -> RuleSet:
-        matchers = {ls: g.build() for ls, g in loaded.groups.items()}
-        return cls(matchers, loaded.infos, loaded.correlations, loaded.report)
-
-
-@functools.lru_cache(maxsize=16)
-def _cached_ruleset(
-    paths: tuple[str, ...], stamp: tuple[tuple[str, int, int], ...], overrides: str
-) -> RuleSet:
-    del stamp  # part of the cache key only: an edited rule file compiles afresh
-    ov = json.loads(overrides)
-    loaded = load_rules(
-        [Path(p) for p in paths], Overrides(frozenset(ov["disabled"]), ov["levels"], ov["exceptions"])
+def _budget_alert(budget: str) -> Alert:
+    """Going over an inspection budget is a finding: what was not inspected must not pass unseen."""
+    return Alert(
+        rule_id=f"corral.inspection_budget.{budget}",
+        title=_BUDGET_TITLES[budget],
+        level=Level.high,
+        category="defense_evasion",
+        tags=["attack.defense-evasion", "attack.t1027"],
+        matched={"budget": budget},
     )
-    return RuleSet.compile(loaded)
 
 
-def _stamp(paths: Sequence[Path]) -> _Stamp:
+def _record_key(names: frozenset[str]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
+    """The values of ``names`` in a record, as a hashable key (types kept: True and 1 differ)."""
+    order = tuple(sorted(names))
+
+    def key(rec: Mapping[str, Any]) -> tuple[Any, ...]:
+        out: list[Any] = []
+        for v in map(rec.get, order):
+            if v is None or v.__class__ is str:
+                out.append(v)
+            elif isinstance(v, list | tuple):
+                out.append(tuple(x if x.__class__ is str else (x.__class__, x) for x in v))
+            else:
+                out.append((v.__class__, v))
+        return tuple(out)
+
+    return key
+
+
+def rule_error(problems: Sequence[RuleProblem]) -> RuleError:
+    """One ``RuleError`` listing every problem, each naming its file, line and rule."""
     out = []
-    for f in rule_files(paths):
-        try:
-            st = f.stat()
-        except OSError:
-            out.append((str(f), -1, -1))
-            continue
-        out.append((str(f), st.st_mtime_ns, st.st_size))
-    return tuple(out)
+    for p in problems:
+        who = None
+        if p.rule_id or p.title:
+            who = f"rule {p.rule_id or p.title}"
+            if p.title and p.rule_id and p.title != p.rule_id:
+                who += f" ({p.title})"
+        out.append(Problem(f"{p.kind}: {p.reason}", file=p.path, path=who, line=p.line))
+    return RuleError(out)
 
 
 class Detector:
@@ -124,32 +143,60 @@ class Detector:
         # Training runs repeat the same commands across thousands of episodes: rule hits on a
         # command's payload depend on its text only, so they are cached (bounded).
         self._payload_cache = functools.lru_cache(maxsize=4096)(self._payload_uncached)
+        # Hits on a process record depend only on the fields its rules read (and the payload on
+        # argv): memoised by those values. A tool call's hits depend on its text, as long as no
+        # rule reads the trace context. Keyword rules read every field: no memo then.
+        reads = rules.reads
+        proc = reads.get("process_creation")
+        self._proc_key = _record_key(proc | set(_DERIVED)) if proc is not None else None
+        self._proc_memo: dict[tuple[Any, ...], tuple[tuple[int, ...], tuple[tuple[str, _Hit], ...]]] = {}
+        call_reads = [reads.get(ls) for ls in ("tool_call", "process_creation", "file_event")]
+        self._call_memo_on = all(r is not None and not r & _ENVELOPE for r in call_reads)
+        self._call_memo: dict[tuple[str, str], tuple[tuple[_Hit, ...], frozenset[str]]] = {}
 
     # -- construction -----------------------------------------------------------------------------
 
     @classmethod
-    def load(cls, paths: Sequence[Path], section: DetectionSection | None = None) -> Detector:
-        """Rules from these files/folders only (no built-in pack unless listed)."""
+    def load(
+        cls,
+        paths: Sequence[Path],
+        section: DetectionSection | None = None,
+        *,
+        strict: bool = True,
+        lenient_under: Sequence[Path] = (),
+    ) -> Detector:
+        """Rules from these files/folders only (no built-in pack unless listed).
+
+        All or nothing: any rule or override problem raises ``RuleError`` naming file, line,
+        rule and reason. ``strict=False`` loads what it can and lists the rest in ``load_report``
+        (for auditing a third-party pack); problems in files under ``lenient_under`` are
+        reported instead of raised.
+        """
         section = section or DetectionSection()
-        plist = [Path(p) for p in paths]
-        overrides = json.dumps(
-            {
-                "disabled": sorted(section.disabled_rules),
-                "levels": section.level_overrides,
-                "exceptions": section.exceptions,
-            },
-            sort_keys=True,
-            default=list,
-        )
-        rules = _cached_ruleset(tuple(str(p) for p in plist), _stamp(plist), overrides)
+        overrides = {
+            "disabled": sorted(section.disabled_rules),
+            "levels": dict(section.level_overrides),
+            "exceptions": {k: [dict(x) for x in v] for k, v in section.exceptions.items()},
+        }
+        rules = ruleset([Path(p) for p in paths], overrides)
+        if strict:
+            roots = [str(Path(r)) + "/" for r in lenient_under]
+            fatal = [p for p in rules.report.problems if not any(p.path.startswith(r) for r in roots)]
+            if fatal:
+                raise rule_error(fatal)
         return cls(rules, section)
 
     @classmethod
     def from_policy(cls, policy: Policy) -> Detector:
-        """The built-in pack (the maturities the policy names) plus the policy's ``rule_paths``."""
+        """The built-in pack (the maturities the policy names) plus the policy's ``rule_paths``.
+
+        Raises ``RuleError`` for any rule or override problem; ``detection.on_rule_error: warn``
+        downgrades problems in the built-in ``test`` rules only.
+        """
         d = policy.detection
         paths = builtin_rule_paths(d.builtin_maturity) + [Path(p) for p in d.rule_paths]
-        return cls.load(paths, d)
+        lenient = builtin_rule_paths(("test",)) if d.on_rule_error == "warn" else []
+        return cls.load(paths, d, lenient_under=lenient)
 
     @classmethod
     def builtin(cls) -> Detector:
@@ -171,6 +218,9 @@ class Detector:
     def evaluate(self, logsource: str, rec: Mapping[str, Any]) -> list[RuleInfo]:
         """Rules of ``logsource`` whose condition matches the flat record (stateless; no correlation)."""
         infos = self._infos[logsource]
+        if logsource == "process_creation" and "ArgvName" not in rec:
+            rec = dict(rec)
+            enrich_process(rec)
         return [infos[i] for i in self._matchers[logsource](rec)]
 
     def match_command(self, command: str, language: str = "shell") -> list[RuleInfo]:
@@ -206,10 +256,11 @@ class Detector:
                 "turn": ctx.turn,
                 "tool_call_id": ctx.tool_call_id,
             }
-            hits = self._hits(records(analyze(command, language), envelope, language))
-            alerts = [_alert(info, rec) for info, rec in hits.values() if info.generate]
+            hits, exceeded = self._call_hits(command, language, envelope)
+            alerts = [_alert(info, rec) for info, rec in hits if info.generate]
+            alerts.extend(_budget_alert(b) for b in sorted(exceeded))
             now = time.time_ns()
-            for info, _ in hits.values():
+            for info, _ in hits:
                 alerts.extend(_fired_alert(f) for f in self._correlator.feed(info.id, envelope, now))
         except Exception as exc:  # a bug in inspection must not let the call through
             alerts = [
@@ -225,6 +276,45 @@ class Detector:
         verdict = verdict_for(level, self.section)
         return Inspection(verdict, level, alerts, [a.rule_id for a in alerts])
 
+    def _call_hits(
+        self, command: str, language: str, envelope: dict[str, Any]
+    ) -> tuple[tuple[_Hit, ...], frozenset[str]]:
+        key = (command, language)
+        memo = self._call_memo_on and len(command) <= _MEMO_TEXT_MAX
+        got = self._call_memo.get(key) if memo else None
+        if got is None:
+            analysis = analyze(command, language)
+            got = (
+                tuple(self._hits(records(analysis, envelope, language)).values()),
+                frozenset(analysis.exceeded),
+            )
+            if memo:
+                if len(self._call_memo) >= _MEMO_MAX:
+                    self._call_memo.clear()
+                self._call_memo[key] = got
+        return got
+
+    def _process_hits(self, rec: dict[str, Any]) -> tuple[tuple[int, ...], tuple[tuple[str, _Hit], ...]]:
+        """Matcher hits and payload hits of a process record, memoised by the fields rules read."""
+        key: tuple[Any, ...] | None = None
+        if self._proc_key is not None:
+            try:
+                key = self._proc_key(rec)
+                got = self._proc_memo.get(key)
+            except TypeError:  # an unhashable value: no memo for this record
+                key = got = None
+            if got is not None:
+                if got[0] or got[1]:
+                    enrich_process(rec)  # alerts copy the fields they matched from the record
+                return got
+        enrich_process(rec)
+        got = (tuple(self._matchers["process_creation"](rec)), tuple(self._payload_hits(rec).items()))
+        if key is not None:
+            if len(self._proc_memo) >= _MEMO_MAX:
+                self._proc_memo.clear()
+            self._proc_memo[key] = got
+        return got
+
     def observe(self, event: Event) -> list[Event]:
         """Runtime detection on one collector/egress event; returns alert events (thread-safe)."""
         ls = EVENT_LOGSOURCE.get(event.type)
@@ -233,11 +323,15 @@ class Detector:
         rec = event.record()
         found: dict[str, _Hit] = {}
         infos = self._infos[ls]
-        for i in self._matchers[ls](rec):
-            found.setdefault(infos[i].id, (infos[i], rec))
         if ls == "process_creation":
-            for rid, hit in self._payload_hits(rec).items():
+            idxs, payload = self._process_hits(rec)
+            for i in idxs:
+                found.setdefault(infos[i].id, (infos[i], rec))
+            for rid, hit in payload:
                 found.setdefault(rid, hit)
+        else:
+            for i in self._matchers[ls](rec):
+                found.setdefault(infos[i].id, (infos[i], rec))
         out = [_alert(info, r, event.seq) for info, r in found.values() if info.generate]
         for info, _ in found.values():
             out.extend(_fired_alert(f, event.seq) for f in self._correlator.feed(info.id, rec, event.time_ns))

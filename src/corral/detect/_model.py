@@ -47,10 +47,14 @@ class RuleProblem:
     title: str | None
     reason: str
     kind: Literal["unsupported", "invalid"] = "unsupported"
+    line: int | None = None
 
     def __str__(self) -> str:
+        where = self.path if self.line is None else f"{self.path}:{self.line}"
         name = self.title or self.rule_id or "<rule>"
-        return f"{self.path}: {name}: {self.kind}: {self.reason}"
+        if self.title and self.rule_id and self.rule_id != self.title:
+            name = f"{self.title} ({self.rule_id})"
+        return f"{where}: {name}: {self.kind}: {self.reason}"
 
 
 @dataclass

@@ -24,12 +24,27 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from corral.detect._analyze import Analysis
+from corral.detect._analyze import Analysis, basename
+from corral.detect._effects import effects
+from corral.detect._wrappers import interpreter_key, shell_key
 
 _BRACKET_RE = re.compile(r"\[([A-Za-z0-9])\]")
 
 # Fields holding several values: a rule matches when any value does.
-MULTI_FIELDS = frozenset({"Images", "Pipelines", "Obfuscation", "argv", "answers", "tags"})
+MULTI_FIELDS = frozenset(
+    {
+        "Images",
+        "Pipelines",
+        "Obfuscation",
+        "argv",
+        "answers",
+        "tags",
+        "Effects",
+        "Connects",
+        "CredentialPaths",
+    }
+    | {"PersistencePaths"}
+)
 
 CANONICAL_FIELDS = (
     "type",
@@ -68,6 +83,13 @@ CANONICAL_FIELDS = (
     "Source",
     "Privileged",
     "argv",
+    "Effects",
+    "Connects",
+    "CredentialPaths",
+    "PersistencePaths",
+    "ArgvName",
+    "Renamed",
+    "ScriptFromStdin",
 )
 CANONICAL = {name.lower(): name for name in CANONICAL_FIELDS}
 
@@ -86,6 +108,7 @@ def records(a: Analysis, envelope: dict[str, Any], language: str) -> dict[str, l
         unbracketed = _BRACKET_RE.sub(r"\1", a.text)
         if unbracketed != a.text:
             expanded += "\n" + unbracketed
+    eff = effects(a)
     tool = {
         **envelope,
         "type": "tool_call",
@@ -97,6 +120,10 @@ def records(a: Analysis, envelope: dict[str, Any], language: str) -> dict[str, l
         "Obfuscation": tuple(sorted(a.obfuscation)),
         "Language": language,
         "Incomplete": a.incomplete,
+        "Effects": tuple(sorted(eff.names)),
+        "Connects": tuple(dict.fromkeys(eff.connects)),
+        "CredentialPaths": tuple(dict.fromkeys(eff.credential_paths)),
+        "PersistencePaths": tuple(dict.fromkeys(eff.persistence_paths)),
     }
     procs = []
     for c in a.commands:
@@ -116,6 +143,7 @@ def records(a: Analysis, envelope: dict[str, Any], language: str) -> dict[str, l
                 "Privileged": c.privileged,
             }
         )
+        enrich_process(procs[-1])
     files = [
         {
             **envelope,
@@ -129,3 +157,34 @@ def records(a: Analysis, envelope: dict[str, Any], language: str) -> dict[str, l
         for f in a.files
     ]
     return {"tool_call": [tool], "process_creation": procs, "file_event": files}
+
+
+_SCRIPT_FLAGS = frozenset({"-c", "-e", "-E", "-r", "--eval", "-m", "--command"})
+
+
+def enrich_process(rec: dict[str, Any]) -> None:
+    """Exec-level facts rules can match on any process record (runtime or synthetic).
+
+    ``ArgvName``: the program name the process gave itself (argv[0]); ``Renamed``: it differs
+    from the file that was executed (``exec -a``, prctl tricks seen at exec); ``ScriptFromStdin``:
+    a shell or interpreter started with no script, no inline code: it reads its program from
+    standard input, a pipe when a tool call runs it.
+    """
+    argv = rec.get("argv") or ()
+    image = rec.get("Image") or ""
+    if not argv or not isinstance(image, str) or not isinstance(argv[0], str):
+        return
+    name = argv[0]
+    shown = basename(name).lstrip("-")
+    real = basename(image)
+    rec["ArgvName"] = name
+    rec["Renamed"] = (
+        bool(shown)
+        and not (real == shown or real.startswith(shown) or shown.startswith(real) or real == "busybox")
+    ) or not shown
+    if shell_key(real) or interpreter_key(real) is not None:
+        rest = [str(x) for x in argv[1:]]
+        flags = [x for x in rest if x.startswith("-") and x != "-"]
+        operands = [x for x in rest if not x.startswith("-") or x == "-"]
+        inline = any(f in _SCRIPT_FLAGS or (f[1:2] != "-" and f[-1:] in "ce" and len(f) <= 4) for f in flags)
+        rec["ScriptFromStdin"] = not inline and (not operands or operands[0] == "-" or "-s" in flags)

@@ -42,6 +42,11 @@ class DetectionSection(Section):
     level_overrides: dict[str, LevelName] = Field(
         default_factory=dict, description="Rule id -> level to use."
     )
+    on_rule_error: Literal["error", "warn"] = Field(
+        default="error",
+        description="A rule or override that cannot be loaded stops the policy (error). 'warn' only lets "
+        "problems in the built-in pack's test rules be reported and skipped; any other problem is an error.",
+    )
     exceptions: dict[str, tuple[dict[str, Any], ...]] = Field(
         default_factory=dict,
         description="Rule id -> Sigma selections (field|modifier: value); the rule does not fire on an "

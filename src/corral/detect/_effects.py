@@ -1,0 +1,551 @@
+"""What a command does, as behaviour: the effects rules match, whatever program or spelling is used.
+
+``effects(analysis)`` looks at every simple command, file operation and code payload the
+analyser found and names what they would do:
+
+- ``connect``: opens a connection to a remote host (``Connects`` holds ``host:port``);
+- ``send``: sends local data to a remote host (upload, POST, data piped into a network client,
+  an archive piped over ssh, DNS names built from data);
+- ``serve``: serves files or a shell to the network (quick web servers, listeners);
+- ``read_credential`` / ``search_credential``: reads, copies or hunts for credential-class files;
+- ``write_persistence``: writes a place that runs code later (shell start-up files of any
+  shell, cron, systemd, authorized_keys, rc scripts, preload, sudoers, account files);
+- ``detach``: starts a process that outlives the call (nohup, setsid, ``&``, screen -dm ...);
+- ``decode_exec``: runs something it decoded;
+- ``socket_shell``: code in any language that joins a socket to a shell or to exec/popen;
+- ``encrypt``: encrypts files without a prompt (passphrase or key on the command line);
+- ``set_clock``, ``timestomp``, ``account_change``, ``discovery``, ``proxy``.
+
+Tables here are data; rules (Sigma, in ``rules/``) decide what is worth an alert.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from corral.detect._analyze import Analysis, SimpleCommand, basename
+from corral.detect._prefilter import LiteralGate
+from corral.detect._wrappers import interpreter_key, shell_key
+
+_LOCAL_HOST = re.compile(r"^(localhost|127(\.\d+){3}|\[?::1\]?|0\.0\.0\.0|ip6-localhost)$", re.I)
+_NET_CLIENTS = frozenset(
+    ["nc", "ncat", "netcat", "telnet", "socat", "openssl", "ssh", "curl", "wget", "http", "xh", "ftp", "tftp"]
+)
+_URL = re.compile(r"^(?:[a-z][a-z0-9+.-]*://)(?:[^@/\s]*@)?(\[[^\]]+\]|[^:/\s?#]+)(?::(\d+))?", re.I)
+_DEV_NET = re.compile(r"/dev/(?:tcp|udp)/([^/\s\"']+)/(\d+|\$\{?\w+\}?)")
+_SSH_TARGET = re.compile(r"^(?:[\w.-]+@)?([\w.-]+|\[[^\]]+\])(?::|$)")
+
+CREDENTIAL_PATH = re.compile(
+    r"(\.aws/credentials|\.aws/config$|/\.ssh/id_[a-z0-9]+|(^|/)id_(rsa|dsa|ecdsa|ed25519)(\.pub)?$|(^|/)\.gnupg(/|$)"
+    r"|(^|/)\.netrc$|\.git-credentials|\.docker/config\.json|\.kube/config|kubeconfig"
+    r"|gcloud/(credentials\.db|access_tokens\.db|application_default_credentials\.json|legacy_credentials)"
+    r"|\.azure/(accessTokens\.json|msal_token_cache)|(^|/)\.oci(/|$)|/etc/(g?shadow|sudoers)(-|$)"
+    r"|(^|/)\.pgpass$|(^|/)\.my\.cnf$|(^|/)\.vault-token$|/var/run/secrets/|/run/secrets/"
+    r"|\.config/gh/hosts\.yml|\.password-store|(^|/)\.?wallet\.dat$|\.kdbx$)",
+    re.I,
+)
+_STRONG_CRED_NAMES = re.compile(
+    r"^[*]?(credentials|id_rsa\*?|id_dsa|id_ecdsa|id_ed25519|\.netrc|\.git-credentials|accessTokens\.json"
+    r"|msal_token_cache\.json|credentials\.db|access_tokens\.db|\.gnupg|\.pgpass|wallet\.dat|\*\.kdbx"
+    r"|\.vault-token|kubeconfig|\.aws|\.ssh|authorized_keys|shadow)[*]?$",
+    re.I,
+)
+_WEAK_CRED_NAMES = re.compile(
+    r"^[*]?(\*\.pem|\*\.key|\*\.p12|\*\.pfx|token|\*token\*|\*secret\*|\*\.asc)$", re.I
+)
+_PASSWORD_WORDS = re.compile(
+    r"pass(word|wd)?|secret|token|api[_-]?key|aws_secret|private[_ -]key|BEGIN", re.I
+)
+_BROAD_ROOT = re.compile(
+    r"^(/+|/+(home|root|etc|var|opt|mnt|srv|users|Users|media|proc)(/.*)?|~[^/]*(/\.[^/]+)?/?|\$\{?HOME\}?/?"
+    r"|/+\.[\w.-]+(/.*)?)$"
+)
+
+PERSISTENCE_PATH = re.compile(
+    r"((^|/)\.(bash_profile|bash_login|bash_logout|bashrc|profile|zshrc|zprofile|zshenv|zlogin|zlogout|kshrc"
+    r"|mkshrc|cshrc|tcshrc|login|xinitrc|xprofile|xsessionrc)$|\.config/fish/(config\.fish|conf\.d/)"
+    r"|\.config/autostart/|/etc/(profile|bash\.bashrc|bashrc|zshrc|zsh/|profile\.d/|environment$|rc\.local"
+    r"|rc\.common|init\.d/|cron|anacrontab|systemd/|ld\.so\.preload|sudoers|passwd$|shadow$|group$|update-motd\.d/"
+    r"|xdg/autostart/)|/var/spool/cron|\.ssh/authorized_keys|\.config/systemd/user/|/lib/systemd/system/"
+    r"|/usr/lib/systemd/)",
+    re.I,
+)
+
+_SERVER_MODULES = re.compile(
+    r"^(http\.server|SimpleHTTPServer|CGIHTTPServer|pyftpdlib|uploadserver|updog|wsgidav)$"
+)
+_SOCKET = re.compile(
+    r"fsockopen|stream_socket_(client|server)|TCPSocket|TCPServer|net\.connect|new net\.Socket"
+    r"|createConnection|net\.createServer|socket\.tcp|require\(\s*['\"]socket['\"]\s*\)|/inet/tcp|/inet/udp"
+    r"|IO::Socket|new Socket\("
+    r"|Socket\.new|java\.net\.Socket|socket\.socket|\bztcp\b|Network\.Socket|net\.dial|net\.Dial|TcpClient|\bsocket\("
+    r"|\bconnect\s*\(\s*[\w\"'.]+\s*,|\.bind\(|\.listen\(|\.accept\(",
+    re.I,
+)
+_SHELL_REF = re.compile(
+    r"(/bin/|\b)(ba|z|k|da|a|tc|c)?sh\b(\s+-i)?|cmd\.exe|\bpopen\s*\(\s*\w+\s*[,)]|IO\.popen\(\s*\w+|system\s*\$_"
+    r"|\|&\s*getline|getline\s+c\b|\bexec\s*\(\s*\$\w+|proc_open|shell_exec|child_process|Runtime\.getRuntime|"
+    r"ProcessBuilder|callCommand|os\.execute\s*\(\s*\w+\s*\)|io\.popen\s*\(\s*\w+",
+)
+_PROXY_VARS = re.compile(
+    r"^(https?_proxy|HTTPS?_PROXY|all_proxy|ALL_PROXY|ftp_proxy|FTP_PROXY|socks_proxy)=(.+)$"
+)
+_HIST_OFF = re.compile(
+    r"^(HISTFILE=(/dev/null)?|HISTSIZE=0|HISTFILESIZE=0|SAVEHIST=0|HISTCONTROL=\S*ignore(space|both)\S*|HISTIGNORE=.*\*.*)$"
+)
+
+
+# The costly patterns run only where one Aho-Corasick pass over the whole analysis (text, payloads,
+# every argument and path) finds a literal they need: most commands touch none of these.
+_GATE = LiteralGate(
+    {"cred": CREDENTIAL_PATH, "persist": PERSISTENCE_PATH, "devnet": _DEV_NET, "socket": _SOCKET}
+)
+
+
+@dataclass
+class Effects:
+    names: set[str] = field(default_factory=set)
+    connects: list[str] = field(default_factory=list)
+    credential_paths: list[str] = field(default_factory=list)
+    persistence_paths: list[str] = field(default_factory=list)
+
+    def add(self, name: str) -> None:
+        self.names.add(name)
+
+
+def _remote(host: str) -> bool:
+    h = host.strip("[]")
+    return bool(h) and not _LOCAL_HOST.match(h)
+
+
+def _target_of_url(arg: str) -> tuple[str, str] | None:
+    m = _URL.match(arg)
+    if m is None:
+        return None
+    scheme = arg.split(":", 1)[0].lower()
+    port = m.group(2) or {"http": "80", "https": "443", "ftp": "21", "ws": "80", "wss": "443"}.get(scheme, "")
+    return m.group(1), port
+
+
+def _operands(argv: tuple[str, ...]) -> list[str]:
+    return [a for a in argv[1:] if not a.startswith("-")]
+
+
+_DATA_FLAGS = ("-d", "--data", "--data-binary", "--data-raw", "--data-urlencode", "--json")
+
+
+class _Scan:
+    def __init__(self, a: Analysis) -> None:
+        self.a = a
+        self.out = Effects()
+        self.cwd_broad = False  # an earlier `cd /`, `cd ~` or `cd /tmp` in the same text
+        parts = [a.text, *(t for _, t in a.payloads), *(f.path for f in a.files)]
+        parts.extend(x for c in a.commands for x in c.argv)
+        possible = _GATE.possible("\n".join(parts))
+        self.cred = "cred" in possible
+        self.persist = "persist" in possible
+        self.devnet = "devnet" in possible
+        self.socket = "socket" in possible
+
+    def serve(self, argv: tuple[str, ...]) -> None:
+        """A server is a finding when it is exposed on every interface or hands out a broad tree."""
+        args = argv[1:]
+        if any(
+            a in ("127.0.0.1", "localhost", "::1") or a.startswith(("127.0.0.1:", "localhost:")) for a in args
+        ):
+            return
+        wide = any(a in ("0.0.0.0", "::", "[::]") or a.startswith(("0.0.0.0:", "[::]:")) for a in args)
+        for i, a in enumerate(args):
+            if i and args[i - 1] in ("--directory", "-d", "-t", "-h", "--root") and _BROAD_ROOT.match(a):
+                wide = True
+        if wide or self.cwd_broad:
+            self.out.add("serve")
+
+    def connect(self, host: str, port: str) -> None:
+        if _remote(host):
+            self.out.add("connect")
+            self.out.connects.append(f"{host}:{port}")
+
+    def run(self) -> Effects:
+        a = self.a
+        for c in a.commands:
+            if c.argv:
+                self.command(c)
+        for f in a.files if self.persist else ():
+            if f.op in ("write", "append", "link", "modify", "chmod") and PERSISTENCE_PATH.search(f.path):
+                self.out.add("write_persistence")
+                self.out.persistence_paths.append(f.path)
+        if self.devnet:
+            for m in _DEV_NET.finditer(a.text + "\n" + "\n".join(t for _, t in a.payloads)):
+                self.connect(m.group(1), m.group(2))
+        remote = any(_remote(c.rsplit(":", 1)[0]) for c in self.out.connects)
+        for pipe in a.pipelines:
+            if remote and len(pipe) > 1 and any(p in _NET_CLIENTS for p in pipe[1:]):
+                self._piped_to_network(pipe)
+            decoder = pipe[0] in ("base64", "xxd", "openssl", "rev", "gunzip", "zcat", "tr")
+            if len(pipe) > 1 and decoder and (shell_key(pipe[-1]) or interpreter_key(pipe[-1]) is not None):
+                self.out.add("decode_exec")
+        for lang, text in a.payloads if self.socket else ():
+            if lang not in ("shell", "heredoc") and _SOCKET.search(text) and _SHELL_REF.search(text):
+                self.out.add("socket_shell")
+        script = self.socket and a.payloads == [] and "\n" in a.text  # a code tool's text, or a script body
+        if script and _SOCKET.search(a.text) and _SHELL_REF.search(a.text):
+            self.out.add("socket_shell")
+        return self.out
+
+    def _piped_to_network(self, pipe: tuple[str, ...]) -> None:
+        head = pipe[0]
+        if head in (
+            "tar",
+            "zip",
+            "cat",
+            "dd",
+            "base64",
+            "xxd",
+            "gzip",
+            "bzip2",
+            "xz",
+            "find",
+            "7z",
+        ):
+            self.out.add("send")
+
+    def command(self, c: SimpleCommand) -> None:
+        argv = c.argv
+        name = c.name.lower()
+        args = argv[1:]
+        if c.source == "decoded" and c.depth > 0:
+            self.out.add("decode_exec")
+        if c.background or name in ("nohup", "setsid", "disown", "daemonize", "start-stop-daemon"):
+            self.out.add("detach")
+        if name in ("screen",) and any(a.startswith("-d") for a in args):
+            self.out.add("detach")
+        if name == "tmux" and args[:1] and args[0] in ("new", "new-session") and "-d" in args:
+            self.out.add("detach")
+        for arg in args if self.cred else ():
+            if CREDENTIAL_PATH.search(arg) and name not in ("echo", "printf", "ssh-keygen", "chmod", "ls"):
+                self.out.add("read_credential")
+                self.out.credential_paths.append(arg)
+        for arg in args:
+            m = _PROXY_VARS.match(arg) if name in ("export", "env", "declare", "typeset") else None
+            if m and m.group(2).strip("'\""):
+                self.out.add("proxy")
+            if name in ("export", "env", "declare") and _HIST_OFF.match(arg):
+                self.out.add("disable_history")
+        if name in ("cd", "pushd") and args and (_BROAD_ROOT.match(args[0]) or args[0].startswith("/tmp")):
+            self.cwd_broad = True
+        handler = getattr(self, "_" + name.replace("-", "_").replace(".", "_"), None)
+        if handler is not None:
+            handler(argv)
+        key = interpreter_key(name)
+        if key == "python" and "-m" in args:
+            mod = args[args.index("-m") + 1] if args.index("-m") + 1 < len(args) else ""
+            if _SERVER_MODULES.match(mod):
+                self.serve(argv)
+        if key == "php" and "-S" in args:
+            self.serve(argv)
+        if key == "ruby" and any(a == "-run" or a.startswith("-run") for a in args) and "httpd" in args:
+            self.serve(argv)
+
+    # -- per program -------------------------------------------------------------------------------
+
+    def _curl(self, argv: tuple[str, ...]) -> None:
+        for a in argv[1:]:
+            t = _target_of_url(a)
+            if t:
+                self.connect(*t)
+        args = argv[1:]
+        if self._from_file(args) and any(_remote(c.rsplit(":", 1)[0]) for c in self.out.connects):
+            self.out.add("send")
+        if any(
+            a in ("-x", "--proxy", "--preproxy") or a.startswith(("--socks", "--proxy=", "-x"))
+            for a in argv[1:]
+        ):
+            self.out.add("proxy")
+
+    _wget = _curl
+
+    @staticmethod
+    def _from_file(args: tuple[str, ...]) -> bool:
+        """Does a curl/wget command line upload a file or stdin (not just send a literal body)?"""
+        for i, a in enumerate(args):
+            prev = args[i - 1] if i else ""
+            if a in ("-T", "--upload-file", "--post-file", "--body-file") or a.startswith(
+                ("-T", "--upload-file=", "--post-file=", "--body-file=")
+            ):
+                return True
+            if prev in _DATA_FLAGS and a.lstrip("'\"").startswith("@"):
+                return True
+            if prev in ("-F", "--form") and ("=@" in a or "=<" in a):
+                return True
+            if any(a.startswith((f + "=@", f + "@")) for f in _DATA_FLAGS):
+                return True
+        return False
+
+    def _nc(self, argv: tuple[str, ...]) -> None:
+        args = argv[1:]
+        if any(a.startswith("-l") or a == "--listen" or (a.startswith("-") and "l" in a[1:4]) for a in args):
+            self.serve(argv)
+            return
+        ops = _operands(argv)
+        if len(ops) >= 2 and ops[-1].isdigit():
+            self.connect(ops[-2], ops[-1])
+
+    _ncat = _netcat = _telnet = _nc
+
+    def _socat(self, argv: tuple[str, ...]) -> None:
+        for a in argv[1:]:
+            m = re.match(r"^(?:tcp[46]?|udp[46]?|openssl|ssl)(?:-connect)?:([^:,]+):(\d+)", a, re.I)
+            if m:
+                self.connect(m.group(1), m.group(2))
+            if re.match(r"^(tcp[46]?|udp[46]?|openssl)-listen:", a, re.I):
+                if any(re.match(r"^(file|exec|system|open|gopen):", b, re.I) for b in argv[1:]):
+                    self.out.add("serve")
+                else:
+                    self.serve(argv)
+
+    def _httpd(self, argv: tuple[str, ...]) -> None:
+        if any(a in ("-p", "-f", "-h") for a in argv[1:]):
+            self.serve(argv)
+
+    def _openssl(self, argv: tuple[str, ...]) -> None:
+        args = argv[1:]
+        if args[:1] == ("s_client",):
+            for i, a in enumerate(args):
+                if a == "-connect" and i + 1 < len(args):
+                    host, _, port = args[i + 1].rpartition(":")
+                    self.connect(host or args[i + 1], port)
+        sub = args[0] if args else ""
+        if sub in ("rsautl", "pkeyutl", "smime", "cms") and "-encrypt" in args:
+            self.out.add("encrypt")
+        cipher = sub == "enc" or sub.startswith(("aes", "des", "bf", "chacha", "camellia"))
+        keyed = any(a in ("-k", "-pass", "-K", "-kfile") for a in args) or sub != "enc"
+        if cipher and "-d" not in args and keyed:
+            self.out.add("encrypt")
+
+    def _ssh(self, argv: tuple[str, ...]) -> None:
+        ops = _operands(argv)
+        if ops:
+            m = _SSH_TARGET.match(ops[0])
+            if m:
+                self.connect(m.group(1), "22")
+        text = " ".join(argv[1:])
+        if re.search(r"\btar\b[^|]*\s-?[a-z]*c[a-z]*f?\s*-\s", text + " ") or re.search(r"cat\s*>", text):
+            self.out.add("archive_over_ssh")
+
+    def _scp(self, argv: tuple[str, ...]) -> None:
+        ops = _operands(argv)
+        if len(ops) >= 2 and ":" in ops[-1]:
+            m = _SSH_TARGET.match(ops[-1])
+            if m:
+                self.connect(m.group(1), "22")
+                self.out.add("send")
+
+    _rsync = _sftp = _scp
+
+    def _dig(self, argv: tuple[str, ...]) -> None:
+        for a in argv[1:]:
+            if not a.startswith(("-", "@", "+")) and ("${" in a or "$(" in a) and "." in a:
+                self.out.add("dns_encode")
+
+    _nslookup = _host = _drill = _dig
+
+    def _find(self, argv: tuple[str, ...]) -> None:
+        args = list(argv[1:])
+        roots = []
+        for a in args:
+            if a.startswith(("-", "(", "!")):
+                break
+            roots.append(a)
+        broad = any(_BROAD_ROOT.match(r) for r in roots) or not roots
+        for i, a in enumerate(args):
+            if a in ("-name", "-iname", "-path", "-ipath", "-wholename") and i + 1 < len(args):
+                pat = args[i + 1].strip("'\"")
+                leaf = pat.rsplit("/", 1)[-1]
+                if _STRONG_CRED_NAMES.match(leaf) or (broad and _WEAK_CRED_NAMES.match(leaf)):
+                    self.out.add("search_credential")
+        if self.cred and any(CREDENTIAL_PATH.search(r) for r in roots):
+            self.out.add("search_credential")
+        if any(r in ("/", "//") for r in roots) and any(a in ("-perm", "-user", "-uid") for a in args):
+            self.out.add("discovery")
+
+    def _locate(self, argv: tuple[str, ...]) -> None:
+        if any(_STRONG_CRED_NAMES.match(a.rsplit("/", 1)[-1]) for a in _operands(argv)):
+            self.out.add("search_credential")
+
+    def _grep(self, argv: tuple[str, ...]) -> None:
+        args = argv[1:]
+        recursive = any(
+            a in ("-r", "-R", "--recursive")
+            or (a.startswith("-") and not a.startswith("--") and ("r" in a or "R" in a))
+            for a in args
+        )
+        ops = _operands(argv)
+        if (
+            recursive
+            and len(ops) >= 2
+            and _PASSWORD_WORDS.search(ops[0])
+            and any(_BROAD_ROOT.match(p) for p in ops[1:])
+        ):
+            self.out.add("search_credential")
+
+    _egrep = _rg = _ag = _grep
+
+    def _touch(self, argv: tuple[str, ...]) -> None:
+        args = argv[1:]
+        for i, a in enumerate(args):
+            nxt = args[i + 1] if i + 1 < len(args) else ""
+            if (
+                a in ("-r", "--reference")
+                or a.startswith("--reference=")
+                or (
+                    a == "-t"
+                    or a.startswith("-t")
+                    or (a.startswith("-") and not a.startswith("--") and a[-1:] in "tr")
+                )
+            ):
+                self.out.add("timestomp")
+            elif a in ("-d", "--date") or a.startswith("--date="):
+                value = a.split("=", 1)[1] if "=" in a else nxt
+                if re.search(r"\b(19|20)\d\d\b|^@\d+", value):
+                    self.out.add("timestomp")
+
+    def _date(self, argv: tuple[str, ...]) -> None:
+        """``date -s``, or a bare MMDDhhmm[[CC]YY] operand; the value of -d/-r/-f is a date to show."""
+        args = argv[1:]
+        operands = []
+        i = 0
+        while i < len(args):
+            a = args[i]
+            if a in ("-d", "--date", "-r", "--reference", "-f", "--file"):
+                i += 2
+                continue
+            if not a.startswith(("-", "+")):
+                operands.append(a)
+            i += 1
+        if any(a in ("-s", "--set") or a.startswith("--set=") for a in args) or any(
+            re.fullmatch(r"\d{8}(\d{2}){0,2}(\.\d\d)?", a) for a in operands
+        ):
+            self.out.add("set_clock")
+
+    def _timedatectl(self, argv: tuple[str, ...]) -> None:
+        if any(a in ("set-time", "set-ntp") for a in argv[1:]):
+            self.out.add("set_clock")
+
+    def _hwclock(self, argv: tuple[str, ...]) -> None:
+        if any(a in ("--set", "-w", "--systohc") for a in argv[1:]):
+            self.out.add("set_clock")
+
+    def _gpg(self, argv: tuple[str, ...]) -> None:
+        args = argv[1:]
+        enc = any(
+            a in ("-c", "--symmetric", "-e", "--encrypt") or re.fullmatch(r"-[a-z]*[ce][a-z]*", a)
+            for a in args
+        )
+        batch = any(a.startswith(("--batch", "--passphrase", "--pinentry-mode")) for a in args)
+        if enc and batch:
+            self.out.add("encrypt")
+
+    _gpg2 = _gpg
+
+    def _7z(self, argv: tuple[str, ...]) -> None:
+        if argv[1:2] and argv[1] in ("a", "u") and any(a.startswith("-p") and len(a) > 2 for a in argv[2:]):
+            self.out.add("encrypt")
+
+    _7za = _7zr = _7z
+
+    def _zip(self, argv: tuple[str, ...]) -> None:
+        if any(a in ("-e", "--encrypt", "-P", "--password") for a in argv[1:]):
+            self.out.add("encrypt")
+
+    def _useradd(self, argv: tuple[str, ...]) -> None:
+        self.out.add("account_change")
+
+    _adduser = _usermod = _chpasswd = _newusers = _groupadd = _useradd
+
+    def _pw(self, argv: tuple[str, ...]) -> None:
+        if argv[1:2] and argv[1] in ("useradd", "usermod", "groupmod", "groupadd", "user"):
+            self.out.add("account_change")
+
+    def _passwd(self, argv: tuple[str, ...]) -> None:
+        if _operands(argv) or "--stdin" in argv:
+            self.out.add("account_change")
+
+    def _gpasswd(self, argv: tuple[str, ...]) -> None:
+        if any(a in ("-a", "-M", "--add") for a in argv[1:]):
+            self.out.add("account_change")
+
+    def _ldapadd(self, argv: tuple[str, ...]) -> None:
+        self.out.add("account_change")
+
+    _ldapmodify = _ldapadd
+
+    def _samba_tool(self, argv: tuple[str, ...]) -> None:
+        if argv[1:3] in (("user", "add"), ("user", "create"), ("group", "addmembers")):
+            self.out.add("account_change")
+
+    def _dscl(self, argv: tuple[str, ...]) -> None:
+        if "-create" in argv or "-append" in argv:
+            self.out.add("account_change")
+
+    def _arp(self, argv: tuple[str, ...]) -> None:
+        if not any(a in ("-s", "-d", "--set", "--delete") for a in argv[1:]):
+            self.out.add("discovery")
+
+    _arp_scan = _nbtscan = _nmblookup = _smbstatus = _showmount = _smbutil = _arp
+
+    def _smbclient(self, argv: tuple[str, ...]) -> None:
+        if "-L" in argv or any(a.startswith("--list") for a in argv):
+            self.out.add("discovery")
+
+    def _ip(self, argv: tuple[str, ...]) -> None:
+        args = [a for a in argv[1:] if not a.startswith("-")]
+        if not args:
+            return
+        obj = args[0]
+        rest = args[1:2]
+        if obj in ("neigh", "neighbor", "neighbour", "n", "ne", "nei", "tcp_metrics", "tcpmetrics") or (
+            obj in ("route", "r", "ro", "rou") and (not rest or rest[0] in ("show", "list", "ls", "get", "s"))
+        ):
+            self.out.add("discovery")
+
+    def _route(self, argv: tuple[str, ...]) -> None:
+        if not any(a in ("add", "del", "delete") for a in argv[1:]):
+            self.out.add("discovery")
+
+    def _netstat(self, argv: tuple[str, ...]) -> None:
+        if any(a.startswith("-") and not a.startswith("--") and ("r" in a or "i" in a) for a in argv[1:]):
+            self.out.add("discovery")
+        if any(a in ("--route", "--interfaces") for a in argv[1:]):
+            self.out.add("discovery")
+
+    def _cat(self, argv: tuple[str, ...]) -> None:
+        if any(re.match(r"^/proc/(net/(arp|route|fib_trie|tcp6?|udp)|\d+/net/)", a) for a in argv[1:]):
+            self.out.add("discovery")
+
+    def _unset(self, argv: tuple[str, ...]) -> None:
+        if "HISTFILE" in argv[1:]:
+            self.out.add("disable_history")
+
+    def _set(self, argv: tuple[str, ...]) -> None:
+        if "+o" in argv and "history" in argv:
+            self.out.add("disable_history")
+
+    def _history(self, argv: tuple[str, ...]) -> None:
+        if "-c" in argv or ("-w" in argv and "/dev/null" in argv):
+            self.out.add("disable_history")
+
+
+for _n in ("ccencrypt", "ccrypt", "mcrypt", "aescrypt", "age", "gpgtar", "scrypt"):
+    setattr(_Scan, "_" + _n, lambda self, argv: self.out.add("encrypt") if "-d" not in argv else None)
+del _n
+
+
+def effects(a: Analysis) -> Effects:
+    """Every behaviour ``a`` would show, for rules to match (``Effects`` fields on records)."""
+    return _Scan(a).run()
+
+
+def program(argv0: str) -> str:
+    return basename(argv0).lower()
