@@ -27,7 +27,7 @@ class ServeConfig:
     http_host: str | None = None  # e.g. 127.0.0.1 or the node's address; needs a token
     http_port: int = 8750
     token: str | None = None
-    workers_threads: int = 256  # concurrent calls in flight (each sandbox runs one call at a time)
+    workers_threads: int = 256  # blocking helpers only (event followers); calls and transfers are coroutines
     log_level: str = "warning"
 
 
@@ -99,9 +99,12 @@ async def _serve(node: NodeService, cfg: ServeConfig) -> None:
     try:
         await asyncio.gather(*servers)
     finally:
-        if cfg.socket_path:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(cfg.socket_path)
+        try:
+            await node.aclose()  # on this loop, where the sandboxes live
+        finally:
+            if cfg.socket_path:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(cfg.socket_path)
 
 
 def serve(node: NodeService, cfg: ServeConfig) -> None:
@@ -109,4 +112,4 @@ def serve(node: NodeService, cfg: ServeConfig) -> None:
     try:
         asyncio.run(_serve(node, cfg))
     finally:
-        node.close()
+        node.close()  # a no-op once the loop closed it; closes what a failed start left

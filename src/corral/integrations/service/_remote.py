@@ -1,0 +1,294 @@
+"""``AsyncRemoteSandbox`` / ``RemoteSandbox``: the sandbox interface over the node service.
+
+    async with AsyncRemoteSandbox() as sb:             # the node's Unix socket
+        await sb.write_file("task.json", data)
+        r = await sb.run("pytest -q", ctx=TraceContext(run_id="r1", episode_id="e1"))
+
+    with RemoteSandbox(url="http://node:8750", token=t) as sb:   # sync: the same, on the portal loop
+        r = sb.run("pytest -q")
+
+The client's heartbeat keeps the lease while the client lives (one request for
+all its sandboxes); if the client dies, the service reaps its sandboxes after
+the lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import unquote
+
+import httpx
+
+from corral.errors import SandboxClosedError, SandboxError
+from corral.events import TraceContext
+from corral.harness import Command, FileEntry, OutputChunk, StreamItem, SyncSandbox
+from corral.integrations.service._client import AsyncServiceClient, ServiceClient, error_from, raise_for
+from corral.integrations.service._models import STREAM_LINE, SandboxInfo, StreamChunk, StreamResult
+from corral.integrations.service._tarstream import kind_of, receive_download, tar_chunks
+from corral.sandbox import ToolResult, new_id, normalize_command
+
+
+def _run_body(
+    command: Command,
+    ctx: TraceContext | None,
+    timeout: float | None,
+    stdin: bytes | None,
+    env: Mapping[str, str] | None,
+) -> dict[str, Any]:
+    normalize_command(command)  # a malformed command fails here, before any request
+    return {
+        "command": command if isinstance(command, str) else list(command),
+        "ctx": ctx.model_dump(mode="json") if ctx is not None else None,
+        "timeout": timeout,
+        "stdin_b64": base64.b64encode(stdin).decode() if stdin is not None else None,
+        "env": dict(env) if env is not None else None,
+    }
+
+
+class AsyncRemoteSandbox:
+    """A sandbox in the node service, for asyncio code; the same interface as ``corral.AsyncSandbox``.
+
+    Created on the service by ``start`` (``async with`` or the first call). ``policy``: the name
+    of a policy the service was started with; ``image``: a reference the policy allows.
+    ``client``: share one client (one connection pool, one heartbeat) among many sandboxes.
+    """
+
+    def __init__(
+        self,
+        policy: str = "default",
+        *,
+        sandbox_id: str | None = None,
+        image: str | None = None,
+        socket_path: str | None = None,
+        url: str | None = None,
+        token: str | None = None,
+        lease_s: float = 60.0,
+        heartbeat: bool = True,
+        owner: str | None = None,
+        client: AsyncServiceClient | None = None,
+    ) -> None:
+        self.id = sandbox_id or new_id("sb")
+        self.policy_name = policy
+        self.image = image
+        self.lease_s = lease_s
+        self.host: str | None = None
+        self._owner = owner
+        self._heartbeat = heartbeat
+        self._client = client
+        self._own_client = client is None
+        self._connect = (socket_path, url, token)
+        self._start_lock: asyncio.Lock | None = None
+        self._started = False
+        self._closed = False
+
+    @property
+    def client(self) -> AsyncServiceClient:
+        if self._client is None:
+            socket_path, url, token = self._connect
+            self._client = AsyncServiceClient(socket_path=socket_path, url=url, token=token)
+        return self._client
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> Self:
+        """Create the sandbox on the service (idempotent)."""
+        if self._closed:
+            raise SandboxClosedError(f"sandbox {self.id} is closed")
+        if self._started:
+            return self
+        if self._start_lock is None:
+            self._start_lock = asyncio.Lock()
+        async with self._start_lock:
+            if not self._started:
+                body = {
+                    "policy": self.policy_name,
+                    "sandbox_id": self.id,
+                    "lease_s": self.lease_s,
+                    "image": self.image,
+                    "owner": self._owner,
+                }
+                resp = await self.client.request("POST", "/v1/sandboxes", json=body)
+                self.host = SandboxInfo.model_validate(resp.json()).host
+                if self._heartbeat:
+                    self.client.heartbeats.add(self.id, self.lease_s)
+                self._started = True
+        return self
+
+    async def __aenter__(self) -> Self:
+        return await self.start()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._started:
+                self.client.heartbeats.discard(self.id)
+                with contextlib.suppress(SandboxClosedError):  # reaped already
+                    await self.client.request("DELETE", f"/v1/sandboxes/{self.id}")
+        finally:
+            if self._own_client and self._client is not None:
+                await self._client.aclose()
+
+    async def _ready(self) -> AsyncServiceClient:
+        if self._closed:
+            raise SandboxClosedError(f"sandbox {self.id} is closed")
+        await self.start()
+        return self.client
+
+    def _call_timeout(self, timeout: float | None) -> httpx.Timeout:
+        # A call may run as long as its policy lets it: the read waits for that, not for the client default.
+        base = self.client.timeout_s
+        return httpx.Timeout(base, read=max(base, (timeout or 0) + 60))
+
+    # -- calls ---------------------------------------------------------------------------
+
+    async def run(
+        self,
+        command: Command,
+        ctx: TraceContext | None = None,
+        *,
+        timeout: float | None = None,
+        stdin: bytes | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> ToolResult:
+        body = _run_body(command, ctx, timeout, stdin, env)
+        client = await self._ready()
+        resp = await client.request(
+            "POST", f"/v1/sandboxes/{self.id}/run", json=body, timeout=self._call_timeout(timeout)
+        )
+        return ToolResult.model_validate_json(resp.content)
+
+    async def stream(
+        self,
+        command: Command,
+        ctx: TraceContext | None = None,
+        *,
+        timeout: float | None = None,
+        stdin: bytes | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> AsyncIterator[StreamItem]:
+        """Output chunks as the call produces them on the node, then its ``ToolResult``.
+
+        Leaving the loop early closes the stream, and the service stops the call.
+        """
+        body = _run_body(command, ctx, timeout, stdin, env)
+        client = await self._ready()
+        url = f"/v1/sandboxes/{self.id}/stream"
+        limit = self._call_timeout(timeout)
+        try:
+            async with client.http.stream("POST", url, json=body, timeout=limit) as resp:
+                if resp.status_code >= 400:
+                    await resp.aread()
+                    raise_for(resp)
+                async for line in resp.aiter_lines():
+                    if not line:
+                        continue
+                    msg = STREAM_LINE.validate_json(line)
+                    if isinstance(msg, StreamChunk):
+                        yield OutputChunk(stream=msg.stream, data=msg.data)
+                    elif isinstance(msg, StreamResult):
+                        yield msg.result
+                        return
+                    else:
+                        raise error_from(msg.error, msg.detail, msg.result)
+        except httpx.TransportError as exc:
+            raise SandboxError(f"node service: the stream of a call broke: {exc}") from exc
+        raise SandboxError("node service: the stream of a call ended without its result")
+
+    # -- files ---------------------------------------------------------------------------
+
+    async def write_file(self, path: str, data: bytes | str, *, mode: int = 0o644) -> None:
+        raw = data.encode() if isinstance(data, str) else bytes(data)
+        client = await self._ready()
+        await client.request(
+            "PUT", f"/v1/sandboxes/{self.id}/file", params={"path": path, "mode": mode}, content=raw
+        )
+
+    async def read_file(self, path: str) -> bytes:
+        client = await self._ready()
+        resp = await client.request("GET", f"/v1/sandboxes/{self.id}/file", params={"path": path})
+        return resp.content
+
+    async def list_files(self, path: str = ".", *, recursive: bool = False) -> list[FileEntry]:
+        client = await self._ready()
+        params = {"path": path, "recursive": str(recursive).lower()}
+        resp = await client.request("GET", f"/v1/sandboxes/{self.id}/files", params=params)
+        return [FileEntry.model_validate(e) for e in resp.json()]
+
+    async def upload(self, src: str | Path, dest: str) -> None:
+        """Copy a host file or tree into the sandbox, streamed as tar (links recreated, not followed)."""
+        src = Path(src)
+        kind = kind_of(src)
+        client = await self._ready()
+        params = {"dest": dest, "kind": kind}
+        headers = {"Content-Type": "application/x-tar"}
+        url = f"/v1/sandboxes/{self.id}/tree"
+        await client.request("PUT", url, params=params, content=tar_chunks(src), headers=headers)
+
+    async def download(self, src: str, dest: str | Path) -> None:
+        """Copy a sandbox file or tree to the host, streamed as tar; links and special files are skipped."""
+        dest = Path(dest)
+        client = await self._ready()
+        url = f"/v1/sandboxes/{self.id}/tree"
+        try:
+            async with client.http.stream("GET", url, params={"path": src}) as resp:
+                if resp.status_code >= 400:
+                    await resp.aread()
+                    raise_for(resp)
+                kind = resp.headers.get("X-Corral-Kind", "")
+                name = unquote(resp.headers.get("X-Corral-Name", ""))
+                await receive_download(resp.aiter_raw(), kind, name, dest)
+        except httpx.TransportError as exc:
+            raise SandboxError(f"node service: a download broke: {exc}") from exc
+
+
+class RemoteSandbox(SyncSandbox):
+    """A sandbox in the node service; the same interface as ``corral.Sandbox``.
+
+    Created when constructed (an unknown policy or a full node fails here). ``client``: a
+    ``ServiceClient`` shared by many sandboxes (one connection pool, one heartbeat).
+    """
+
+    def __init__(
+        self,
+        policy: str = "default",
+        *,
+        sandbox_id: str | None = None,
+        image: str | None = None,
+        socket_path: str | None = None,
+        url: str | None = None,
+        token: str | None = None,
+        lease_s: float = 60.0,
+        heartbeat: bool = True,
+        owner: str | None = None,
+        client: ServiceClient | None = None,
+    ) -> None:
+        inner = AsyncRemoteSandbox(
+            policy,
+            sandbox_id=sandbox_id,
+            image=image,
+            socket_path=socket_path,
+            url=url,
+            token=token,
+            lease_s=lease_s,
+            heartbeat=heartbeat,
+            owner=owner,
+            client=client.inner if client is not None else None,
+        )
+        super().__init__(inner, loop_portal=client.portal if client is not None else None)
+        self.remote = inner
+        self._portal.call(inner.start())
+        self.host = inner.host
+        self.policy_name = policy
