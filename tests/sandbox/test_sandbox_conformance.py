@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import pytest
 
 from corral import AsyncSandbox, Policy, Sandbox
@@ -24,7 +26,9 @@ class TestLocalSandbox(ConformanceSuite):
 class TestLocalEpisodeLifetime(ConformanceSuite):
     """``processes.lifetime: episode``: processes live until the sandbox closes, by design; the rest holds."""
 
-    known_gaps = {"nothing-outlives-the-call": "in episode mode processes outlive calls until the sandbox closes"}
+    known_gaps: ClassVar[dict[str, str]] = {
+        "nothing-outlives-the-call": "in episode mode processes outlive calls until the sandbox closes"
+    }
     variants = ("async",)
 
     @pytest.fixture

@@ -38,6 +38,8 @@ from corral.harness._sync_sandbox import SyncSandbox
 
 __all__ = ["CHECKS", "AsyncFactory", "ConformanceSuite", "SyncFactory"]
 
+_NO_PLUGIN = "ConformanceSuite needs its plugin: add pytest_plugins = ['corral.harness.conformance']"
+
 
 class ConformanceSuite:
     """Subclass as ``Test...`` with an ``async_factory`` fixture; see the module's docstring."""
@@ -49,11 +51,14 @@ class ConformanceSuite:
     def sync_factory(self, async_factory: AsyncFactory) -> SyncFactory:
         return lambda: SyncSandbox(async_factory())
 
+    # Parametrized by the plugin; without it, these say what is missing.
+    @pytest.fixture
+    def corral_variant(self) -> Variant:
+        raise pytest.UsageError(_NO_PLUGIN)
+
     @pytest.fixture
     def corral_check(self) -> Check:
-        raise pytest.UsageError(
-            "ConformanceSuite needs its plugin: add pytest_plugins = ['corral.harness.conformance']"
-        )
+        raise pytest.UsageError(_NO_PLUGIN)
 
     def test_conformance(
         self, corral_variant: Variant, corral_check: Check, request: pytest.FixtureRequest, tmp_path: Path
@@ -77,10 +82,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     gaps = dict(cls.known_gaps)
     unknown = sorted(set(gaps) - {c.name for c in CHECKS})
     if unknown:
-        raise pytest.UsageError(f"{cls.__qualname__}.known_gaps names checks that do not exist: {unknown}")
+        raise pytest.Collector.CollectError(
+            f"{cls.__qualname__}.known_gaps names checks that do not exist: {unknown}"
+        )
     bad = sorted(set(cls.variants) - {"sync", "async"})
     if bad:
-        raise pytest.UsageError(f"{cls.__qualname__}.variants: {bad} (use 'sync' and/or 'async')")
+        raise pytest.Collector.CollectError(f"{cls.__qualname__}.variants: {bad} (use 'sync' and/or 'async')")
     params = []
     for variant in cls.variants:
         for check in CHECKS:

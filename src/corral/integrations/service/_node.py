@@ -172,6 +172,14 @@ class NodeService:
         lease.busy += 1
         try:
             yield lease
+        except asyncio.CancelledError:
+            if self._leases.get(sid) is lease:
+                raise  # the caller went away
+            # The sandbox was destroyed under the call (its jail cancels what runs in it): say so.
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            raise SandboxClosedError(f"sandbox {sid} was destroyed while this call ran") from None
         except Exception:
             self.metrics.errors.inc()
             raise
