@@ -41,6 +41,7 @@ class RunningService:
 
     async def _main(self) -> None:
         try:
+            await self.node.start()
             await asyncio.gather(
                 *(s.serve(sockets=[k]) for s, k in zip(self._servers, self._socks, strict=True))
             )

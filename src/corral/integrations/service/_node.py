@@ -120,6 +120,22 @@ class NodeService:
         self._reaper: asyncio.Task[None] | None = None
         self._closed = False
         self._finished = False
+        self._starting: asyncio.Future[None] | None = None
+
+    async def start(self) -> None:
+        """Start what every sandbox needs (collectors, the reaper) before the first client comes.
+
+        Off the loop: starting the exec tracer takes seconds, and a tracer that cannot start
+        stops the service here rather than failing its first sandbox.
+        """
+        if self._starting is None or self._starting.get_loop() is not asyncio.get_running_loop():
+            self._starting = asyncio.ensure_future(self._start())
+        await asyncio.shield(self._starting)  # concurrent first creates wait for one start
+
+    async def _start(self) -> None:
+        for harness in self._harnesses.values():
+            await asyncio.to_thread(harness.observers)
+        self._ensure_reaper()
 
     # -- lifecycle of sandboxes ---------------------------------------------------------------
 
@@ -142,9 +158,9 @@ class NodeService:
         sid = sandbox_id or new_id("sb")
         if sid in self._leases or sid in self._pending:
             raise InputError(f"sandbox {sid} exists")
-        self._ensure_reaper()
         self._pending.add(sid)
         try:
+            await self.start()
             sb = harness.async_sandbox(sid, image=image)
             await sb.start()
         finally:

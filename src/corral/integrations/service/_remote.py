@@ -23,12 +23,10 @@ from types import TracebackType
 from typing import Any, Self
 from urllib.parse import unquote
 
-import httpx
-
 from corral.errors import SandboxClosedError, SandboxError
 from corral.events import TraceContext
 from corral.harness import Command, FileEntry, OutputChunk, StreamItem, SyncSandbox
-from corral.integrations.service._client import AsyncServiceClient, ServiceClient, error_from, raise_for
+from corral.integrations.service._client import AsyncServiceClient, ServiceClient, error_from, lines
 from corral.integrations.service._models import STREAM_LINE, SandboxInfo, StreamChunk, StreamResult
 from corral.integrations.service._tarstream import kind_of, receive_download, tar_chunks
 from corral.sandbox import ToolResult, new_id, normalize_command
@@ -113,7 +111,13 @@ class AsyncRemoteSandbox:
                     "image": self.image,
                     "owner": self._owner,
                 }
-                resp = await self.client.request("POST", "/v1/sandboxes", json=body)
+                try:
+                    resp = await self.client.request("POST", "/v1/sandboxes", json=body)
+                except BaseException:
+                    if self._own_client and self._client is not None:  # nothing to close later
+                        client, self._client = self._client, None
+                        await client.aclose()
+                    raise
                 self.host = SandboxInfo.model_validate(resp.json()).host
                 if self._heartbeat:
                     self.client.heartbeats.add(self.id, self.lease_s)
@@ -147,11 +151,6 @@ class AsyncRemoteSandbox:
         await self.start()
         return self.client
 
-    def _call_timeout(self, timeout: float | None) -> httpx.Timeout:
-        # A call may run as long as its policy lets it: the read waits for that, not for the client default.
-        base = self.client.timeout_s
-        return httpx.Timeout(base, read=max(base, (timeout or 0) + 60))
-
     # -- calls ---------------------------------------------------------------------------
 
     async def run(
@@ -165,10 +164,9 @@ class AsyncRemoteSandbox:
     ) -> ToolResult:
         body = _run_body(command, ctx, timeout, stdin, env)
         client = await self._ready()
-        resp = await client.request(
-            "POST", f"/v1/sandboxes/{self.id}/run", json=body, timeout=self._call_timeout(timeout)
-        )
-        return ToolResult.model_validate_json(resp.content)
+        url = f"/v1/sandboxes/{self.id}/run"
+        reply = await client.request("POST", url, json=body, timeout=client.timeout(timeout))
+        return ToolResult.model_validate_json(reply.content)
 
     async def stream(
         self,
@@ -186,25 +184,16 @@ class AsyncRemoteSandbox:
         body = _run_body(command, ctx, timeout, stdin, env)
         client = await self._ready()
         url = f"/v1/sandboxes/{self.id}/stream"
-        limit = self._call_timeout(timeout)
-        try:
-            async with client.http.stream("POST", url, json=body, timeout=limit) as resp:
-                if resp.status_code >= 400:
-                    await resp.aread()
-                    raise_for(resp)
-                async for line in resp.aiter_lines():
-                    if not line:
-                        continue
-                    msg = STREAM_LINE.validate_json(line)
-                    if isinstance(msg, StreamChunk):
-                        yield OutputChunk(stream=msg.stream, data=msg.data)
-                    elif isinstance(msg, StreamResult):
-                        yield msg.result
-                        return
-                    else:
-                        raise error_from(msg.error, msg.detail, msg.result)
-        except httpx.TransportError as exc:
-            raise SandboxError(f"node service: the stream of a call broke: {exc}") from exc
+        async with client.stream("POST", url, json_body=body, timeout=client.timeout(timeout)) as resp:
+            async for line in lines(resp):
+                msg = STREAM_LINE.validate_json(line)
+                if isinstance(msg, StreamChunk):
+                    yield OutputChunk(stream=msg.stream, data=msg.data)
+                elif isinstance(msg, StreamResult):
+                    yield msg.result
+                    return
+                else:
+                    raise error_from(msg.error, msg.detail, msg.result)
         raise SandboxError("node service: the stream of a call ended without its result")
 
     # -- files ---------------------------------------------------------------------------
@@ -213,7 +202,7 @@ class AsyncRemoteSandbox:
         raw = data.encode() if isinstance(data, str) else bytes(data)
         client = await self._ready()
         await client.request(
-            "PUT", f"/v1/sandboxes/{self.id}/file", params={"path": path, "mode": mode}, content=raw
+            "PUT", f"/v1/sandboxes/{self.id}/file", params={"path": path, "mode": mode}, data=raw
         )
 
     async def read_file(self, path: str) -> bytes:
@@ -223,9 +212,9 @@ class AsyncRemoteSandbox:
 
     async def list_files(self, path: str = ".", *, recursive: bool = False) -> list[FileEntry]:
         client = await self._ready()
-        params = {"path": path, "recursive": str(recursive).lower()}
-        resp = await client.request("GET", f"/v1/sandboxes/{self.id}/files", params=params)
-        return [FileEntry.model_validate(e) for e in resp.json()]
+        params = {"path": path, "recursive": recursive}
+        reply = await client.request("GET", f"/v1/sandboxes/{self.id}/files", params=params)
+        return [FileEntry.model_validate(e) for e in reply.json()]
 
     async def upload(self, src: str | Path, dest: str) -> None:
         """Copy a host file or tree into the sandbox, streamed as tar (links recreated, not followed)."""
@@ -235,23 +224,17 @@ class AsyncRemoteSandbox:
         params = {"dest": dest, "kind": kind}
         headers = {"Content-Type": "application/x-tar"}
         url = f"/v1/sandboxes/{self.id}/tree"
-        await client.request("PUT", url, params=params, content=tar_chunks(src), headers=headers)
+        await client.request("PUT", url, params=params, data=tar_chunks(src), headers=headers)
 
     async def download(self, src: str, dest: str | Path) -> None:
         """Copy a sandbox file or tree to the host, streamed as tar; links and special files are skipped."""
         dest = Path(dest)
         client = await self._ready()
         url = f"/v1/sandboxes/{self.id}/tree"
-        try:
-            async with client.http.stream("GET", url, params={"path": src}) as resp:
-                if resp.status_code >= 400:
-                    await resp.aread()
-                    raise_for(resp)
-                kind = resp.headers.get("X-Corral-Kind", "")
-                name = unquote(resp.headers.get("X-Corral-Name", ""))
-                await receive_download(resp.aiter_raw(), kind, name, dest)
-        except httpx.TransportError as exc:
-            raise SandboxError(f"node service: a download broke: {exc}") from exc
+        async with client.stream("GET", url, params={"path": src}) as resp:
+            kind = resp.headers.get("X-Corral-Kind", "")
+            name = unquote(resp.headers.get("X-Corral-Name", ""))
+            await receive_download(resp.content.iter_any(), kind, name, dest)
 
 
 class RemoteSandbox(SyncSandbox):
@@ -289,6 +272,6 @@ class RemoteSandbox(SyncSandbox):
         )
         super().__init__(inner, loop_portal=client.portal if client is not None else None)
         self.remote = inner
-        self._portal.call(inner.start())
+        self._portal.call(inner.start())  # on failure the inner sandbox has released its client
         self.host = inner.host
         self.policy_name = policy

@@ -29,6 +29,7 @@ class ServeConfig:
     token: str | None = None
     workers_threads: int = 256  # blocking helpers only (event followers); calls and transfers are coroutines
     log_level: str = "warning"
+    keep_alive_s: float = 30.0  # idle client connections kept open (clients drop theirs sooner)
 
 
 def socket_group_id(group: str) -> int:
@@ -79,9 +80,17 @@ async def _serve(node: NodeService, cfg: ServeConfig) -> None:
 
     anyio.to_thread.current_default_thread_limiter().total_tokens = cfg.workers_threads
     servers: list[asyncio.Task[None]] = []
+    await node.start()
     if cfg.socket_path:
         sock = unix_listener(cfg.socket_path, cfg.socket_mode, cfg.socket_group)
-        local = uvicorn.Server(uvicorn.Config(create_app(node), log_level=cfg.log_level, lifespan="off"))
+        local = uvicorn.Server(
+            uvicorn.Config(
+                create_app(node),
+                log_level=cfg.log_level,
+                lifespan="off",
+                timeout_keep_alive=int(cfg.keep_alive_s),
+            )
+        )
         servers.append(asyncio.create_task(local.serve(sockets=[sock])))
     if cfg.http_host:
         if not cfg.token or len(cfg.token) < 16:
@@ -92,6 +101,7 @@ async def _serve(node: NodeService, cfg: ServeConfig) -> None:
             port=cfg.http_port,
             log_level=cfg.log_level,
             lifespan="off",
+            timeout_keep_alive=int(cfg.keep_alive_s),
         )
         servers.append(asyncio.create_task(uvicorn.Server(http).serve()))
     if not servers:
