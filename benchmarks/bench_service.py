@@ -74,7 +74,11 @@ def start_service(tmp: Path, policy: Path, max_sandboxes: int) -> tuple[subproce
     deadline = time.monotonic() + 60
     while True:
         try:
-            ServiceClient(socket_path=sock, timeout_s=2).health()
+            probe = ServiceClient(socket_path=sock, timeout_s=2)
+            try:
+                probe.health()
+            finally:
+                probe.close()
             return proc, sock
         except Exception:
             if proc.poll() is not None or time.monotonic() > deadline:
@@ -102,10 +106,9 @@ def tree_stats(pid: int) -> dict[str, float]:
 
 
 def create_many(sock: str, n: int, workers: int) -> tuple[list[RemoteSandbox], float]:
-    client = ServiceClient(socket_path=sock)
-    t0 = time.perf_counter()
+    t0 = time.perf_counter()  # the sandboxes share one client (one pool), closed with the last of them
     with ThreadPoolExecutor(workers) as ex:
-        sbs = list(ex.map(lambda _: RemoteSandbox(client=client, heartbeat=False, lease_s=3600), range(n)))
+        sbs = list(ex.map(lambda _: RemoteSandbox(socket_path=sock, heartbeat=False, lease_s=3600), range(n)))
     return sbs, time.perf_counter() - t0
 
 
@@ -297,7 +300,9 @@ def main() -> None:
                     for sb in extra:
                         sb.close()
                     s = tree_stats(proc.pid)
-                    live = ServiceClient(socket_path=sock).health().sandboxes
+                    probe = ServiceClient(socket_path=sock)
+                    live = probe.health().sandboxes
+                    probe.close()
                     print(
                         f"{a.soak - (end - time.monotonic()):.0f} {s['rss_mib']:.1f} {s['fds']:.0f} "
                         f"{s['namespaces']:.0f} {s['cgroups']:.0f} {live}",

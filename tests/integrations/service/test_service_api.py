@@ -137,6 +137,20 @@ def test_one_heartbeat_renews_many_leases(svc: RunningService) -> None:
         client.close()
 
 
+def test_sandboxes_without_a_client_share_one(svc: RunningService) -> None:
+    a, b = RemoteSandbox(socket_path=svc.sock_path), RemoteSandbox(socket_path=svc.sock_path)
+    other = RemoteSandbox(url=svc.url, token=TOKEN)  # another address: another client
+    try:
+        assert a.remote.client is b.remote.client is not other.remote.client
+        assert len(a.remote.client.heartbeats) == 2  # one heartbeat request renews both
+    finally:
+        a.close()
+        assert a.remote.client.heartbeats and not b.remote.client._session.closed  # type: ignore[union-attr]
+        b.close()
+        other.close()
+    assert b.remote.client._session.closed  # type: ignore[union-attr]  # closed with the last of them
+
+
 def test_reaper_looks_only_at_leases_that_may_have_run_out(tmp_path: Path) -> None:
     """The deadline heap: a renewal costs nothing, and a reap pops only what is due."""
 

@@ -84,6 +84,10 @@ class SandboxPool:
             self._agents[node_id] = agent
         return agent
 
+    def forget_agent(self, node_id: str) -> None:
+        """Drop the cached handle of a node's agent (it died); the next sandbox looks it up again."""
+        self._agents.pop(node_id, None)
+
     def sandbox(
         self, sandbox_id: str | None = None, *, lease_s: float | None = None, image: str | None = None
     ) -> PoolSandbox:

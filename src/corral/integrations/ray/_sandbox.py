@@ -8,6 +8,7 @@ the lease while the handle lives, so an idle rollout keeps its sandbox.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -38,6 +39,28 @@ async def _get(ref: Any) -> Any:
         raise
     except RayActorError as exc:
         raise SandboxUnavailableError(f"the pool's node agent is gone: {exc}") from exc
+
+
+class _SharedBeats:
+    """One heartbeat per event loop and node agent: the sandboxes of a rollout process renew their
+    leases in one actor call, however many they are (its task ends when none is left)."""
+
+    def __init__(self) -> None:
+        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, Heartbeats]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def for_agent(self, agent: Any) -> Heartbeats:
+        # By the handle itself (held by the closure, so its id stays its own): an agent started again
+        # under the same name after a shutdown is another actor, with beats of its own.
+        per_loop = self._by_loop.setdefault(asyncio.get_running_loop(), {})
+        beats = per_loop.get(id(agent))
+        if beats is None:
+            beats = per_loop[id(agent)] = Heartbeats(lambda ids: _get(agent.heartbeat.remote(ids)))
+        return beats
+
+
+_beats = _SharedBeats()
 
 
 class AsyncPoolSandbox:
@@ -79,10 +102,14 @@ class AsyncPoolSandbox:
             if self._agent is None:
                 node_id = str(ray.get_runtime_context().get_node_id())
                 agent = self.pool.agent_for(node_id)
-                info: SandboxInfo = await _get(agent.create.remote(self.id, self.lease_s, self.image))
+                try:
+                    info: SandboxInfo = await _get(agent.create.remote(self.id, self.lease_s, self.image))
+                except SandboxUnavailableError:
+                    self.pool.forget_agent(node_id)  # gone: the next sandbox starts it again
+                    raise
                 self.node_id, self.host = node_id, info.host
                 if self._heartbeat:
-                    self._beats = Heartbeats(lambda ids: _get(agent.heartbeat.remote(ids)))
+                    self._beats = _beats.for_agent(agent)
                     self._beats.add(self.id, self.lease_s)
                 self._agent = agent
         return self
@@ -100,7 +127,7 @@ class AsyncPoolSandbox:
             return
         self._closed = True
         if self._beats is not None:
-            await self._beats.aclose()
+            self._beats.discard(self.id)
         if self._agent is not None:
             await _get(self._agent.destroy.remote(self.id))
 

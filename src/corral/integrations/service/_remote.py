@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import weakref
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -30,6 +31,43 @@ from corral.integrations.service._client import AsyncServiceClient, ServiceClien
 from corral.integrations.service._models import STREAM_LINE, SandboxInfo, StreamChunk, StreamResult
 from corral.integrations.service._tarstream import kind_of, receive_download, tar_chunks
 from corral.sandbox import ToolResult, new_id, normalize_command
+
+
+class _SharedClients:
+    """One client per event loop and service for the sandboxes that bring none, closed with the last.
+
+    A trainer that makes a ``RemoteSandbox()`` per episode then holds one connection pool and
+    one heartbeat request for all of them, not one each (a thousand idle sandboxes would
+    otherwise send the service a heartbeat every few hundred milliseconds between them).
+    """
+
+    def __init__(self) -> None:
+        self._by_loop: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[tuple[str | None, ...], tuple[AsyncServiceClient, set[int]]]
+        ] = weakref.WeakKeyDictionary()
+
+    def acquire(self, key: tuple[str | None, ...], user: object) -> AsyncServiceClient:
+        per_loop = self._by_loop.setdefault(asyncio.get_running_loop(), {})
+        if key not in per_loop:
+            socket_path, url, token = key
+            per_loop[key] = (AsyncServiceClient(socket_path=socket_path, url=url, token=token), set())
+        client, users = per_loop[key]
+        users.add(id(user))
+        return client
+
+    async def release(self, key: tuple[str | None, ...], user: object) -> None:
+        per_loop = self._by_loop.get(asyncio.get_running_loop(), {})
+        entry = per_loop.get(key)
+        if entry is None:
+            return
+        client, users = entry
+        users.discard(id(user))
+        if not users:
+            del per_loop[key]
+            await client.aclose()
+
+
+_shared = _SharedClients()
 
 
 def _run_body(
@@ -54,7 +92,8 @@ class AsyncRemoteSandbox:
 
     Created on the service by ``start`` (``async with`` or the first call). ``policy``: the name
     of a policy the service was started with; ``image``: a reference the policy allows.
-    ``client``: share one client (one connection pool, one heartbeat) among many sandboxes.
+    ``client``: a client to use (default: one shared by the sandboxes of this event loop that
+    name the same service, with one connection pool and one heartbeat for all of them).
     """
 
     def __init__(
@@ -79,7 +118,7 @@ class AsyncRemoteSandbox:
         self._owner = owner
         self._heartbeat = heartbeat
         self._client = client
-        self._own_client = client is None
+        self._shared = client is None  # then one of _shared's, released on close
         self._connect = (socket_path, url, token)
         self._start_lock: asyncio.Lock | None = None
         self._started = False
@@ -88,8 +127,7 @@ class AsyncRemoteSandbox:
     @property
     def client(self) -> AsyncServiceClient:
         if self._client is None:
-            socket_path, url, token = self._connect
-            self._client = AsyncServiceClient(socket_path=socket_path, url=url, token=token)
+            self._client = _shared.acquire(self._connect, self)
         return self._client
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -114,9 +152,9 @@ class AsyncRemoteSandbox:
                 try:
                     resp = await self.client.request("POST", "/v1/sandboxes", json=body)
                 except BaseException:
-                    if self._own_client and self._client is not None:  # nothing to close later
-                        client, self._client = self._client, None
-                        await client.aclose()
+                    if self._shared and self._client is not None:  # nothing to close later
+                        self._client = None
+                        await _shared.release(self._connect, self)
                     raise
                 self.host = SandboxInfo.model_validate(resp.json()).host
                 if self._heartbeat:
@@ -142,8 +180,8 @@ class AsyncRemoteSandbox:
                 with contextlib.suppress(SandboxClosedError):  # reaped already
                     await self.client.request("DELETE", f"/v1/sandboxes/{self.id}")
         finally:
-            if self._own_client and self._client is not None:
-                await self._client.aclose()
+            if self._shared and self._client is not None:
+                await _shared.release(self._connect, self)
 
     async def _ready(self) -> AsyncServiceClient:
         if self._closed:
