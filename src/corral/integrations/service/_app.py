@@ -240,8 +240,12 @@ def create_app(node: NodeService, *, token: str | None = None, follow_poll_s: fl
         path: Annotated[str, Query(description="Relative to the workspace, or an allowed absolute path.")],
         mode: Annotated[int, Query(ge=0, le=0o7777)] = 0o644,
     ) -> Response:
-        cap = node.files_policy(sandbox_id).file_max_bytes
         body, data = _Body(request), bytearray()
+        try:
+            cap = node.files_policy(sandbox_id).file_max_bytes
+        except CorralError:
+            await body.drain()
+            raise
         async for chunk in body:
             data += chunk
             if len(data) > cap:
