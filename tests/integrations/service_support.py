@@ -40,13 +40,19 @@ class RunningService:
             time.sleep(0.02)
 
     async def _main(self) -> None:
-        await asyncio.gather(*(s.serve(sockets=[k]) for s, k in zip(self._servers, self._socks, strict=True)))
+        try:
+            await self.node.start()
+            await asyncio.gather(
+                *(s.serve(sockets=[k]) for s, k in zip(self._servers, self._socks, strict=True))
+            )
+        finally:
+            await self.node.aclose()  # on the loop the sandboxes live on, as `corral serve` does
 
     def stop(self) -> None:
         for s in self._servers:
             s.should_exit = True
-        self._thread.join(timeout=10)
-        self.node.close()
+        self._thread.join(timeout=30)
+        assert not self._thread.is_alive(), "service did not stop"
 
 
 def start(tmp: Path, store: EventStore, **kw: float) -> RunningService:

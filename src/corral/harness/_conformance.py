@@ -1,137 +1,124 @@
-"""The conformance suite every Sandbox backend runs (local, node service client, Ray pool).
+"""The conformance suite every sandbox backend runs (local, node service, Ray pool, third parties).
 
-Black-box checks through ``run`` alone, so any object with the Sandbox interface
-can be checked. A backend that cannot meet a check lists it, by name and with a
-reason, in ``known_gaps``: the gap is reported, never hidden.
+Every check runs in a fresh sandbox, on both faces of a backend: ``async`` awaits
+an ``AsyncSandboxLike`` on a loop of its own; ``sync`` drives a ``SandboxLike``
+from threads (so concurrency and streaming are checked through the sync methods
+themselves). ``run_conformance``/``arun_conformance`` return one result per
+check; ``corral.harness.conformance`` turns the same checks into pytest tests,
+with a backend's known gaps as strict expected failures.
 """
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable, Mapping
+import asyncio
+import tempfile
+import threading
+import traceback
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self, TypeVar
 
 from corral.events import TraceContext
-from corral.harness._interface import SandboxLike
+from corral.harness._conformance_checks import CHECKS, Check, CheckEnv, ConformanceFailure, Variant
+from corral.harness._interface import AsyncSandboxLike, Command, FileEntry, SandboxLike, StreamItem
 from corral.sandbox import ToolResult
 
-
-class ConformanceFailure(AssertionError):
-    pass
-
-
-def _expect(cond: bool, msg: str, r: ToolResult | None = None) -> None:
-    if not cond:
-        detail = f" (exit {r.exit_code}, stdout {r.stdout[-300:]!r}, stderr {r.stderr[-300:]!r})" if r else ""
-        raise ConformanceFailure(msg + detail)
+T = TypeVar("T")
+SyncFactory = Callable[[], SandboxLike]
+AsyncFactory = Callable[[], AsyncSandboxLike]
 
 
-def _writes_outside_workspace_fail(sb: SandboxLike) -> None:
-    m = uuid.uuid4().hex
-    r = sb.run(
-        f"for d in / /usr /etc /var /root /proc/sys/kernel; do echo x > $d/c-{m} && echo WROTE $d; done; true"
-    )
-    _expect("WROTE" not in r.stdout, "a write outside the workspace succeeded", r)
+async def _in_thread(fn: Callable[..., T], *args: Any, **kw: Any) -> T:
+    """``fn`` in a thread of its own (no shared pool: concurrent sync calls must not queue for one)."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[T] = loop.create_future()
+
+    def settle(value: Any, exc: BaseException | None) -> None:
+        if fut.done():
+            return
+        if exc is not None:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(value)
+
+    def work() -> None:
+        try:
+            value = fn(*args, **kw)
+        except BaseException as exc:
+            loop.call_soon_threadsafe(settle, None, exc)
+        else:
+            loop.call_soon_threadsafe(settle, value, None)
+
+    threading.Thread(target=work, name="corral-conformance", daemon=True).start()
+    return await fut
 
 
-def _host_secrets_unreadable(sb: SandboxLike) -> None:
-    r = sb.run("cat /etc/shadow /etc/gshadow /root/.bash_history 2>/dev/null; ls /root 2>/dev/null; true")
-    _expect(r.stdout == "", "host secrets were readable", r)
+class _SyncDriven:
+    """An ``AsyncSandboxLike`` whose every method calls the wrapped sync sandbox from a thread."""
 
+    def __init__(self, sb: SandboxLike) -> None:
+        self.sb = sb
+        self.id = sb.id
 
-def _host_processes_invisible(sb: SandboxLike) -> None:
-    r = sb.run("ls /proc | grep -c '^[0-9]'")
-    _expect(r.exit_code == 0 and int(r.stdout.strip() or 99) <= 8, "host processes are visible", r)
+    async def run(
+        self,
+        command: Command,
+        ctx: TraceContext | None = None,
+        *,
+        timeout: float | None = None,
+        stdin: bytes | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> ToolResult:
+        return await _in_thread(self.sb.run, command, ctx, timeout=timeout, stdin=stdin, env=env)
 
+    async def stream(
+        self,
+        command: Command,
+        ctx: TraceContext | None = None,
+        *,
+        timeout: float | None = None,
+        stdin: bytes | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> AsyncIterator[StreamItem]:
+        # Pulled one item at a time, so the sync iterator is idle (closable) whenever this is.
+        it: Iterator[StreamItem] = self.sb.stream(command, ctx, timeout=timeout, stdin=stdin, env=env)
+        end = object()
+        try:
+            while (item := await _in_thread(next, it, end)) is not end:
+                yield item
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                await _in_thread(close)
 
-def _no_capabilities(sb: SandboxLike) -> None:
-    r = sb.run("grep -E '^Cap(Eff|Prm|Bnd):' /proc/self/status")
-    _expect(r.stdout.count("0000000000000000") == 3, "the call holds capabilities", r)
+    async def write_file(self, path: str, data: bytes | str, *, mode: int = 0o644) -> None:
+        await _in_thread(self.sb.write_file, path, data, mode=mode)
 
+    async def read_file(self, path: str) -> bytes:
+        return await _in_thread(self.sb.read_file, path)
 
-def _namespace_creation_denied(sb: SandboxLike) -> None:
-    r = sb.run(
-        "unshare -U true 2>/dev/null && echo ESCAPED; unshare -n true 2>/dev/null && echo ESCAPED; true"
-    )
-    _expect("ESCAPED" not in r.stdout, "the call could create namespaces", r)
+    async def list_files(self, path: str = ".", *, recursive: bool = False) -> list[FileEntry]:
+        return await _in_thread(self.sb.list_files, path, recursive=recursive)
 
+    async def upload(self, src: str | Path, dest: str) -> None:
+        await _in_thread(self.sb.upload, src, dest)
 
-def _environment_cleared(sb: SandboxLike) -> None:
-    r = sb.run("env")
-    names = {line.split("=", 1)[0] for line in r.stdout.splitlines() if "=" in line}
-    leaked = {n for n in names if any(s in n for s in ("SECRET", "TOKEN", "AWS_", "SSH_AUTH", "CORRAL_HOME"))}
-    _expect(not leaked, f"host environment leaked: {sorted(leaked)}", r)
+    async def download(self, src: str, dest: str | Path) -> None:
+        await _in_thread(self.sb.download, src, dest)
 
+    async def close(self) -> None:
+        await _in_thread(self.sb.close)
 
-def _workspace_persists(sb: SandboxLike) -> None:
-    m = uuid.uuid4().hex
-    sb.run(f"echo {m} > persist-{m}")
-    r = sb.run(f"cat persist-{m}")
-    _expect(r.stdout.strip() == m, "the workspace did not persist between calls", r)
+    async def __aenter__(self) -> Self:
+        await _in_thread(self.sb.__enter__)
+        return self
 
-
-def _nothing_outlives_the_call(sb: SandboxLike) -> None:
-    m = uuid.uuid4().hex
-    sb.run(f"(setsid nohup sh -c 'sleep 1; echo alive > survivor-{m}' >/dev/null 2>&1 &) ; true")
-    r = sb.run(f"sleep 1.6; cat survivor-{m} 2>/dev/null; true")
-    _expect("alive" not in r.stdout, "a background process outlived its call", r)
-
-
-def _fork_bomb_stopped(sb: SandboxLike) -> None:
-    r = sb.run("b() { b | b & }; b; sleep 20", timeout=15)
-    # Blocked before it ran (detection) or stopped by the pids limit: either way the host is safe.
-    _expect(
-        r.blocked or r.stop_reason == "pids", f"fork bomb: stop_reason {r.stop_reason!r}, wanted 'pids'", r
-    )
-
-
-def _wall_clock_enforced(sb: SandboxLike) -> None:
-    r = sb.run("while :; do :; done", timeout=1)
-    _expect(r.stop_reason == "timeout" and r.duration_s < 5, "an endless loop was not stopped by time", r)
-
-
-def _output_capped(sb: SandboxLike) -> None:
-    r = sb.run("head -c 20000000 /dev/zero | tr '\\0' a")
-    _expect(r.stdout_truncated and len(r.stdout) < 20_000_000, "output was not capped", r)
-
-
-def _trace_context_kept(sb: SandboxLike) -> None:
-    ctx = TraceContext(
-        run_id="conf", step=3, episode_id="e-conf", turn=1, tool_call_id=f"tc-{uuid.uuid4().hex[:8]}"
-    )
-    r = sb.run("true", ctx)
-    _expect(r.ctx == ctx, f"trace context changed: {r.ctx} != {ctx}", r)
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    description: str
-    fn: Callable[[SandboxLike], None]
-
-
-CHECKS: tuple[Check, ...] = (
-    Check(
-        "writes-outside-workspace-fail",
-        "writes to system dirs, /, /root, /proc/sys fail",
-        _writes_outside_workspace_fail,
-    ),
-    Check("host-secrets-unreadable", "/etc/shadow and /root are unreadable", _host_secrets_unreadable),
-    Check("host-processes-invisible", "the call sees only its own processes", _host_processes_invisible),
-    Check("no-capabilities", "effective, permitted and bounding sets are empty", _no_capabilities),
-    Check("namespace-creation-denied", "unshare of user or net namespaces fails", _namespace_creation_denied),
-    Check("environment-cleared", "no host environment variable reaches the call", _environment_cleared),
-    Check("workspace-persists", "files written in one call are there in the next", _workspace_persists),
-    Check(
-        "nothing-outlives-the-call",
-        "setsid/nohup background processes die with the call",
-        _nothing_outlives_the_call,
-    ),
-    Check("fork-bomb-stopped", "a fork bomb is blocked, or ends with stop_reason 'pids'", _fork_bomb_stopped),
-    Check("wall-clock-enforced", "an endless loop ends with stop_reason 'timeout'", _wall_clock_enforced),
-    Check("output-capped", "output beyond the cap is dropped and flagged", _output_capped),
-    Check("trace-context-kept", "the result carries the call's trace context", _trace_context_kept),
-)
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await _in_thread(self.sb.__exit__, exc_type, exc, tb)
 
 
 @dataclass(frozen=True)
@@ -140,24 +127,67 @@ class CheckResult:
     passed: bool
     known_gap: str | None  # the backend's stated reason, when it declared this gap
     error: str | None
+    variant: Variant = "sync"
 
 
-def run_conformance(
-    factory: Callable[[], SandboxLike], *, known_gaps: Mapping[str, str] | None = None
-) -> list[CheckResult]:
-    """Run every check in a fresh sandbox from ``factory``; declared gaps are run and reported too."""
-    gaps = dict(known_gaps or {})
+async def _run_check(check: Check, make: Callable[[], Any], variant: Variant, tmp: Path) -> None:
+    env = CheckEnv(tmp=tmp, variant=variant)
+    sb: AsyncSandboxLike = await _in_thread(make) if variant == "sync" else make()
+    async with asyncio.timeout(check.timeout_s), sb:
+        await check.fn(sb, env)
+
+
+def run_check(check: Check, factory: SyncFactory | AsyncFactory, variant: Variant, tmp: Path) -> None:
+    """Run one check in a fresh sandbox from ``factory`` (raises ConformanceFailure when it fails)."""
+    if variant == "sync":
+        sync_factory: Any = factory
+
+        def make() -> _SyncDriven:
+            return _SyncDriven(sync_factory())
+
+        asyncio.run(_run_check(check, make, variant, tmp))
+    else:
+        asyncio.run(_run_check(check, factory, variant, tmp))
+
+
+def _check_gaps(gaps: Mapping[str, str]) -> dict[str, str]:
     unknown = set(gaps) - {c.name for c in CHECKS}
     if unknown:
         raise ValueError(f"known_gaps names checks that do not exist: {sorted(unknown)}")
+    return dict(gaps)
+
+
+def _suite(
+    factory: SyncFactory | AsyncFactory, variant: Variant, known_gaps: Mapping[str, str] | None
+) -> list[CheckResult]:
+    gaps = _check_gaps(known_gaps or {})
     results: list[CheckResult] = []
     for check in CHECKS:
-        sb = factory()
-        try:
-            check.fn(sb)
-            results.append(CheckResult(check.name, True, gaps.get(check.name), None))
-        except ConformanceFailure as exc:
-            results.append(CheckResult(check.name, False, gaps.get(check.name), str(exc)))
-        finally:
-            sb.close()
+        with tempfile.TemporaryDirectory(prefix=f"corral-conf-{check.name}-") as tmp:
+            try:
+                run_check(check, factory, variant, Path(tmp))
+            except ConformanceFailure as exc:
+                results.append(CheckResult(check.name, False, gaps.get(check.name), str(exc), variant))
+            except Exception as exc:  # a backend error is a failed check, reported with where it came from
+                err = "".join(traceback.format_exception_only(exc)).strip()
+                results.append(CheckResult(check.name, False, gaps.get(check.name), err, variant))
+            else:
+                results.append(CheckResult(check.name, True, gaps.get(check.name), None, variant))
     return results
+
+
+def run_conformance(
+    factory: SyncFactory, *, known_gaps: Mapping[str, str] | None = None
+) -> list[CheckResult]:
+    """Every check, each in a fresh sandbox from ``factory`` (sync sandboxes); gaps run and are reported."""
+    return _suite(factory, "sync", known_gaps)
+
+
+def arun_conformance(
+    factory: AsyncFactory, *, known_gaps: Mapping[str, str] | None = None
+) -> list[CheckResult]:
+    """``run_conformance`` for async sandboxes: ``factory`` returns an ``AsyncSandboxLike`` not yet started.
+
+    Each check runs on an event loop of its own (call this from synchronous code).
+    """
+    return _suite(factory, "async", known_gaps)

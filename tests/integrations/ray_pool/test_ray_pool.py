@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,8 +11,13 @@ import pytest
 import ray
 from integrations_support import BAD, make_policy
 
+from corral import Policy
+from corral.errors import SandboxClosedError
 from corral.events import EventStore, TraceContext
-from corral.ray import SandboxPool
+from corral.harness.conformance import AsyncFactory, ConformanceSuite, SyncFactory
+from corral.ray import AsyncPoolSandbox, SandboxPool
+
+pytest_plugins = ["corral.harness.conformance"]
 
 
 @pytest.fixture(scope="module")
@@ -53,16 +60,53 @@ def test_pool_runs_calls_and_gathers_events(cluster: None, tmp_path: Path) -> No
     assert [a.data.category for a in alerts] == ["credential_access"]
 
 
-def test_pool_sandbox_conforms(cluster: None, tmp_path: Path) -> None:
-    from corral import Policy
-    from corral.harness import run_conformance
-
+@pytest.fixture(scope="module")
+def pool(cluster: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxPool]:
     policy = Policy.default().with_overrides(
         detection={"enabled": False}, resources={"pids_max": 64, "memory_max_bytes": 128 << 20}
     )
-    pool = SandboxPool(policy, store_path=tmp_path / "conf.db")
+    pool = SandboxPool(policy, store_path=tmp_path_factory.mktemp("ray-conf") / "conf.db")
+    yield pool
+    pool.shutdown()
+
+
+class TestPoolSandbox(ConformanceSuite):
+    """Sync (``pool.sandbox``) and async (``pool.async_sandbox``) sandboxes of one pool."""
+
+    @pytest.fixture
+    def async_factory(self, pool: SandboxPool) -> AsyncFactory:
+        return pool.async_sandbox
+
+    @pytest.fixture
+    def sync_factory(self, pool: SandboxPool) -> SyncFactory:
+        return pool.sandbox
+
+
+def test_an_idle_rollout_keeps_its_sandbox(cluster: None, tmp_path: Path) -> None:
+    pool = SandboxPool(make_policy(), store_path=tmp_path / "idle.db", lease_s=1.0)
     try:
-        results = run_conformance(pool.sandbox)
+        with pool.sandbox() as sb:
+            sb.write_file("state", b"kept")
+            time.sleep(3.5)  # three leases without a call: the heartbeat renews it
+            assert sb.read_file("state") == b"kept"
+            assert sb.run("cat state").stdout == "kept"
+
+        async def idle_async() -> str:
+            async with pool.async_sandbox() as asb:
+                await asb.run("echo async > s")
+                await asyncio.sleep(3.5)
+                return (await asb.run("cat s")).stdout
+
+        assert asyncio.run(idle_async()) == "async\n"
+        # a handle that stops renewing (a crashed rollout) loses its sandbox after the lease
+        gone = AsyncPoolSandbox(pool, heartbeat=False)
+
+        async def abandoned() -> None:
+            await gone.start()
+            await asyncio.sleep(3.5)
+            with pytest.raises(SandboxClosedError):
+                await gone.run("true")
+
+        asyncio.run(abandoned())
     finally:
         pool.shutdown()
-    assert [f"{r.name}: {r.error}" for r in results if not r.passed] == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 import subprocess
@@ -12,13 +13,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from integrations_support import BAD, MEDIUM
+from integrations_support import BAD, MEDIUM, make_policy
 from service_support import TOKEN, RunningService, start
 
 from corral.errors import SandboxClosedError
 from corral.events import EventStore, TraceContext
 from corral.integrations import Guard
-from corral.integrations.service import RemoteSandbox, ServiceClient
+from corral.integrations.service import NodeService, RemoteSandbox, ServiceClient
 
 
 @pytest.fixture
@@ -94,10 +95,85 @@ def test_http_needs_the_token(svc: RunningService) -> None:
 
 def test_openapi_spec_lists_every_route(svc: RunningService) -> None:
     spec = httpx.get(f"{svc.url}/openapi.json").json()
-    assert {"/v1/sandboxes", "/v1/sandboxes/{sandbox_id}/run", "/v1/events", "/v1/health", "/metrics"} <= set(
-        spec["paths"]
+    paths = spec["paths"]
+    assert {
+        "/v1/sandboxes",
+        "/v1/sandboxes/{sandbox_id}/run",
+        "/v1/sandboxes/{sandbox_id}/stream",
+        "/v1/sandboxes/{sandbox_id}/file",
+        "/v1/sandboxes/{sandbox_id}/files",
+        "/v1/sandboxes/{sandbox_id}/tree",
+        "/v1/heartbeat",
+        "/v1/events",
+        "/v1/health",
+        "/metrics",
+    } <= set(paths)
+    assert set(paths["/v1/sandboxes/{sandbox_id}/file"]) == {"get", "put"}
+    assert set(paths["/v1/sandboxes/{sandbox_id}/tree"]) == {"get", "put"}
+    assert "application/x-tar" in paths["/v1/sandboxes/{sandbox_id}/tree"]["put"]["requestBody"]["content"]
+    assert (
+        "application/x-ndjson"
+        in paths["/v1/sandboxes/{sandbox_id}/stream"]["post"]["responses"]["200"]["content"]
     )
-    assert "ToolResult" in spec["components"]["schemas"]
+    schemas = spec["components"]["schemas"]
+    assert {"ToolResult", "StreamChunk", "StreamResult", "StreamError", "FileEntry", "ErrorBody"} <= set(
+        schemas
+    )
+
+
+def test_one_heartbeat_renews_many_leases(svc: RunningService) -> None:
+    client = ServiceClient(socket_path=svc.sock_path)
+    a = RemoteSandbox(client=client, lease_s=0.8, heartbeat=False)
+    b = RemoteSandbox(client=client, lease_s=0.8, heartbeat=False)
+    try:
+        for _ in range(4):  # 2 s: both would have been reaped twice over without the beats
+            time.sleep(0.5)
+            resp = client.request("POST", "/v1/heartbeat", json={"ids": [a.id, b.id, "sb-never"]})
+            assert resp.json() == {"unknown": ["sb-never"]}
+        assert a.run("echo a").stdout == "a\n" and b.run("echo b").stdout == "b\n"
+    finally:
+        a.close()
+        b.close()
+        client.close()
+
+
+def test_sandboxes_without_a_client_share_one(svc: RunningService) -> None:
+    a, b = RemoteSandbox(socket_path=svc.sock_path), RemoteSandbox(socket_path=svc.sock_path)
+    other = RemoteSandbox(url=svc.url, token=TOKEN)  # another address: another client
+    try:
+        assert a.remote.client is b.remote.client is not other.remote.client
+        assert len(a.remote.client.heartbeats) == 2  # one heartbeat request renews both
+    finally:
+        a.close()
+        assert a.remote.client.heartbeats and not b.remote.client._session.closed  # type: ignore[union-attr]
+        b.close()
+        other.close()
+    assert b.remote.client._session.closed  # type: ignore[union-attr]  # closed with the last of them
+
+
+def test_reaper_looks_only_at_leases_that_may_have_run_out(tmp_path: Path) -> None:
+    """The deadline heap: a renewal costs nothing, and a reap pops only what is due."""
+
+    async def main() -> None:
+        node = NodeService({"default": make_policy()}, reap_interval_s=3600)
+        try:
+            ids = [(await node.create(lease_s=10)).id for _ in range(3)]
+            t0 = time.monotonic()
+            assert node.expired(t0 + 5) == []  # nothing is due: nothing is looked at
+            await asyncio.sleep(1)
+            node.heartbeat(ids[0])  # renewed at t0 + 1: due at t0 + 11
+            assert len(node._deadlines) == 3
+            reaped = await node.reap_expired(t0 + 10.5)
+            assert sorted(reaped) == sorted(ids[1:])
+            assert [s.id for s in node.sandboxes()] == [ids[0]]
+            assert len(node._deadlines) == 1  # one entry per live lease: the heap does not grow with calls
+            for _ in range(100):
+                node.heartbeat(ids[0])
+            assert len(node._deadlines) == 1
+        finally:
+            await node.aclose()
+
+    asyncio.run(main())
 
 
 def test_crashed_client_sandbox_is_reaped(svc: RunningService) -> None:
@@ -133,5 +209,5 @@ def test_guard_over_the_service(svc: RunningService, store: EventStore) -> None:
         with g.episode("e1") as ep:
             rep = ep.call(BAD)
         assert rep.quarantined and rep.penalty > 0
-    assert svc.node.sandboxes() == []
+    assert client.sandboxes() == []
     client.close()

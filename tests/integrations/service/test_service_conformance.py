@@ -1,27 +1,59 @@
-"""The node service's RemoteSandbox runs the same conformance suite as the local Sandbox."""
+"""The node service's clients pass the conformance suite against a real ``corral serve`` process.
+
+Sync (``RemoteSandbox``) and async (``AsyncRemoteSandbox``) over the Unix socket, and async over
+token-authenticated HTTP: every check, both faces, the same implementation behind them.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
-from service_support import RunningService
+import pytest
+from serve_support import TOKEN, ServeProcess
 
 from corral import Policy
-from corral.events import EventStore
-from corral.harness import run_conformance
-from corral.integrations.service import NodeService, RemoteSandbox
+from corral.harness.conformance import AsyncFactory, ConformanceSuite, SyncFactory
+from corral.integrations.service import AsyncRemoteSandbox, RemoteSandbox
+
+pytest_plugins = ["corral.harness.conformance"]
 
 
-def test_remote_sandbox_conforms(tmp_path: Path, store: EventStore) -> None:
+@pytest.fixture(scope="module")
+def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
     # Detection off: the checks are about confinement, which no rule may pre-empt.
     policy = Policy.default().with_overrides(
         detection={"enabled": False}, resources={"pids_max": 64, "memory_max_bytes": 128 << 20}
     )
-    svc = RunningService(
-        NodeService({"default": policy}, store=store, reap_interval_s=0.1), tmp_path / "c.sock"
-    )
+    proc = ServeProcess(tmp_path_factory.mktemp("serve"), policy)
+    yield proc
+    assert proc.stop() == 0
+
+
+class TestServiceOverUnixSocket(ConformanceSuite):
+    @pytest.fixture
+    def async_factory(self, serve: ServeProcess) -> AsyncFactory:
+        return lambda: AsyncRemoteSandbox(socket_path=serve.sock_path)
+
+    @pytest.fixture
+    def sync_factory(self, serve: ServeProcess) -> SyncFactory:
+        return lambda: RemoteSandbox(socket_path=serve.sock_path)
+
+
+class TestServiceOverHttp(ConformanceSuite):
+    variants = ("async",)
+
+    @pytest.fixture
+    def async_factory(self, serve: ServeProcess) -> AsyncFactory:
+        return lambda: AsyncRemoteSandbox(url=serve.url, token=TOKEN)
+
+
+def test_nothing_is_left_on_the_node(serve: ServeProcess, tmp_path: Path) -> None:
+    from corral.integrations.service import ServiceClient
+
+    client = ServiceClient(socket_path=serve.sock_path)
     try:
-        results = run_conformance(lambda: RemoteSandbox(socket_path=svc.sock_path, heartbeat=False))
+        assert client.sandboxes() == []  # every check's sandbox was destroyed by its client
+        assert "corral_sandboxes_live 0.0" in client.metrics()
     finally:
-        svc.stop()
-    assert [f"{r.name}: {r.error}" for r in results if not r.passed] == []
+        client.close()

@@ -2,10 +2,10 @@
 
     ray.init()
     pool = SandboxPool(policy, store_path="/shared/corral/events.db")
-    with pool.sandbox() as sb:
+    with pool.sandbox() as sb:                       # or: async with pool.async_sandbox() as sb
         r = sb.run("pytest -q", ctx=TraceContext(run_id="r1", episode_id="e7"))
 
-The agent on a node is a Ray actor pinned there (``NodeAffinitySchedulingStrategy``,
+The agent on a node is an async Ray actor pinned there (``NodeAffinitySchedulingStrategy``,
 not soft: a sandbox never silently lands on another node), found by name, so every
 rollout worker of a node shares it. Its sandboxes' events go to one collector
 actor that writes the central store.
@@ -14,147 +14,28 @@ actor that writes the central store.
 from __future__ import annotations
 
 import hashlib
-import threading
-from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from corral.errors import SandboxClosedError, SandboxUnavailableError
-from corral.events import Event, EventStore, TraceContext, default_store_path
-from corral.integrations.service import NodeService, SandboxInfo
+from corral.errors import SandboxUnavailableError
+from corral.events import default_store_path
+from corral.integrations.ray._agent import EventCollector, NodeAgent
+from corral.integrations.ray._sandbox import AsyncPoolSandbox, PoolSandbox
 from corral.policy import Policy
-from corral.sandbox import ToolResult
 
 _NAMESPACE = "corral"
 
 
-class EventCollector:
-    """Writes every agent's events to the central store (one per pool)."""
-
-    def __init__(self, store_path: str) -> None:
-        self.store = EventStore(store_path)
-
-    def append(self, events: list[Event]) -> int:
-        self.store.append_many(events)
-        return len(events)
-
-    def flush(self) -> int:
-        self.store.flush()
-        return self.store.stats.committed
-
-    def close(self) -> None:
-        self.store.close()
-
-
-class NodeAgent:
-    """The sandboxes of one node for one policy; a threaded actor so calls run in parallel."""
-
-    def __init__(self, policy: Policy, collector: Any, lease_s: float, batch: int = 256) -> None:
-        self._collector = collector
-        self._buf: list[Event] = []
-        self._lock = threading.Lock()
-        self._batch = batch
-        self.node = NodeService({"default": policy}, default_lease_s=lease_s, event_sinks=[self._buffer])
-
-    def _buffer(self, ev: Event) -> None:
-        with self._lock:
-            self._buf.append(ev)
-            full = len(self._buf) >= self._batch
-        if full:
-            self.ship()
-
-    def ship(self) -> int:
-        with self._lock:
-            batch, self._buf = self._buf, []
-        if batch:  # waited for: a call returns once its events are with the collector (lossless, ordered)
-            ray.get(self._collector.append.remote(batch))
-        return len(batch)
-
-    def node_id(self) -> str:
-        return str(ray.get_runtime_context().get_node_id())
-
-    def create(self, sandbox_id: str | None, lease_s: float | None) -> SandboxInfo:
-        return self.node.create(sandbox_id=sandbox_id, lease_s=lease_s)
-
-    def run(
-        self,
-        sandbox_id: str,
-        command: str | list[str],
-        ctx: TraceContext | None,
-        timeout: float | None,
-        stdin: bytes | None,
-        env: dict[str, str] | None,
-    ) -> ToolResult:
-        try:
-            return self.node.run(sandbox_id, command, ctx, timeout=timeout, stdin=stdin, env=env)
-        finally:
-            self.ship()  # a call's events reach the store without waiting for a full batch
-
-    def heartbeat(self, sandbox_id: str) -> None:
-        self.node.heartbeat(sandbox_id)
-
-    def destroy(self, sandbox_id: str) -> bool:
-        try:
-            return self.node.destroy(sandbox_id)
-        finally:
-            self.ship()
-
-    def live(self) -> int:
-        return len(self.node)
-
-    def shutdown(self) -> None:
-        self.node.close()
-        self.ship()
-
-
-class PoolSandbox:
-    """A sandbox in a node agent; the same interface as ``corral.Sandbox``."""
-
-    def __init__(self, agent: Any, info: SandboxInfo, node_id: str) -> None:
-        self._agent = agent
-        self.id = info.id
-        self.host = info.host
-        self.node_id = node_id
-        self._closed = False
-
-    def run(
-        self,
-        command: str | Sequence[str],
-        ctx: TraceContext | None = None,
-        *,
-        timeout: float | None = None,
-        stdin: bytes | None = None,
-        env: Mapping[str, str] | None = None,
-    ) -> ToolResult:
-        if self._closed:
-            raise SandboxClosedError(f"sandbox {self.id} is closed")
-        cmd = command if isinstance(command, str) else list(command)
-        ref = self._agent.run.remote(
-            self.id, cmd, ctx, timeout, stdin, dict(env) if env is not None else None
-        )
-        result: ToolResult = ray.get(ref)
-        return result
-
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            ray.get(self._agent.destroy.remote(self.id))
-
-    def __enter__(self) -> PoolSandbox:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-
 class SandboxPool:
-    """Sandboxes on the caller's node, events to one store. Picklable: pass it to tasks and actors."""
+    """Sandboxes on the caller's node, events to one store. Picklable: pass it to tasks and actors.
+
+    ``lease_s``: a sandbox whose handle stopped renewing it (a crashed rollout) is reaped after
+    this; live handles renew it in the background, however long they stay idle.
+    ``max_concurrency``: calls in flight per node agent (coroutines, not threads).
+    """
 
     def __init__(
         self,
@@ -163,7 +44,7 @@ class SandboxPool:
         store_path: str | Path | None = None,
         lease_s: float = 300.0,
         name: str = "corral",
-        max_concurrency: int = 256,
+        max_concurrency: int = 4096,
     ) -> None:
         if not ray.is_initialized():
             raise SandboxUnavailableError("SandboxPool needs Ray: call ray.init() first")
@@ -180,24 +61,44 @@ class SandboxPool:
         self._collector: Any = collector_cls.options(
             name=f"{self.name}-collector", namespace=_NAMESPACE, get_if_exists=True, lifetime="detached"
         ).remote(path)
+        self._agents: dict[str, Any] = {}
 
-    def _agent(self, node_id: str) -> Any:
-        agent_cls = ray.remote(num_cpus=0)(NodeAgent)
-        return agent_cls.options(
-            name=f"{self.name}-agent-{node_id[:16]}",
-            namespace=_NAMESPACE,
-            get_if_exists=True,
-            lifetime="detached",
-            max_concurrency=self.max_concurrency,
-            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node_id, soft=False),
-        ).remote(self.policy, self._collector, self.lease_s)
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_agents"] = {}  # handles are looked up again in the process that unpickles the pool
+        return state
 
-    def sandbox(self, sandbox_id: str | None = None, *, lease_s: float | None = None) -> PoolSandbox:
-        """A new sandbox on the node this code runs on."""
-        node_id = str(ray.get_runtime_context().get_node_id())
-        agent = self._agent(node_id)
-        info: SandboxInfo = ray.get(agent.create.remote(sandbox_id, lease_s))
-        return PoolSandbox(agent, info, node_id)
+    def agent_for(self, node_id: str) -> Any:
+        """The node agent of ``node_id`` (created on first use, pinned to that node)."""
+        agent = self._agents.get(node_id)
+        if agent is None:
+            agent_cls = ray.remote(num_cpus=0)(NodeAgent)
+            agent = agent_cls.options(
+                name=f"{self.name}-agent-{node_id[:16]}",
+                namespace=_NAMESPACE,
+                get_if_exists=True,
+                lifetime="detached",
+                max_concurrency=self.max_concurrency,
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node_id, soft=False),
+            ).remote(self.policy, self._collector, self.lease_s)
+            self._agents[node_id] = agent
+        return agent
+
+    def forget_agent(self, node_id: str) -> None:
+        """Drop the cached handle of a node's agent (it died); the next sandbox looks it up again."""
+        self._agents.pop(node_id, None)
+
+    def sandbox(
+        self, sandbox_id: str | None = None, *, lease_s: float | None = None, image: str | None = None
+    ) -> PoolSandbox:
+        """A new sandbox on the node this code runs on (created now)."""
+        return PoolSandbox(self, sandbox_id=sandbox_id, lease_s=lease_s, image=image)
+
+    def async_sandbox(
+        self, sandbox_id: str | None = None, *, lease_s: float | None = None, image: str | None = None
+    ) -> AsyncPoolSandbox:
+        """A new sandbox on the node this code runs on, created by ``async with`` or its first call."""
+        return AsyncPoolSandbox(self, sandbox_id=sandbox_id, lease_s=lease_s, image=image)
 
     def agents(self) -> list[Any]:
         """The agents of this pool on every alive node (created on demand only; none: empty)."""
@@ -227,3 +128,4 @@ class SandboxPool:
         for a in agents:
             ray.kill(a)
         ray.kill(self._collector)
+        self._agents.clear()

@@ -25,6 +25,9 @@ class ServiceMetrics:
         self.store_lag = Gauge(
             "corral_store_pending_events", "Events not yet committed to the store", registry=r
         )
+        self.file_bytes = Counter(
+            "corral_file_bytes", "Bytes moved by file operations", ["direction"], registry=r
+        )
         self.errors = Counter("corral_harness_errors", "Calls that failed as a harness error", registry=r)
 
     def observe(self, ev: Event) -> None:

@@ -27,8 +27,9 @@ class ServeConfig:
     http_host: str | None = None  # e.g. 127.0.0.1 or the node's address; needs a token
     http_port: int = 8750
     token: str | None = None
-    workers_threads: int = 256  # concurrent calls in flight (each sandbox runs one call at a time)
+    workers_threads: int = 256  # blocking helpers only (event followers); calls and transfers are coroutines
     log_level: str = "warning"
+    keep_alive_s: float = 30.0  # idle client connections kept open (clients drop theirs sooner)
 
 
 def socket_group_id(group: str) -> int:
@@ -79,9 +80,17 @@ async def _serve(node: NodeService, cfg: ServeConfig) -> None:
 
     anyio.to_thread.current_default_thread_limiter().total_tokens = cfg.workers_threads
     servers: list[asyncio.Task[None]] = []
+    await node.start()
     if cfg.socket_path:
         sock = unix_listener(cfg.socket_path, cfg.socket_mode, cfg.socket_group)
-        local = uvicorn.Server(uvicorn.Config(create_app(node), log_level=cfg.log_level, lifespan="off"))
+        local = uvicorn.Server(
+            uvicorn.Config(
+                create_app(node),
+                log_level=cfg.log_level,
+                lifespan="off",
+                timeout_keep_alive=int(cfg.keep_alive_s),
+            )
+        )
         servers.append(asyncio.create_task(local.serve(sockets=[sock])))
     if cfg.http_host:
         if not cfg.token or len(cfg.token) < 16:
@@ -92,6 +101,7 @@ async def _serve(node: NodeService, cfg: ServeConfig) -> None:
             port=cfg.http_port,
             log_level=cfg.log_level,
             lifespan="off",
+            timeout_keep_alive=int(cfg.keep_alive_s),
         )
         servers.append(asyncio.create_task(uvicorn.Server(http).serve()))
     if not servers:
@@ -99,9 +109,12 @@ async def _serve(node: NodeService, cfg: ServeConfig) -> None:
     try:
         await asyncio.gather(*servers)
     finally:
-        if cfg.socket_path:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(cfg.socket_path)
+        try:
+            await node.aclose()  # on this loop, where the sandboxes live
+        finally:
+            if cfg.socket_path:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(cfg.socket_path)
 
 
 def serve(node: NodeService, cfg: ServeConfig) -> None:
@@ -109,4 +122,4 @@ def serve(node: NodeService, cfg: ServeConfig) -> None:
     try:
         asyncio.run(_serve(node, cfg))
     finally:
-        node.close()
+        node.close()  # a no-op once the loop closed it; closes what a failed start left
