@@ -45,7 +45,17 @@ def wheel(name: str) -> Path:
     if not found:
         WHEELS.mkdir(parents=True, exist_ok=True)
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(WHEELS), f"{name}=={version}"],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--no-deps",
+                "-d",
+                str(WHEELS),
+                f"{name}=={version}",
+            ],
             check=True,
         )
         found = sorted(WHEELS.glob(f"{stem}-{version}-*.whl"))
@@ -110,7 +120,9 @@ class _StubFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     def _match(self, fullname: str) -> bool:
         return any(fullname == p or fullname.startswith(p + ".") for p in self.prefixes)
 
-    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> importlib.machinery.ModuleSpec | None:
+    def find_spec(
+        self, fullname: str, path: Any = None, target: Any = None
+    ) -> importlib.machinery.ModuleSpec | None:
         if not self._match(fullname):
             return None
         return importlib.machinery.ModuleSpec(fullname, self, is_package=True)

@@ -28,3 +28,11 @@ def make_guard(store: EventStore | None, run_id: str = "run-test", **overrides: 
 def names_no_rule(text: str) -> bool:
     """The agent's text names no rule (id or title): a policy must not learn what to avoid."""
     return not any(s in text for s in RULE_TITLES + RULE_IDS)
+
+
+def write_policy(path: Path, **sections: object) -> str:
+    """A policy file with the test rules (and ``sections``), as a framework's config would name it."""
+    import yaml
+
+    path.write_text(yaml.safe_dump({"detection": {"rule_paths": [str(RULES)]}, **sections}))
+    return str(path)

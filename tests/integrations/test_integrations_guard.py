@@ -88,13 +88,13 @@ def test_async_episodes_run_concurrently_without_threads(store: EventStore) -> N
 
 
 def test_policy_truncation_refuses_later_calls(store: EventStore) -> None:
-    with make_guard(store, response={"end_episode": {"min_level": "high"}}) as guard:
-        with guard.episode("t1") as ep:
-            bad = ep.run(BAD)
-            assert bad.truncated and ep.truncated
-            later = ep.run("echo after")
-            assert later.result.blocked and later.truncated and later.observation == EPISODE_OVER
-            assert later.result.stdout == "" and later.penalty == 0.0
+    guard = make_guard(store, response={"end_episode": {"min_level": "high"}})
+    with guard, guard.episode("t1") as ep:
+        bad = ep.run(BAD)
+        assert bad.truncated and ep.truncated
+        later = ep.run("echo after")
+        assert later.result.blocked and later.truncated and later.observation == EPISODE_OVER
+        assert later.result.stdout == "" and later.penalty == 0.0
 
 
 @pytest.mark.parametrize("action", ["halt", "raise"])
@@ -131,9 +131,8 @@ def test_guard_store_path_and_default(tmp_path: Path, monkeypatch: pytest.Monkey
         assert guard.store is not None
         default_path = Path(guard.store.path)
     assert default_path == tmp_path / "home" / "events.db"
-    with Guard(make_policy(), run_id="r-path", store=str(tmp_path / "g.db")) as guard:
-        with guard.episode("d2") as ep:
-            ep.run(BAD)
+    with Guard(make_policy(), run_id="r-path", store=str(tmp_path / "g.db")) as g2, g2.episode("d2") as ep:
+        ep.run(BAD)
     with EventStore(tmp_path / "g.db") as s:
         assert list(s.query(run_id="r-path", type="policy_decision"))
 

@@ -55,7 +55,9 @@ class ScriptedEngine:
     async def generate(self, tokens: list[int], params: Any, multi_modal_data: Any = None) -> Any:
         self.prompts.append("".join(map(chr, tokens)))
         text = (self.actions.pop(0) if self.actions else "Done.")[: params.max_tokens]
-        out = SimpleNamespace(token_ids=[ord(c) for c in text], text=text, finish_reason="stop", logprobs=None)
+        out = SimpleNamespace(
+            token_ids=[ord(c) for c in text], text=text, finish_reason="stop", logprobs=None
+        )
         return SimpleNamespace(outputs=[out])
 
 
@@ -83,7 +85,9 @@ def guard() -> Any:
 
 
 def test_multi_turn_rollout(openrlhf: dict[str, ModuleType], agent_file: Path) -> None:
-    out, engine = rollout(openrlhf, agent_file, ["<bash>echo from-sandbox</bash>", f"<bash>{BAD}</bash>", "Done."])
+    out, engine = rollout(
+        openrlhf, agent_file, ["<bash>echo from-sandbox</bash>", f"<bash>{BAD}</bash>", "Done."]
+    )
     assert "from-sandbox" in engine.prompts[1]  # the tool output reached the model
     assert "not run" in engine.prompts[2] and names_no_rule(engine.prompts[2])
     assert out["reward"] == pytest.approx(-1.0)
@@ -102,7 +106,9 @@ def test_token_budget_end_closes_the_sandbox(openrlhf: dict[str, ModuleType], ag
 
 def test_corral_truncation_is_done(openrlhf: dict[str, ModuleType], agent_file: Path) -> None:
     (agent_file.parent / "policy.yaml").write_text(
-        yaml.safe_dump({"detection": {"rule_paths": [str(RULES)]}, "response": {"end_episode": {"min_level": "high"}}})
+        yaml.safe_dump(
+            {"detection": {"rule_paths": [str(RULES)]}, "response": {"end_episode": {"min_level": "high"}}}
+        )
     )
     cfg = GuardConfig(policy="policy.yaml", run_id="truncating")
     text = agent_file.read_text().replace('run_id="my-run"', 'run_id="truncating"')

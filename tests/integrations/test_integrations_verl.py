@@ -69,7 +69,9 @@ class CharBuilder:
     def merge_assistant_tokens(self, runtime: list[int], assistant: list[int]) -> Any:
         return SimpleNamespace(token_ids=runtime + assistant, added=len(assistant), mask=1)
 
-    def merge_context_tokens(self, previous: list[Any], updated: list[Any], runtime: list[int], **_: Any) -> Any:
+    def merge_context_tokens(
+        self, previous: list[Any], updated: list[Any], runtime: list[int], **_: Any
+    ) -> Any:
         added = self.render(updated[len(previous) :])
         return SimpleNamespace(token_ids=runtime + added, added=len(added), mask=0)
 
@@ -93,7 +95,11 @@ class ScriptedModel:
         self.prompts.append("".join(map(chr, prompt_ids)))
         text = self.actions.pop(0) if self.actions else "I am done."
         return SimpleNamespace(
-            token_ids=[ord(c) for c in text], num_preempted=None, extra_fields={}, log_probs=None, routed_experts=None
+            token_ids=[ord(c) for c in text],
+            num_preempted=None,
+            extra_fields={},
+            log_probs=None,
+            routed_experts=None,
         )
 
 

@@ -45,6 +45,23 @@ class StepReport(BaseModel):
         """What the agent sees: the call's output and Corral's neutral note (never a rule's name)."""
         return self.result.observation
 
+    def outcome(self) -> tuple[object, ...]:
+        """What the step decided, without provenance (ids, timings, resource figures)."""
+        r = self.result
+        rules = tuple(sorted(a.rule_id for a in r.alerts))
+        return (r.exit_code, r.stdout, r.stderr, r.blocked, r.stop_reason, r.agent_message, rules,
+                self.verdict, self.quarantined, self.truncated)  # fmt: skip
+
+    def __eq__(self, other: object) -> bool:
+        # Equal when they report the same outcome: the same action in two episodes with the same seed
+        # gives equal steps (gymnasium's determinism check), though each call has its own ids and timing.
+        if not isinstance(other, StepReport):
+            return NotImplemented
+        return self.outcome() == other.outcome()
+
+    def __hash__(self) -> int:
+        return hash(self.outcome())
+
 
 class _EpisodeCore:
     """What sync and async episodes share: the context, the summary, and the verdict per call."""

@@ -62,7 +62,7 @@ class Guard:
         self._given_store = store if isinstance(store, EventStore) else None
         self._harness: Harness | None = None
         if sandbox_factory is None and async_sandbox_factory is None:
-            self._harness = Harness(self.policy, store=store, sinks=event_sinks)  # type: ignore[arg-type]
+            self._harness = Harness(self.policy, store=store, sinks=event_sinks)
             self.store = self._harness.store
             async_sandbox_factory = self._harness.async_sandbox
         else:
@@ -138,7 +138,7 @@ class Guard:
             sandbox = self._async_factory(sid)
         else:
             raise TypeError(
-                "this Guard has only a synchronous sandbox_factory; pass async_sandbox_factory for async episodes"
+                "this Guard has only a synchronous sandbox_factory; async episodes need async_sandbox_factory"
             )
         self._opened()
         return AsyncEpisode(self, sandbox, self._context(episode_id, step))

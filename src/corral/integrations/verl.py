@@ -56,11 +56,14 @@ _CONFIG_KEYS = {"type", "policy", "run_id", "store", "timeout_s"}
 class CorralBashTool(BaseTool):  # type: ignore[misc]
     """verl's ``BaseTool`` whose ``execute`` runs the model's ``command`` in the trajectory's sandbox."""
 
-    def __init__(self, config: dict[str, Any], tool_schema: Any = None, *, guard: Guard | None = None) -> None:
+    def __init__(
+        self, config: dict[str, Any], tool_schema: Any = None, *, guard: Guard | None = None
+    ) -> None:
         unknown = sorted(set(config) - _CONFIG_KEYS)
         if unknown:
             raise InputError(
-                f"verl tool config for {type(self).__name__}: unknown keys {unknown} (known: {sorted(_CONFIG_KEYS)})"
+                f"verl tool config for {type(self).__name__}: unknown keys {unknown}"
+                f" (known: {sorted(_CONFIG_KEYS)})"
             )
         if tool_schema is None:
             tool_schema = OpenAIFunctionToolSchema.model_validate(TOOL_SCHEMA)
@@ -68,7 +71,7 @@ class CorralBashTool(BaseTool):  # type: ignore[misc]
             tool_schema = OpenAIFunctionToolSchema.model_validate(dict(tool_schema))
         super().__init__(config, tool_schema)
         if guard is None:
-            corral = {k: config[k] for k in ("policy", "run_id", "store") if k in config}
+            corral: dict[str, Any] = {k: config[k] for k in ("policy", "run_id", "store") if k in config}
             guard = shared_guard(GuardConfig.from_mapping(corral, where="verl tool config"))
         self.guard = guard
         self.timeout_s: float | None = config.get("timeout_s")
@@ -130,7 +133,7 @@ class CorralToolAgentLoop(ToolAgentLoop):  # type: ignore[misc]
     """verl's ``ToolAgentLoop``: a Corral truncation terminates the trajectory; ``run`` closes its sandbox."""
 
     def _make_request_id(self, priority: int, full_determinism: bool) -> str:
-        self._corral_request_id: str = ToolAgentLoop._make_request_id(priority, full_determinism)
+        self._corral_request_id: str = str(ToolAgentLoop._make_request_id(priority, full_determinism))
         return self._corral_request_id
 
     def _corral_tools(self) -> list[CorralBashTool]:
