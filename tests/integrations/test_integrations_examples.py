@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import skyrl_gym
-from framework_wheels import ROOT
+from framework_wheels import ROOT, load_modules, unpack
 
 from corral.integrations import GuardConfig, shared_guard
 from corral.integrations.trl import CorralEnvironmentFactory
@@ -49,6 +49,13 @@ def test_skyrl_entrypoint_registers_the_env_class(tmp_path: Path, monkeypatch: p
     assert env.step("<bash>echo ok</bash>")["observations"][0]["content"] == "ok\n"
     env.close()
     assert shared_guard(GuardConfig(policy="policy.yaml", run_id="my-run")).open_episodes == 0
+
+
+def test_areal_example_names_the_adapter(tmp_path_factory: pytest.TempPathFactory) -> None:
+    root = unpack("areal", tmp_path_factory.mktemp("wheels"))
+    with load_modules(root, ["areal", "areal.api"], [], ["corral.integrations.areal"]) as mods:
+        ns = runpy.run_path(str(EXAMPLES / "areal/workflow.py"))
+        assert ns["CorralWorkflow"] is mods["corral.integrations.areal"].CorralWorkflow
 
 
 def _call_kwargs(path: Path, func: str) -> dict[str, object]:

@@ -13,9 +13,10 @@ import atexit
 import os
 import threading
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from corral.errors import InputError
 from corral.integrations._guard import Guard
@@ -30,6 +31,14 @@ class GuardConfig(BaseModel):
     policy: str | None = None  # a policy file; None: the embedded default
     run_id: str | None = None
     store: str | None = "default"  # an event store path; "default": $CORRAL_HOME/events.db; None: nowhere
+
+    @field_validator("policy", "store")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        """Paths as of now: a worker that later changes directory still means the same file."""
+        if value is None or value == "default":
+            return value
+        return str(Path(value).expanduser().resolve())
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], *, where: str) -> GuardConfig:
