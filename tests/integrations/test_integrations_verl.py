@@ -238,3 +238,20 @@ def test_example_configs_name_real_verl_keys(verl: dict[str, ModuleType]) -> Non
             assert (ROOT / value).exists(), value
     with pytest.raises(Exception, match="unknown keys"):
         cv.CorralBashTool({"type": "native", "polcy": "x"}, None)
+
+
+def test_direct_lifecycle_without_agent_data(verl: dict[str, ModuleType], tmp_path: Path) -> None:
+    """Called the way BaseTool documents it (create, execute, release), the instance is the episode."""
+    tool = load_tools(verl, tmp_path, "verl-4")[0]
+
+    async def go() -> list[Any]:
+        iid, created = await tool.create()
+        assert created.is_empty()
+        outs = [await tool.execute(iid, {"command": c}) for c in ("echo one", BAD)]
+        await tool.release(iid)
+        return outs
+
+    (ok, r0, _), (bad, r1, metrics) = asyncio.run(go())
+    assert ok.text == "one\n" and r0 == 0.0 and r1 == pytest.approx(-1.0) and "not run" in bad.text
+    assert metrics["corral/quarantined"] == 1.0
+    assert guard_of(tmp_path, "verl-4").open_episodes == 0

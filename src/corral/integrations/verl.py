@@ -77,6 +77,7 @@ class CorralBashTool(BaseTool):  # type: ignore[misc]
         self.timeout_s: float | None = config.get("timeout_s")
         self._episodes: dict[str, AsyncEpisode] = {}
         self._closing: set[asyncio.Task[Any]] = set()
+        self._per_instance: set[str] = set()  # episodes keyed by instance id (no agent_data given)
 
     async def create(self, instance_id: str | None = None, **kwargs: Any) -> tuple[str, ToolResponse]:
         """Per call, as verl does it: nothing to build (the trajectory's sandbox is made on first use)."""
@@ -95,7 +96,11 @@ class CorralBashTool(BaseTool):  # type: ignore[misc]
         return ToolResponse(text=report.observation), -report.penalty, ep.summary.metrics()
 
     async def release(self, instance_id: str, **kwargs: Any) -> None:
-        """Per call, as verl does it: the trajectory's sandbox lives on until the trajectory ends."""
+        """Per call, as verl does it: the trajectory's sandbox lives on until the trajectory ends.
+        (Called without verl's ``agent_data``, the instance was the episode: it ends here.)"""
+        if instance_id in self._per_instance:
+            self._per_instance.discard(instance_id)
+            await self.finish(instance_id)
 
     def episode_of(self, request_id: str) -> AsyncEpisode | None:
         return self._episodes.get(request_id)
@@ -110,7 +115,9 @@ class CorralBashTool(BaseTool):  # type: ignore[misc]
         ep = self._episodes.get(key)
         if ep is None:
             ep = self._episodes[key] = self.guard.async_episode(key)
-            if agent_data is not None:
+            if agent_data is None:
+                self._per_instance.add(key)
+            else:
                 agent_data.extra_fields["corral"] = ep.summary
                 # Plain tool_agent never says the trajectory is over: close when verl drops its state.
                 weakref.finalize(agent_data, self._dropped, key, asyncio.get_running_loop())
