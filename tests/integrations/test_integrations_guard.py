@@ -14,6 +14,7 @@ from integrations_support import BAD, MEDIUM, make_guard, make_policy, names_no_
 import corral
 from corral.errors import CircuitBreakerTripped, InputError
 from corral.events import EventStore
+from corral.harness import Harness
 from corral.integrations import EPISODE_OVER, Guard, GuardConfig, extract_command, shared_guard
 
 
@@ -161,3 +162,24 @@ def test_shared_guard_one_per_config(tmp_path: Path) -> None:
 )
 def test_extract_command(text: str, command: str | None) -> None:
     assert extract_command(text) == command
+
+
+def test_factory_guard_records_its_decisions_by_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sandboxes from a factory (a node service, a Ray pool) record their own events; the Guard's
+    responses still go to $CORRAL_HOME/events.db unless told otherwise."""
+    monkeypatch.setenv("CORRAL_HOME", str(tmp_path))
+    harness = Harness(make_policy(), store=None)
+    try:
+        with Guard(make_policy(), run_id="r-factory", async_sandbox_factory=harness.async_sandbox) as guard:
+            with guard.episode("f1") as ep:  # a sync episode over an async factory
+                assert ep.run(BAD).quarantined
+            assert guard.open_episodes == 0
+        with EventStore(tmp_path / "events.db") as s:
+            actions = {e.data.action for e in s.query(run_id="r-factory", type="policy_decision")}
+        assert {"penalty", "quarantine"} <= actions
+        with pytest.raises(TypeError, match="async_sandbox_factory"):
+            Guard(store=None, sandbox_factory=harness.sandbox).async_episode()
+    finally:
+        harness.close()

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Self
 
-from corral.events import Event, EventStore, TraceContext
+from corral.events import Event, EventStore, TraceContext, default_store_path
 from corral.harness import DEFAULT_STORE, AsyncSandboxLike, Harness, SandboxLike, SyncSandbox
 from corral.integrations._episode import AsyncEpisode, Episode
 from corral.policy import Policy
@@ -65,7 +65,9 @@ class Guard:
             self._harness = Harness(self.policy, store=store, sinks=event_sinks)
             self.store = self._harness.store
             async_sandbox_factory = self._harness.async_sandbox
-        else:
+        else:  # the sandboxes record their own events; the responder's decisions are recorded here
+            if store == DEFAULT_STORE:
+                store = self._own_store = EventStore(default_store_path(self.policy))
             self.store = store if isinstance(store, EventStore) else None
         self._factory = sandbox_factory
         self._async_factory = async_sandbox_factory
