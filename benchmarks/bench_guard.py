@@ -21,24 +21,31 @@ from concurrent.futures import ThreadPoolExecutor
 from corral import Guard, Policy, TraceContext
 
 
-def _measure(fn: Callable[[], object], n: int) -> list[float]:
-    fn()
-    out = []
+def _measure(a: Callable[[], object], b: Callable[[], object], n: int) -> tuple[list[float], list[float]]:
+    """Interleaved, so that both see the same load on a shared machine."""
+    a(), b()
+    xs: list[float] = []
+    ys: list[float] = []
     for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t) * 1000)
-    return out
+        for fn, out in ((a, xs), (b, ys)):
+            t = time.perf_counter()
+            fn()
+            out.append((time.perf_counter() - t) * 1000)
+    return xs, ys
 
 
-async def _ameasure(fn: Callable[[], Awaitable[object]], n: int) -> list[float]:
-    await fn()
-    out = []
+async def _ameasure(
+    a: Callable[[], Awaitable[object]], b: Callable[[], Awaitable[object]], n: int
+) -> tuple[list[float], list[float]]:
+    await a(), await b()
+    xs: list[float] = []
+    ys: list[float] = []
     for _ in range(n):
-        t = time.perf_counter()
-        await fn()
-        out.append((time.perf_counter() - t) * 1000)
-    return out
+        for fn, out in ((a, xs), (b, ys)):
+            t = time.perf_counter()
+            await fn()
+            out.append((time.perf_counter() - t) * 1000)
+    return xs, ys
 
 
 def _row(name: str, xs: list[float], base: list[float]) -> None:
@@ -58,15 +65,12 @@ def main() -> None:
         assert harness is not None
         ctx = TraceContext(run_id="bench-guard", episode_id="base")
         with harness.sandbox() as sb, guard.episode("bench") as ep:
-            base = _measure(lambda: sb.run("true", ctx), args.n)
-            guarded = _measure(lambda: ep.run("true"), args.n)
+            guarded, base = _measure(lambda: ep.run("true"), lambda: sb.run("true", ctx), args.n)
         _row("sync: Episode.run vs Sandbox.run", guarded, base)
 
         async def async_calls() -> tuple[list[float], list[float]]:
             async with harness.async_sandbox() as asb, guard.async_episode("abench") as aep:
-                abase = await _ameasure(lambda: asb.run("true", ctx), args.n)
-                aguarded = await _ameasure(lambda: aep.run("true"), args.n)
-            return aguarded, abase
+                return await _ameasure(lambda: aep.run("true"), lambda: asb.run("true", ctx), args.n)
 
         aguarded, abase = asyncio.run(async_calls())
         _row("async: AsyncEpisode.run vs AsyncSandbox.run", aguarded, abase)
