@@ -2,8 +2,9 @@
 
 from corral.events import TraceContext
 from corral.harness import AsyncSandbox, Harness, Sandbox
+from corral.integrations import Guard
 from corral.policy import Policy
 from corral.sandbox import ToolResult
 
-__all__ = ["AsyncSandbox", "Harness", "Policy", "Sandbox", "ToolResult", "TraceContext"]
+__all__ = ["AsyncSandbox", "Guard", "Harness", "Policy", "Sandbox", "ToolResult", "TraceContext"]
 __version__ = "0.1.0"

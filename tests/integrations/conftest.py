@@ -1,4 +1,4 @@
-"""Fixtures: an event store and a Guard over real sandboxes with the test rules."""
+"""Fixtures: an event store and a Guard over real sandboxes with the test rules; no sandbox may leak."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from integrations_support import make_policy
+from integrations_support import make_guard
 
 from corral.events import EventStore
 from corral.integrations import Guard
@@ -21,6 +21,7 @@ def store(tmp_path: Path) -> Iterator[EventStore]:
 
 @pytest.fixture
 def guard(store: EventStore) -> Iterator[Guard]:
-    g = Guard(make_policy(), run_id="run-test", store=store)
+    g = make_guard(store)
     yield g
+    assert g.open_episodes == 0, "a test left a sandbox open"
     g.close()

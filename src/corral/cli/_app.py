@@ -28,3 +28,8 @@ def fail(exc: CorralError | str, code: int = 2) -> NoReturn:
     text = escape(str(exc))
     err_console.print(f"[bold red]corral:[/] {text}", markup=True, highlight=False)
     sys.exit(code)
+
+
+def missing_extra(extra: str, command: str, exc: ModuleNotFoundError) -> NoReturn:
+    """A command whose optional dependencies are not installed: say which extra brings them."""
+    fail(f"`corral {command}` needs {exc.name}, from the {extra} extra: pip install 'corral[{extra}]'")

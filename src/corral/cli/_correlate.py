@@ -6,20 +6,16 @@ import json
 import re
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 
-from corral.cli._app import app, fail
-from corral.correlate import CorrelationReport, LogReader, correlate, log_formats, make_reader
+from corral.cli._app import app, fail, missing_extra
 from corral.errors import CorralError, InputError
-from corral.report import (
-    print_correlation_summary,
-    redact_report,
-    redactor_for,
-    render_correlation_html,
-    write_stix,
-)
+
+if TYPE_CHECKING:
+    from corral.correlate import CorrelationReport, LogReader
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -81,6 +77,11 @@ def correlate_cmd(
     list_formats: bool = typer.Option(False, "--list-formats", help="List the log formats and exit."),
 ) -> None:
     """Attribute infrastructure log records to the RL runs, episodes and tool calls that caused them."""
+    try:  # pyarrow and duckdb: the correlate extra
+        from corral.correlate import correlate, log_formats, make_reader
+        from corral.report import print_correlation_summary, redact_report, redactor_for
+    except ModuleNotFoundError as exc:
+        missing_extra("correlate", "correlate", exc)
     if list_formats:
         for name, cls in sorted(log_formats().items()):
             typer.echo(f"{name:24} {cls.title}")
@@ -127,6 +128,8 @@ def _write_outputs(
             sys.stdout.write(text + "\n")
         else:
             json_out.write_text(text + "\n", encoding="utf-8")
+    from corral.report import render_correlation_html, write_stix
+
     if html_out is not None:
         html_out.write_text(render_correlation_html(report), encoding="utf-8")
     if stix_out is not None:

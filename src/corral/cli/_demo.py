@@ -7,8 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from corral.cli._app import app, fail
-from corral.demo import DemoConfig, print_summary, run_demo
+from corral.cli._app import app, fail, missing_extra
 from corral.errors import CorralError
 
 
@@ -21,6 +20,10 @@ def demo(
     out: Path | None = typer.Option(None, "--out", help="Output folder (default: $CORRAL_HOME/demo/<run>)."),
 ) -> None:
     """Run a small RL loop whose agent misbehaves in some episodes, then correlate and report."""
+    try:  # the demo correlates and reports: the correlate extra
+        from corral.demo import DemoConfig, print_summary, run_demo
+    except ModuleNotFoundError as exc:
+        missing_extra("correlate", "demo", exc)
     console = Console()
     try:
         d = run_demo(DemoConfig(episodes, workers, seed, misbehave_rate, out=out), console)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from corral.cli._app import app, fail
+from corral.cli._app import app, fail, missing_extra
 from corral.cli._common import load_policy
 from corral.errors import CorralError
 from corral.events import EventStore, default_store_path
@@ -51,8 +51,11 @@ def serve_cmd(
     max_sandboxes: int = typer.Option(4096, "--max-sandboxes"),
 ) -> None:
     """Own this node's sandboxes and serve them to trainers (Unix socket; HTTP with a token)."""
-    from corral.integrations.service import NodeService, ServeConfig, serve
-    from corral.integrations.service._server import socket_group_id
+    try:  # FastAPI and uvicorn: the service extra
+        from corral.integrations.service import NodeService, ServeConfig, serve
+        from corral.integrations.service._server import socket_group_id
+    except ModuleNotFoundError as exc:
+        missing_extra("service", "serve", exc)
 
     if socket_group is not None:
         try:
@@ -93,7 +96,10 @@ def serve_cmd(
 @app.command("serve-openapi")
 def serve_openapi() -> None:
     """Print the node service's OpenAPI spec (JSON)."""
-    from corral.integrations.service import NodeService, openapi_spec
+    try:
+        from corral.integrations.service import NodeService, openapi_spec
+    except ModuleNotFoundError as exc:
+        missing_extra("service", "serve-openapi", exc)
 
     node = NodeService({"default": Policy.default()}, reap_interval_s=3600)
     try:

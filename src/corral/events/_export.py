@@ -90,8 +90,11 @@ def _batches(events: Iterable[Event]) -> Iterator[list[Event]]:
 
 def write_parquet(events: Iterable[Event], path: str | Path) -> int:
     """A Parquet file with typed envelope columns and the payload as a JSON string column."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ModuleNotFoundError as exc:
+        raise InputError(f"Parquet export needs {exc.name}: pip install 'corral[correlate]'") from None
 
     schema = _parquet_schema()
     n = 0

@@ -1,122 +1,45 @@
-"""The Guard: one per training run. It opens a guarded episode per rollout, runs each tool call in that
-episode's sandbox, applies the Responder, and reports what the trainer must do.
+"""The Guard: Corral for one training run. It opens a guarded episode per rollout, runs each tool call
+in that episode's sandbox, applies the Responder, and reports what the trainer must do.
 
-Every framework adapter in this package is a thin shape over ``GuardedEpisode.call``.
+    guard = Guard(Policy.load("policy.yaml"), run_id="r1")
+    with guard.episode("e1", step=3) as ep:                 # synchronous code
+        report = ep.run("pytest -q")
+    async with guard.async_episode("e2", step=3) as ep:     # asyncio code: no thread per call
+        report = await ep.run("pytest -q")
+    report.observation, report.penalty, report.quarantined, report.truncated
+
+Every framework adapter in this package is a thin shape over ``Episode.run`` / ``AsyncEpisode.run``.
 """
 
 from __future__ import annotations
 
+import os
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
+from typing import Self
 
-from pydantic import BaseModel, ConfigDict
-
-from corral.events import Event, EventStore, TraceContext
-from corral.harness import Harness, SandboxLike
+from corral.events import Event, EventStore, TraceContext, default_store_path
+from corral.harness import DEFAULT_STORE, AsyncSandboxLike, Harness, SandboxLike, SyncSandbox
+from corral.integrations._episode import AsyncEpisode, Episode
 from corral.policy import Policy
-from corral.respond import CallVerdict, EpisodeSummary, PenaltyRegistry, Responder, SummaryLogger
-from corral.sandbox import ToolResult, new_id
+from corral.respond import PenaltyRegistry, Responder, SummaryLogger
+from corral.sandbox import new_id
 
-# What a guarded episode runs calls in: the Sandbox interface every backend offers.
-ToolExecutor = SandboxLike
-
-SandboxFactory = Callable[[str], ToolExecutor]  # sandbox id -> a new sandbox
-
-
-class StepReport(BaseModel):
-    """Corral's part of one environment step, kept under one key (``info["corral"]``)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    result: ToolResult
-    verdict: CallVerdict
-    quarantined: bool  # the trajectory so far: drop it from the update
-    truncated: bool  # end the episode now (policy or halted run)
-
-    @property
-    def penalty(self) -> float:
-        return self.verdict.penalty
-
-    @property
-    def observation(self) -> str:
-        """What the agent sees: the output, or why the call did not run (never harness internals)."""
-        r = self.result
-        if r.blocked:
-            return f"[corral] call blocked by policy: {r.block_reason or 'policy'}"
-        text = r.stdout + (("\n" + r.stderr) if r.stderr else "")
-        if r.stop_reason:
-            text += f"\n[corral] call stopped: {r.stop_reason}"
-        return text
-
-
-class GuardedEpisode:
-    """One episode: one sandbox, its trace context, and its safety summary."""
-
-    def __init__(self, guard: Guard, sandbox: ToolExecutor, ctx: TraceContext) -> None:
-        self.guard = guard
-        self.sandbox = sandbox
-        self.ctx = ctx
-        self.summary = EpisodeSummary(run_id=ctx.run_id, episode_id=ctx.episode_id)
-        self.turn = 0
-        self.closed = False
-
-    @property
-    def quarantined(self) -> bool:
-        return self.summary.quarantined
-
-    @property
-    def truncated(self) -> bool:
-        return self.summary.ended_by_policy
-
-    def call(
-        self,
-        command: str | Sequence[str],
-        *,
-        timeout: float | None = None,
-        stdin: bytes | None = None,
-        env: Mapping[str, str] | None = None,
-    ) -> StepReport:
-        ctx = self.ctx.model_copy(update={"turn": self.turn, "tool_call_id": new_id("tc")})
-        self.turn += 1
-        responder = self.guard.responder
-        if responder.halted or self.truncated:
-            result, verdict = responder.refuse(ctx, self.sandbox.id)
-        else:
-            result = self.sandbox.run(command, ctx, timeout=timeout, stdin=stdin, env=env)
-            verdict = responder.on_result(result)  # may raise CircuitBreakerTripped (action: raise)
-        self.summary.add(result.alerts, result.blocked, verdict)
-        return StepReport(
-            result=result,
-            verdict=verdict,
-            quarantined=self.summary.quarantined,
-            truncated=self.summary.ended_by_policy,
-        )
-
-    def close(self) -> EpisodeSummary:
-        """Destroy the sandbox and log the summary; idempotent."""
-        if not self.closed:
-            self.closed = True
-            try:
-                self.sandbox.close()
-            finally:
-                self.guard.responder.finish_episode(self.summary, self.ctx.step)
-        return self.summary
-
-    def __enter__(self) -> GuardedEpisode:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
+# sandbox id -> a new (not yet started, for async) sandbox of the one interface every backend offers
+SandboxFactory = Callable[[str], SandboxLike]
+AsyncSandboxFactory = Callable[[str], AsyncSandboxLike]
+StoreArg = EventStore | str | None
 
 
 class Guard:
-    """Corral for one training run: ``with guard.episode("e1", step=3) as ep: ep.call("pytest -q")``.
+    """Corral for one training run; thread-safe, one per process is enough.
 
     By default sandboxes are local and share one Harness (rules compiled once, one
-    egress proxy). Pass ``sandbox_factory`` to use a node service or a Ray pool.
+    egress proxy) and events go to ``$CORRAL_HOME/events.db`` (``store=None``: nowhere;
+    an ``EventStore`` or a path: there). Pass ``sandbox_factory`` / ``async_sandbox_factory``
+    to use a node service or a Ray pool; a sync episode over an async factory runs on
+    Corral's portal loop.
     """
 
     def __init__(
@@ -124,41 +47,129 @@ class Guard:
         policy: Policy | None = None,
         *,
         run_id: str | None = None,
-        store: EventStore | None = None,
+        store: StoreArg = DEFAULT_STORE,
         event_sinks: Sequence[Callable[[Event], None]] = (),
         loggers: Sequence[SummaryLogger] = (),
         registry: PenaltyRegistry | None = None,
         sandbox_factory: SandboxFactory | None = None,
+        async_sandbox_factory: AsyncSandboxFactory | None = None,
     ) -> None:
         self.policy = policy if policy is not None else Policy.default()
         self.run_id = run_id or new_id("run")
-        self.store = store
+        self._own_store: EventStore | None = None
+        if isinstance(store, str) and store != DEFAULT_STORE:
+            store = self._own_store = EventStore(store)
+        self._given_store = store if isinstance(store, EventStore) else None
         self._harness: Harness | None = None
-        if sandbox_factory is None:
+        if sandbox_factory is None and async_sandbox_factory is None:
             self._harness = Harness(self.policy, store=store, sinks=event_sinks)
-            harness = self._harness
-            sandbox_factory = harness.sandbox
+            self.store = self._harness.store
+            async_sandbox_factory = self._harness.async_sandbox
+        else:  # the sandboxes record their own events; the responder's decisions are recorded here
+            if store == DEFAULT_STORE:
+                store = self._own_store = EventStore(default_store_path(self.policy))
+            self.store = store if isinstance(store, EventStore) else None
         self._factory = sandbox_factory
-        sinks = list(event_sinks) + ([store.append] if store is not None else [])
+        self._async_factory = async_sandbox_factory
+        sinks = list(event_sinks) + ([self.store.append] if self.store is not None else [])
         self.responder = Responder(self.policy, event_sinks=sinks, loggers=loggers, registry=registry)
         self._lock = threading.Lock()
+        self._open = 0
+        self._closed = False
 
-    def episode(self, episode_id: str | None = None, *, step: int | None = None) -> GuardedEpisode:
-        ctx = TraceContext(run_id=self.run_id, step=step, episode_id=episode_id or new_id("ep"))
-        return GuardedEpisode(self, self._factory(new_id("sb")), ctx)
+    @property
+    def harness(self) -> Harness | None:
+        """The shared local Harness (None when sandboxes come from a factory)."""
+        return self._harness
+
+    def _context(self, episode_id: str | None, step: int | None) -> TraceContext:
+        return TraceContext(run_id=self.run_id, step=step, episode_id=episode_id or new_id("ep"))
+
+    def _opened(self) -> None:
+        with self._lock:
+            self._open += 1
+
+    def _episode_closed(self) -> None:
+        with self._lock:
+            self._open -= 1
+
+    @property
+    def open_episodes(self) -> int:
+        """Episodes whose sandbox is not closed yet: a trainer that ends with more than 0 leaked some."""
+        with self._lock:
+            return self._open
+
+    def episode(
+        self,
+        episode_id: str | None = None,
+        *,
+        step: int | None = None,
+        image: str | None = None,
+        workspace: str | os.PathLike[str] | None = None,
+    ) -> Episode:
+        """A guarded episode for synchronous code; its sandbox is built now."""
+        sid = new_id("sb")
+        sandbox: SandboxLike
+        if self._harness is not None:
+            sandbox = self._harness.sandbox(sid, image=image, workspace=workspace)
+        elif self._factory is not None:
+            self._no_image_args(image, workspace)
+            sandbox = self._factory(sid)
+        else:
+            assert self._async_factory is not None
+            self._no_image_args(image, workspace)
+            sandbox = SyncSandbox(self._async_factory(sid))
+        self._opened()
+        return Episode(self, sandbox, self._context(episode_id, step))
+
+    def async_episode(
+        self,
+        episode_id: str | None = None,
+        *,
+        step: int | None = None,
+        image: str | None = None,
+        workspace: str | os.PathLike[str] | None = None,
+    ) -> AsyncEpisode:
+        """A guarded episode for asyncio code; its sandbox starts on first use, on the caller's loop."""
+        sid = new_id("sb")
+        sandbox: AsyncSandboxLike
+        if self._harness is not None:
+            sandbox = self._harness.async_sandbox(sid, image=image, workspace=workspace)
+        elif self._async_factory is not None:
+            self._no_image_args(image, workspace)
+            sandbox = self._async_factory(sid)
+        else:
+            raise TypeError(
+                "this Guard has only a synchronous sandbox_factory; async episodes need async_sandbox_factory"
+            )
+        self._opened()
+        return AsyncEpisode(self, sandbox, self._context(episode_id, step))
+
+    @staticmethod
+    def _no_image_args(image: str | None, workspace: object) -> None:
+        if image is not None or workspace is not None:
+            raise TypeError("image= and workspace= go to the sandbox factory when the Guard has one")
 
     @property
     def halted(self) -> bool:
+        """The circuit breaker halted the run: every later call is refused."""
         return self.responder.halted
 
     def close(self) -> None:
+        """Stop the responder and the shared harness, and flush the store; idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
         self.responder.close()
+        if self._given_store is not None:
+            self._given_store.flush()
         if self._harness is not None:
-            self._harness.close()
-        if self.store is not None:
-            self.store.flush()
+            self._harness.close()  # and the default store, which it owns
+        if self._own_store is not None:
+            self._own_store.close()
 
-    def __enter__(self) -> Guard:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(

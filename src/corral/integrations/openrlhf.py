@@ -1,153 +1,156 @@
-"""An OpenRLHF agent (the ``--agent_func_path`` module shape).
+"""OpenRLHF (0.11): the ``--train.agent_func_path`` module's ``AgentExecutor``, with tool calls in Corral.
 
-OpenRLHF calls an agent instance's ``reset(states)`` once per sample and
-``step(states)`` after each generation; ``step`` returns the reward, the text fed
-back to the model, ``done`` and extra logs. ``CorralAgentInstance`` runs the
-command in the action (``<bash>...</bash>`` or a ```bash fence) in the sample's
-sandbox. In an agent_func module::
+OpenRLHF loads the file, takes its ``AgentExecutor`` (an ``AgentExecutorBase`` subclass) and
+calls ``execute`` once per sample; ``MultiTurnAgentExecutor`` makes one ``AgentInstance``
+per sample and calls ``reset`` then ``step`` after every generation. In the agent file::
 
-    AgentInstance = corral_agent_instance(Guard(Policy.load("policy.yaml"), run_id="r1"))
+    from corral.integrations.openrlhf import agent_executor
+    AgentExecutor = agent_executor(policy="policy.yaml", run_id="my-run", timeout_s=30)
 
-``rewards`` is minus the safety penalty plus ``task_reward(states, result)``;
-``extra_logs`` carries the penalty and the quarantine flag. Wrap values in tensors
-where your OpenRLHF version wants them (``to_reward``).
+Each sample gets a sandbox at ``reset``; ``step`` runs the command in the action
+(``<bash>...</bash>`` or a ```bash fence) and feeds its output back; an action without a
+command is the final answer. ``rewards`` is ``task_reward(states, result) - penalty`` (a
+value with ``.item()``, as OpenRLHF reads it); a Corral truncation is ``done``. The
+executor closes the sample's sandbox however the rollout ends, the token budget included,
+and adds Corral's data to the sample's result under one key, ``"corral"`` (the
+``EpisodeSummary``), and as numbers to ``extra_logs`` (OpenRLHF logs those).
 """
 
 from __future__ import annotations
 
-import asyncio
+import contextvars
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from corral.integrations._guard import Guard, GuardedEpisode
+from openrlhf.utils.agent import AgentInstanceBase, MultiTurnAgentExecutor
+
+from corral.integrations._config import GuardConfig, shared_guard
+from corral.integrations._episode import AsyncEpisode
+from corral.integrations._guard import Guard
 from corral.integrations._text import CommandParser, extract_command
+from corral.respond import EpisodeSummary
 from corral.sandbox import ToolResult
 
 TaskReward = Callable[[dict[str, Any], ToolResult | None], float]
+
+
+class Reward(float):
+    """A reward OpenRLHF can read with ``.item()`` (it expects a tensor) without importing torch."""
+
+    def item(self) -> float:
+        return float(self)
 
 
 def _zero(_: dict[str, Any], __: ToolResult | None) -> float:
     return 0.0
 
 
-@dataclass(frozen=True)
-class AgentConfig:
-    guard: Guard
-    parse: CommandParser = extract_command
-    task_reward: TaskReward = _zero
-    to_reward: Callable[[float], Any] = float
-    timeout_s: float | None = None
+# The instances made by the executor call running in this task, so that it can close them.
+_instances: contextvars.ContextVar[list[CorralAgentInstance] | None] = contextvars.ContextVar(
+    "corral_openrlhf_instances", default=None
+)
 
 
-class CorralAgentInstance:
-    """One sample's multi-turn rollout. Make the class with ``corral_agent_instance(guard)``."""
+class CorralAgentInstance(AgentInstanceBase):  # type: ignore[misc]
+    """One sample's multi-turn rollout in one sandbox. Configured by ``agent_executor``."""
 
-    config: ClassVar[AgentConfig]
+    guard_config: ClassVar[GuardConfig] = GuardConfig()
+    parse: ClassVar[CommandParser] = staticmethod(extract_command)
+    task_reward: ClassVar[TaskReward] = staticmethod(_zero)
+    timeout_s: ClassVar[float | None] = None
+    guard_override: ClassVar[Guard | None] = None  # tests and in-process use: a live Guard
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        cfg = type(self).config
-        self.guard = cfg.guard
-        self.parse = cfg.parse
-        self.task_reward = cfg.task_reward
-        self.to_reward = cfg.to_reward
-        self.timeout_s = cfg.timeout_s
-        self.episode: GuardedEpisode | None = None
+        self.guard = type(self).guard_override or shared_guard(type(self).guard_config)
+        self.episode: AsyncEpisode | None = None
+        live = _instances.get()
+        if live is not None:
+            live.append(self)
 
     async def reset(self, states: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        if self.episode is not None:
-            await asyncio.to_thread(self.episode.close)
-        self.episode = await asyncio.to_thread(
-            self.guard.episode, states.get("episode_id"), step=states.get("step")
-        )
+        await self.close()
+        self.episode = self.guard.async_episode(states.get("episode_id"), step=states.get("step"))
         return {"observation": states.get("observation", "")}
 
     async def step(self, states: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         if self.episode is None:
             await self.reset(states)
-        assert self.episode is not None
-        action = str(states.get("action_text", ""))
-        command = self.parse(action)
-        if command is None:  # a final answer: the episode is over
-            summary = await asyncio.to_thread(self.episode.close)
-            reward = self.task_reward(states, None)  # penalties were paid on the calls that earned them
-            return self._out(states, reward, "", True, {"corral_quarantined": float(summary.quarantined)})
-        report = await asyncio.to_thread(self.episode.call, command, timeout=self.timeout_s)
-        reward = (0.0 if report.result.blocked else self.task_reward(states, report.result)) - report.penalty
-        logs = {
-            "corral_penalty": report.penalty,
-            "corral_quarantined": float(report.quarantined),
-            "corral_alerts": float(len(report.result.alerts)),
-            "corral_blocked": float(report.result.blocked),
-        }
-        done = report.truncated
-        if done:
-            await asyncio.to_thread(self.episode.close)
+        ep = self.episode
+        assert ep is not None
+        command = type(self).parse(str(states.get("action_text", "")))
+        if command is None:  # the final answer; penalties were paid on the calls that earned them
+            reward = type(self).task_reward(states, None)
+            return self._out(states, reward, "", True, ep.summary)
+        report = await ep.run(command, timeout=type(self).timeout_s)
+        base = 0.0 if report.result.blocked else type(self).task_reward(states, report.result)
         feedback = f"\n<output>\n{report.observation}\n</output>\n"
-        return self._out(states, reward, feedback, done, logs)
+        return self._out(states, base - report.penalty, feedback, report.truncated, ep.summary)
 
+    @staticmethod
     def _out(
-        self, states: dict[str, Any], reward: float, feedback: str, done: bool, logs: dict[str, float]
+        states: dict[str, Any], reward: float, feedback: str, done: bool, summary: EpisodeSummary
     ) -> dict[str, Any]:
         return {
-            "rewards": self.to_reward(reward),
-            "scores": self.to_reward(reward),
+            "rewards": Reward(reward),
+            "scores": Reward(reward),
             "environment_feedback": feedback,
             "done": done,
             "sampling_params": states.get("sampling_params"),
-            "extra_logs": logs,
-            "corral_quarantined": bool(self.episode and self.episode.quarantined),
+            "extra_logs": summary.metrics(),
         }
 
+    async def close(self) -> EpisodeSummary | None:
+        if self.episode is None:
+            return None
+        ep, self.episode = self.episode, None
+        return await ep.close()
 
-def corral_agent_instance(
-    guard: Guard,
+
+class CorralAgentExecutor(MultiTurnAgentExecutor):  # type: ignore[misc]
+    """OpenRLHF's ``MultiTurnAgentExecutor`` that never leaves a sample's sandbox open."""
+
+    instance_cls: ClassVar[type[CorralAgentInstance]] = CorralAgentInstance
+
+    def __init__(self) -> None:
+        super().__init__(type(self).instance_cls)
+
+    async def execute(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        live: list[CorralAgentInstance] = []
+        token = _instances.set(live)
+        summaries: list[EpisodeSummary] = []
+        try:
+            out: dict[str, Any] = await super().execute(*args, **kwargs)
+        finally:
+            _instances.reset(token)
+            for inst in live:
+                ep = inst.episode
+                await inst.close()
+                if ep is not None:
+                    summaries.append(ep.summary)
+        if summaries:
+            out["corral"] = summaries[-1]
+            out["extra_logs"] = {**(out.get("extra_logs") or {}), **summaries[-1].metrics()}
+        return out
+
+
+def agent_executor(
     *,
+    policy: str | None = None,
+    run_id: str | None = None,
+    store: str | None = "default",
+    timeout_s: float | None = None,
     parse: CommandParser = extract_command,
     task_reward: TaskReward = _zero,
-    to_reward: Callable[[float], Any] = float,
-    timeout_s: float | None = None,
-) -> type[CorralAgentInstance]:
-    """The ``AgentInstance`` class OpenRLHF's agent_func module must define."""
-    cfg = AgentConfig(guard, parse, task_reward, to_reward, timeout_s)
-    return type("AgentInstance", (CorralAgentInstance,), {"config": cfg})
-
-
-def make_agent_step(
-    guard: Guard, *, parse: CommandParser = extract_command, timeout_s: float | None = None
-) -> Callable[..., Any]:
-    """The older function form: ``async def step(observation, action, label, **kwargs) -> dict``.
-
-    Episodes are keyed by ``kwargs["episode_id"]`` (default: the observation's prompt hash).
-    """
-    episodes: dict[str, GuardedEpisode] = {}
-
-    async def step(observation: str, action: str, label: Any, **kwargs: Any) -> dict[str, Any]:
-        key = str(kwargs.get("episode_id") or hash(observation.split("<output>")[0]))
-        ep = episodes.get(key)
-        if ep is None:
-            ep = episodes[key] = await asyncio.to_thread(guard.episode, key, step=kwargs.get("step"))
-        command = parse(action)
-        if command is None:
-            await asyncio.to_thread(episodes.pop(key).close)
-            return {
-                "rewards": 0.0,
-                "scores": 0.0,
-                "next_observation": observation + action,
-                "done": True,
-                "sampling_params": kwargs.get("sampling_params"),
-                "extra_logs": {"corral_quarantined": float(ep.quarantined)},
-            }
-        report = await asyncio.to_thread(ep.call, command, timeout=timeout_s)
-        if report.truncated:
-            await asyncio.to_thread(episodes.pop(key).close)
-        return {
-            "rewards": -report.penalty,
-            "scores": -report.penalty,
-            "next_observation": f"{observation}{action}\n<output>\n{report.observation}\n</output>\n",
-            "done": report.truncated,
-            "sampling_params": kwargs.get("sampling_params"),
-            "extra_logs": {"corral_penalty": report.penalty, "corral_quarantined": float(report.quarantined)},
-        }
-
-    return step
+    guard: Guard | None = None,
+) -> type[CorralAgentExecutor]:
+    """The ``AgentExecutor`` class an OpenRLHF agent_func module exports (OpenRLHF builds it with no
+    arguments, in its rollout actor's process: the Guard is made there, from this configuration)."""
+    attrs: dict[str, Any] = {
+        "guard_config": GuardConfig(policy=policy, run_id=run_id, store=store),
+        "parse": staticmethod(parse),
+        "task_reward": staticmethod(task_reward),
+        "timeout_s": timeout_s,
+        "guard_override": guard,
+    }
+    instance = type("AgentInstance", (CorralAgentInstance,), attrs)
+    return type("AgentExecutor", (CorralAgentExecutor,), {"instance_cls": instance})

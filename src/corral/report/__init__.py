@@ -3,10 +3,13 @@
 ``corral.report._html`` is a small toolkit (``page``, ``table``, ``Cell``,
 ``cards``, ``details``, ``section``, ``scatter_svg``, ``bars_svg``, ``badge``,
 ``code``, ``esc``, ``fmt_time``) that other reports (red-team scorecard, demo)
-build on; it is re-exported here.
+build on; it is re-exported here. The correlation reports need pyarrow and duckdb (the
+correlate extra; stix2 for STIX) and load on first use, so that the toolkit does not.
 """
 
-from corral.report._correlation_html import render_correlation_html
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from corral.report._html import (
     LEVEL_COLORS,
     Cell,
@@ -23,10 +26,32 @@ from corral.report._html import (
     section,
     table,
 )
-from corral.report._incident_html import endpoint
-from corral.report._redact import Redactor, redact_report, redactor_for
-from corral.report._stix import stix_bundle, write_stix
-from corral.report._terminal import print_correlation_summary
+
+if TYPE_CHECKING:
+    from corral.report._correlation_html import render_correlation_html
+    from corral.report._incident_html import endpoint
+    from corral.report._redact import Redactor, redact_report, redactor_for
+    from corral.report._stix import stix_bundle, write_stix
+    from corral.report._terminal import print_correlation_summary
+
+_LAZY = {
+    "render_correlation_html": "corral.report._correlation_html",
+    "endpoint": "corral.report._incident_html",
+    "Redactor": "corral.report._redact",
+    "redact_report": "corral.report._redact",
+    "redactor_for": "corral.report._redact",
+    "stix_bundle": "corral.report._stix",
+    "write_stix": "corral.report._stix",
+    "print_correlation_summary": "corral.report._terminal",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'corral.report' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
 
 __all__ = [
     "LEVEL_COLORS",

@@ -207,7 +207,7 @@ def test_guard_over_the_service(svc: RunningService, store: EventStore) -> None:
         run_id="guard-remote", sandbox_factory=lambda sid: RemoteSandbox(sandbox_id=sid, client=client)
     ) as g:
         with g.episode("e1") as ep:
-            rep = ep.call(BAD)
+            rep = ep.run(BAD)
         assert rep.quarantined and rep.penalty > 0
     assert client.sandboxes() == []
     client.close()
