@@ -26,13 +26,16 @@ from corral.report._html import (
 from corral.report._incident_html import endpoint
 from corral.report._redact import Redactor, redact_report, redactor_for
 from corral.report._stix import stix_bundle, write_stix
+from corral.report._story_html import IncidentStory, StoryEvent, story_section, swimlanes_svg
 from corral.report._terminal import print_correlation_summary
 
 __all__ = [
     "LEVEL_COLORS",
     "Cell",
+    "IncidentStory",
     "Point",
     "Redactor",
+    "StoryEvent",
     "badge",
     "bars_svg",
     "cards",
@@ -49,6 +52,8 @@ __all__ = [
     "scatter_svg",
     "section",
     "stix_bundle",
+    "story_section",
+    "swimlanes_svg",
     "table",
     "write_stix",
 ]
