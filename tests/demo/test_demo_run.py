@@ -85,6 +85,7 @@ def test_the_run_writes_everything_and_fits_80_columns(halted: Run) -> None:
     assert long == []
     for expected in ("Run summary", "The incident", "s from the first violation to the halt", "Next"):
         assert expected in halted.stdout
+    assert "corral demo --episodes 6 --workers 4 --seed 3 --no-halt" in halted.stdout
     # The next commands name this run's store, episodes and report.
     text = halted.stdout.replace(" \\\n", " ")
     store = str(halted.out / "events.db")
@@ -110,7 +111,10 @@ def test_every_firewall_record_of_an_act_is_attributed_live_to_the_call_that_sta
     by_line = {a["log_line"]: a for a in halted.live}
     for act in (TUNNEL, MINER):
         ip = halted.start_of(act.start).sandbox_ip
-        mine = [n for n, ln in enumerate(halted.log, 1) if f" {ip} " in ln and ln.endswith(" REJECT OK")]
+        dst = act.destination[0]
+        mine = [
+            n for n, ln in enumerate(halted.log, 1) if f" {ip} {dst} " in ln and ln.endswith(" REJECT OK")
+        ]
         assert len(mine) >= 2, (act.name, ip)
         who = {by_line[n]["tool_call_id"] for n in mine if n in by_line}
         assert who == {halted.call_id_of(act.start)}, (act.name, [by_line.get(n) for n in mine])
@@ -179,4 +183,4 @@ def test_no_halt_shows_what_the_run_would_have_done(tmp_path: Path) -> None:
     assert after & {"ep-0006", "ep-0007"}  # ... and the run went on: calls started well after it
     assert run.summary["episodes_never_started"] == 0 and run.summary["halt_obeyed"] is False
     assert {e.ctx.episode_id for e in run.calls} == {f"ep-{i:04d}" for i in range(8)}
-    assert "--no-halt" in r.stdout and "corral demo --no-halt" not in r.stdout
+    assert "--no-halt" in r.stdout and "--seed 3 --no-halt" not in r.stdout

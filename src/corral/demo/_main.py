@@ -93,7 +93,11 @@ class DemoOutput:
     stats: LoopStats
     correlation_report: CorrelationReport
     figures: dict[str, object]
-    halt_obeyed: bool
+    config: DemoConfig
+
+    @property
+    def halt_obeyed(self) -> bool:
+        return self.config.halt
 
 
 def _out_dir(cfg: DemoConfig, run_id: str) -> Path:
@@ -254,5 +258,5 @@ def _finish(
         stats,
         report,
         figures,
-        cfg.halt,
+        cfg,
     )

@@ -97,7 +97,8 @@ class Chronicle:
         acts: dict[str, dict[str, object]] = {}
         for name, start in starts.items():
             ep = next(e for e in self.episodes if e.episode_id == start.episode_id)
-            mine = [r for r in rejects if r.sandbox_id == ep.sandbox_id]
+            dest = start.act.destination if start.act else None
+            mine = [r for r in rejects if r.sandbox_id == ep.sandbox_id and (r.dst_ip, r.dst_port) == dest]
             to_call = [
                 r
                 for r in mine

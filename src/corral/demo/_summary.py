@@ -22,9 +22,9 @@ def _act_lines(name: str, a: dict[str, object]) -> list[str]:
         str(a["ended_by"]), "quarantined" if a["quarantined"] else "not quarantined"
     )
     return [
-        f"  {name:<7} {a['episode_id']} turn {a['turn']}, call {a['tool_call_id']}: {ran}",
+        f"  {name:<7} {a['episode_id']} turn {a['turn']}, call {a['tool_call_id']}: {ran}; {end}",
         f"          {a['firewall_records']} firewall records, {a['attributed_live_to_this_call']} "
-        f"attributed live to this call; {end}",
+        "attributed live to this call",
     ]
 
 
@@ -70,9 +70,11 @@ def print_summary(d: DemoOutput, console: Console) -> None:
         console.print("  the outside host's sshd and the pool recorded no connection at all", highlight=False)
     console.print(
         f"  firewall: {f['firewall_records']} records ({f['firewall_rejects']} REJECT), "
-        f"{f['attributed_live']} attributed live ({f['violations_attributed_live']} violations), "
-        f"slowest {f['max_latency_s']:.1f} s",
+        f"{f['attributed_live']} attributed live ({f['violations_attributed_live']} violations)",
         highlight=False,
+    )
+    console.print(
+        f"  slowest attribution: {f['max_latency_s']:.1f} s after its line was read", highlight=False
     )
     rep = d.correlation_report
     console.print(
@@ -127,7 +129,9 @@ def next_commands(d: DemoOutput) -> list[tuple[str, str]]:
         ("the report (the incident's story first)", f"xdg-open {q(str(d.report))}"),
     ]
     if d.halt_obeyed:
-        out.append(("what the run would have done without the breaker", "corral demo --no-halt"))
+        c = d.config
+        again = f"corral demo --episodes {c.episodes} --workers {c.workers} --seed {c.seed} --no-halt"
+        out.append(("what the run would have done without the breaker", again))
     return out
 
 
