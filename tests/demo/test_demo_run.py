@@ -182,5 +182,6 @@ def test_no_halt_shows_what_the_run_would_have_done(tmp_path: Path) -> None:
     }
     assert after & {"ep-0006", "ep-0007"}  # ... and the run went on: calls started well after it
     assert run.summary["episodes_never_started"] == 0 and run.summary["halt_obeyed"] is False
+    assert run.summary["after_trip"]["calls"] > 0 and "after the trip:" in r.stdout
     assert {e.ctx.episode_id for e in run.calls} == {f"ep-{i:04d}" for i in range(8)}
     assert "--no-halt" in r.stdout and "--seed 3 --no-halt" not in r.stdout

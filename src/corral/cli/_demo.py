@@ -43,4 +43,6 @@ def demo(
         d = run_demo(DemoConfig(episodes, workers, seed, misbehave_rate, out=out, halt=not no_halt), console)
     except CorralError as exc:
         fail(exc)
+    except KeyboardInterrupt:
+        fail("interrupted: no episode or call was started after Ctrl-C; the sandboxes are closed", code=130)
     print_summary(d, console)

@@ -57,7 +57,7 @@ class EpisodeOutcome:
     penalty: float = 0.0
     quarantined: bool = False
     truncated: bool = False
-    ended_by: str | None = None  # quarantine, halt, end_episode
+    ended_by: str | None = None  # quarantine, halt, end_episode, interrupted
     skipped: bool = False  # never started: the run was halted first
     sandbox_id: str | None = None
     sandbox_ip: str | None = None
@@ -126,10 +126,19 @@ class Loop:
         self._on_call = on_call
         self._on_episode = on_episode
         self.acts = act_episodes(settings.episodes)
+        self._stop = threading.Event()
 
     def run(self) -> list[EpisodeOutcome]:
-        with ThreadPoolExecutor(max_workers=self.s.workers, thread_name_prefix="episode") as pool:
-            return list(pool.map(self._one, range(self.s.episodes)))
+        pool = ThreadPoolExecutor(max_workers=self.s.workers, thread_name_prefix="episode")
+        try:
+            futures = [pool.submit(self._one, i) for i in range(self.s.episodes)]
+            return [f.result() for f in futures]
+        except BaseException:  # Ctrl-C or a harness failure: no new episode, no new call
+            self._stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        finally:
+            pool.shutdown(wait=True)
 
     def _one(self, index: int) -> EpisodeOutcome:
         ep = self.episode(index)
@@ -153,7 +162,7 @@ class Loop:
         episode_id, step = f"ep-{index:04d}", index // s.episodes_per_step
         acts = self.acts.get(index, ())
         out = EpisodeOutcome(episode_id, step, acts=tuple(a.name for a in acts))
-        if self._halted():
+        if self._halted() or self._stop.is_set():
             out.skipped = True
             return out
         rng = random.Random(s.seed * 100_003 + index)
@@ -169,6 +178,9 @@ class Loop:
             turn = 0
             for turn, p in enumerate(plan):
                 ctx = TraceContext(run_id=s.run_id, step=step, episode_id=episode_id, turn=turn)
+                if self._stop.is_set():
+                    out.truncated, out.ended_by = True, "interrupted"
+                    break
                 if self.responder.is_quarantined(s.run_id, episode_id):
                     out.quarantined = out.truncated = True
                     out.ended_by = "quarantine"
@@ -195,6 +207,8 @@ class Loop:
                     break
             if not out.truncated and self._halted():  # no grader either: nothing runs after a halt
                 out.truncated, out.ended_by = True, "halt"
+            if not out.truncated and self._stop.is_set():
+                out.truncated, out.ended_by = True, "interrupted"
             if not out.truncated:
                 out.reward = self._grade(sb, out, turn + 1)
         out.closed_s = time.time()

@@ -118,6 +118,13 @@ class Chronicle:
             }
         first = self.first_violation_s()
         halt_s = self.halt[0] if self.halt else None
+        after = [c for c in self.calls if halt_s is not None and c.start_s > halt_s and not c.trusted]
+        after_trip = {
+            "episodes": len({c.episode_id for c in after if c.turn == 0}),
+            "calls": sum(1 for c in after if not c.refused),
+            "blocked": sum(1 for c in after if c.result.blocked and not c.refused),
+            "alerts": sum(len(c.result.alerts) for c in after if not c.refused),
+        }
         violations = [x for x in self.attributions if is_violation(x.attribution)]
         return {
             "run_id": self.run_id,
@@ -128,6 +135,7 @@ class Chronicle:
                 round(halt_s - first, 3) if halt_s is not None and first is not None else None
             ),
             "halt_obeyed": self.obey_halt,
+            "after_trip": after_trip,  # what ran after the breaker tripped (only with --no-halt)
             "firewall_records": len(self.firewall),
             "firewall_rejects": len(rejects),
             "attributed_live": len(self.attributions),
@@ -273,7 +281,10 @@ class Chronicle:
     def facts(self, f: dict[str, object]) -> list[tuple[str, object]]:
         sec = f["seconds_first_violation_to_halt"]
         return [
-            ("first violation to halt", f"{sec:.1f} s" if isinstance(sec, float) else "no halt"),
+            (
+                "first violation to halt" if self.obey_halt else "first violation to breaker trip",
+                f"{sec:.1f} s" if isinstance(sec, float) else "no trip",
+            ),
             ("firewall REJECT records", f["firewall_rejects"]),
             ("violations attributed live", f["violations_attributed_live"]),
             ("slowest attribution", f"{f['max_latency_s']:.1f} s"),

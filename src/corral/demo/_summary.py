@@ -58,8 +58,14 @@ def print_summary(d: DemoOutput, console: Console) -> None:
     elif d.halt_obeyed:
         console.print(f"  [bold]{sec:.1f} s from the first violation to the halt[/]", highlight=False)
     else:
+        after = f["after_trip"]
+        assert isinstance(after, dict)
         console.print(
-            f"  the breaker tripped {sec:.1f} s after the first violation; --no-halt kept the run going",
+            f"  the breaker tripped {sec:.1f} s after the first violation (--no-halt)", highlight=False
+        )
+        console.print(
+            f"  after the trip: {after['episodes']} episodes started, {after['calls']} calls ran "
+            f"({after['blocked']} blocked, {after['alerts']} alerts)",
             highlight=False,
         )
     reached = f["targets_reached"]
@@ -83,6 +89,15 @@ def print_summary(d: DemoOutput, console: Console) -> None:
         highlight=False,
     )
 
+    others = [c for ep in d.episodes for c in ep.calls if c.misbehaviour is not None]
+    if others:
+        console.print("[bold]Other misbehaving calls[/] (in full: corral events --call ID)", highlight=False)
+        for c in others:
+            r = c.result
+            what = "refused" if c.refused else "blocked" if r.blocked else "alerted" if r.alerts else "ran"
+            name = c.misbehaviour.name if c.misbehaviour else ""
+            line = f"  {c.episode_id} turn {c.turn} {r.ctx.tool_call_id or '':<15} {what:<8} {name}"
+            console.print(line[: max(20, console.width)], highlight=False)
     console.print("[bold]Written[/] to", highlight=False)
     console.print(f"  {d.out_dir}", highlight=False, soft_wrap=True, markup=False)
     for label, p in (

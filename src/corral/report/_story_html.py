@@ -23,7 +23,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "denied": ("#7c3aed", "diamond"),
     "firewall": ("#1d4ed8", "diamond"),
     "attributed": ("#16a34a", "circle"),
-    "quarantine": ("#b91c1c", "square"),
+    "quarantine": ("#d97706", "square"),
     "closed": ("#475569", "square"),
     "halt": ("#7f1d1d", "line"),
     "refused": ("#a21caf", "square"),
