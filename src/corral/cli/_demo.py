@@ -12,8 +12,15 @@ from corral.cli._app import app, fail
 from corral.demo import DemoConfig, print_summary, run_demo
 from corral.errors import CorralError
 
+_HELP = (
+    "Run a small RL loop whose agent opens a reverse SSH tunnel, starts a miner and misbehaves at random."
+    "\n\nCorral blocks what it can before it runs and refuses every connection; a simulated node firewall "
+    "logs the attempts, a watcher attributes each record to its tool call as it is written, the guilty "
+    "episodes are quarantined and a burst trips the circuit breaker that halts the run. Needs root."
+)
 
-@app.command("demo")
+
+@app.command("demo", help=_HELP)
 def demo(
     episodes: int = typer.Option(64, "--episodes", min=1, help="Episodes to run."),
     workers: int = typer.Option(4, "--workers", min=1, help="Episodes running at once."),
@@ -30,12 +37,7 @@ def demo(
         False, "--no-halt", help="Keep running after the circuit breaker trips, to show what it prevented."
     ),
 ) -> None:
-    """Run a small RL loop whose agent opens a reverse SSH tunnel, starts a miner and misbehaves at random.
-
-    Corral blocks what it can before it runs and refuses every connection; a simulated node firewall
-    logs the attempts, a watcher attributes each record to its tool call as it is written, the guilty
-    episodes are quarantined and a burst trips the breaker that halts the run. Needs root.
-    """
+    """The main job: a misbehaving RL run through Corral, end to end (see _HELP)."""
     if os.geteuid() != 0:
         fail("corral demo needs root: it creates network namespaces, an SSH server and sandboxes")
     console = Console()

@@ -190,8 +190,8 @@ class LiveView:
     def halt(self, count: int, window_s: float, obeyed: bool) -> None:
         with self._lock:
             self._halted = True
-        then = "the run stops" if obeyed else "ignored (--no-halt)"
-        text = f"{count} violations in {window_s:g}s tripped the breaker: {then}"
+        then = ": the run stops" if obeyed else " (--no-halt)"
+        text = f"{count} violations in {window_s:g}s tripped the breaker{then}"
         self._print([header("HALT", stamp(time.time(), self.t0), text, self.width)])
         self._refresh()
 

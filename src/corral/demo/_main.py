@@ -126,7 +126,8 @@ def _banner(console: Console, cfg: DemoConfig, run_id: str, out: Path) -> None:
         highlight=False,
     )
     console.print(
-        f"A watcher follows the node firewall log as it is written: {out / 'node-firewall.flowlog'}",
+        f"A watcher follows the node firewall log as it is written: {out / 'node-firewall.flowlog'}. "
+        f"Commands below are folded; one call in full: corral events --store {out / 'events.db'} --call ID",
         highlight=False,
     )
 

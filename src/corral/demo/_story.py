@@ -206,6 +206,11 @@ class Chronicle:
                 f"line {r.line}: {endpoint(r.src_ip, r.src_port)} -> {endpoint(r.dst_ip, r.dst_port)} REJECT"
             )
             events.append(StoryEvent(r.time_s, "firewall", "firewall", title, ep_id))
+            act = self.act_of(ep_id)
+            act = next((a.name for a in ACTS if act and a.destination == (r.dst_ip, r.dst_port)), act)
+            if act is not None:  # the attempt itself, in its act's lane: refused by Corral's egress
+                what = f"attempt to {endpoint(r.dst_ip, r.dst_port)} refused by the egress"
+                events.append(StoryEvent(r.time_s, "denied", act, what, ep_id))
         for x in self.attributions:
             a = x.attribution
             if not is_violation(a):

@@ -91,7 +91,7 @@ def print_summary(d: DemoOutput, console: Console) -> None:
 
     others = [c for ep in d.episodes for c in ep.calls if c.misbehaviour is not None]
     if others:
-        console.print("[bold]Other misbehaving calls[/] (in full: corral events --call ID)", highlight=False)
+        console.print("[bold]Other misbehaving calls[/] (in full: the --call command below)", highlight=False)
         for c in others:
             r = c.result
             what = "refused" if c.refused else "blocked" if r.blocked else "alerted" if r.alerts else "ran"
