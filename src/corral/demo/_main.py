@@ -187,6 +187,8 @@ def _run(
             chron.call(rec)
             view.call(rec, verdict)
 
+        # The harness commits each call when it ends, so a record waiting for its call (a process
+        # left running) needs a second, not corral watch's default 5 s, before it is decided.
         watcher = Watcher(
             [fw.path],
             store=store.path,
