@@ -29,7 +29,7 @@ from corral.events._reader import StoreReader
 from corral.events._store import EventStore, StoreStats, default_store_path
 from corral.events._timefmt import parse_time_ns, rfc3339_ns
 from corral.events._trace import TraceContext, TraceRecord
-from corral.events._tracewriter import trace_record, trace_records, write_trace_jsonl
+from corral.events._tracewriter import trace_lines, trace_record, trace_records, write_trace_jsonl
 
 __all__ = [
     "EVENT_TYPES",
@@ -65,6 +65,7 @@ __all__ = [
     "parse_time_ns",
     "rfc3339_ns",
     "to_ocsf",
+    "trace_lines",
     "trace_record",
     "trace_records",
     "write_jsonl",

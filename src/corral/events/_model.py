@@ -157,6 +157,8 @@ class ToolCall(_Payload):
     ``stdout``/``stderr`` are the call's captured output, at most ``OUTPUT_CAP_BYTES`` each; a
     longer stream is cut there and its ``*_truncated`` flag set. The model enforces the cap, so
     a producer that passes more gets it cut rather than a store row of unbounded size.
+    ``trusted`` marks the environment's own runs in the sandbox (a grader), not the agent's calls;
+    reports show them apart.
     """
 
     kind: Literal["tool_call"] = "tool_call"
@@ -174,6 +176,7 @@ class ToolCall(_Payload):
     stderr_truncated: bool = False
     gpu_time_s: float | None = None  # calls of a sandbox with a GPU grant (NVML accounting)
     gpu_memory_peak_bytes: int | None = None
+    trusted: bool = False
 
     @model_validator(mode="before")
     @classmethod

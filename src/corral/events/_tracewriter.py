@@ -1,7 +1,13 @@
-"""Tool calls in the generic trace format (DESIGN.md): one ``TraceRecord`` JSON line per call."""
+"""Tool calls in the generic trace format (DESIGN.md): one ``TraceRecord`` JSON line per call.
+
+``trace_lines`` adds what the store knows of each call's outcome (``blocked``,
+``exit_code``, ``stop_reason``, ``trusted``) as extra keys, which the trace readers
+(``corral correlate --trace``) take as the call's status.
+"""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
 from typing import IO, TYPE_CHECKING
 
@@ -59,11 +65,32 @@ def trace_records(
             yield rec
 
 
-def write_trace_jsonl(records: Iterable[TraceRecord], out: IO[str]) -> int:
-    """Write trace records as JSON lines; returns the count."""
+def call_outcome(event: Event) -> dict[str, object]:
+    """The outcome keys of a ``tool_call`` event's trace line (empty for other events)."""
+    d = event.data
+    if not isinstance(d, ToolCall):
+        return {}
+    return {
+        "blocked": d.blocked,
+        "exit_code": d.exit_code,
+        "stop_reason": d.stop_reason,
+        "trusted": d.trusted,
+    }
+
+
+def trace_lines(store: EventStore, *, run_id: str | None = None) -> Iterator[str]:
+    """Each committed tool call of ``run_id`` as a trace line with its outcome keys, in store order."""
+    for e in store.query(run_id=run_id, type="tool_call"):
+        rec = trace_record(e)
+        if rec is not None:
+            yield json.dumps({**rec.model_dump(mode="json"), **call_outcome(e)})
+
+
+def write_trace_jsonl(records: Iterable[TraceRecord | str], out: IO[str]) -> int:
+    """Write trace records (or lines from ``trace_lines``) as JSON lines; returns the count."""
     n = 0
     for rec in records:
-        out.write(rec.model_dump_json())
+        out.write(rec if isinstance(rec, str) else rec.model_dump_json())
         out.write("\n")
         n += 1
     return n

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from corral.report._incident_html import endpoint
     from corral.report._redact import Redactor, redact_report, redactor_for
     from corral.report._stix import stix_bundle, write_stix
+    from corral.report._story_html import IncidentStory, StoryEvent, story_section, swimlanes_svg
     from corral.report._terminal import print_correlation_summary
 
 _LAZY = {
@@ -42,6 +43,10 @@ _LAZY = {
     "redactor_for": "corral.report._redact",
     "stix_bundle": "corral.report._stix",
     "write_stix": "corral.report._stix",
+    "IncidentStory": "corral.report._story_html",
+    "StoryEvent": "corral.report._story_html",
+    "story_section": "corral.report._story_html",
+    "swimlanes_svg": "corral.report._story_html",
     "print_correlation_summary": "corral.report._terminal",
 }
 
@@ -56,8 +61,10 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "LEVEL_COLORS",
     "Cell",
+    "IncidentStory",
     "Point",
     "Redactor",
+    "StoryEvent",
     "badge",
     "bars_svg",
     "cards",
@@ -74,6 +81,8 @@ __all__ = [
     "scatter_svg",
     "section",
     "stix_bundle",
+    "story_section",
+    "swimlanes_svg",
     "table",
     "write_stix",
 ]

@@ -29,6 +29,7 @@ from corral.report._incident_html import (
     incident_detail,
     violations_by_call,
 )
+from corral.report._story_html import STORY_CSS, IncidentStory, story_section
 from corral.report._summary import sources_note, summary_items
 
 # A link to an incident or episode opens its collapsed block.
@@ -42,14 +43,23 @@ _CSS = (
 )
 
 
-def render_correlation_html(report: CorrelationReport, *, title: str = "Corral correlation report") -> str:
-    """Timeline, incidents with drill-down to calls, output and evidence, episodes, destinations, files."""
+def render_correlation_html(
+    report: CorrelationReport,
+    *,
+    title: str = "Corral correlation report",
+    story: IncidentStory | None = None,
+) -> str:
+    """Timeline, incidents with drill-down to calls, output and evidence, episodes, destinations, files.
+
+    With a ``story`` (told by whoever watched the run live), the page opens with it.
+    """
     violations = [a for a in report.attributions if is_violation(a)]
     per_call = violations_by_call(report)
     episodes = "".join(episode_section(ep, report, per_call) for ep in report.episodes) or (
         "<p class='muted'>No episode has a certain incident.</p>"
     )
     body = [
+        f"<section id='story'><h2>The incident</h2>{story_section(story, report)}</section>" if story else "",
         cards(summary_items(report)),
         f"<p class='muted' id='sources'>{esc(sources_note(report))}</p>",
         section("Timeline of violations", _timeline(violations, report.calls)),
@@ -62,7 +72,7 @@ def render_correlation_html(report: CorrelationReport, *, title: str = "Corral c
     ]
     sub = f"generated {fmt_time(report.generated_at)}; {len(report.logs)} log files, "
     sub += f"{len(report.traces)} trace sources"
-    return page(title, "".join(body), subtitle=sub, extra_css=_CSS, script=_OPEN_ANCHOR)
+    return page(title, "".join(body), subtitle=sub, extra_css=_CSS + STORY_CSS, script=_OPEN_ANCHOR)
 
 
 def _step_of(a: Attribution, calls: Mapping[str, TraceRecord]) -> int | None:
