@@ -38,6 +38,9 @@ _STR, _NULL, _BOOL, _INT, _FLOAT = (f"{_YAML}{t}" for t in ("str", "null", "bool
 _MAP, _SEQ = f"{_YAML}map", f"{_YAML}seq"
 _SCALAR_TAGS = {"!", _STR, _NULL, _BOOL, _INT, _FLOAT}
 _NULLS = {"", "~", "null", "Null", "NULL"}
+# Newer libyaml refuses deep nesting itself, and its scanner looks ahead over a whole flow
+# collection, so its refusal can come before our own depth check sees the 65th level.
+_LIBYAML_TOO_DEEP = "exceeded maximum nesting depth"
 _KIND = {_INT: "an integer", _FLOAT: "a number", _BOOL: "a boolean (true or false)", _NULL: "null"}
 
 
@@ -332,6 +335,9 @@ def _parse(text: str, source: str, libyaml: bool) -> _Builder:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         problem = getattr(exc, "problem", None) or str(exc)
+        if problem == _LIBYAML_TOO_DEEP:  # libyaml's own depth limit is larger than ours
+            problem = f"nested deeper than {MAX_DEPTH} levels"
+            raise PolicyError([Problem(problem, source, None, line)]) from None
         raise PolicyError([Problem(f"not valid YAML: {problem}", source, None, line)]) from exc
     except UnicodeError as exc:
         raise PolicyError([Problem("not valid text (not encodable as UTF-8)", source)]) from exc
