@@ -8,19 +8,21 @@ import sys
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from corral.cli._app import app, fail
+from corral.cli._app import app, fail, missing_extra
 from corral.cli._common import load_policy
 from corral.cli._correlate import parse_duration
-from corral.correlate import Attribution, Watcher, WatchItem, is_violation, make_reader
 from corral.errors import CorralError
 from corral.events import EventStore
-from corral.report import endpoint
 from corral.respond import Responder
+
+if TYPE_CHECKING:
+    from corral.correlate import Attribution, WatchItem
 
 _STYLE = {"deny": "bold red", "alert": "bold red"}
 
@@ -55,6 +57,10 @@ def watch_cmd(
     Violations attributed to an episode go to the responder: a burst for one episode quarantines it, a
     burst across a run trips the circuit breaker (printed, and recorded in the store when one is given).
     """
+    try:  # pyarrow: the correlate extra
+        from corral.correlate import Watcher, make_reader
+    except ModuleNotFoundError as exc:
+        missing_extra("correlate", "watch", exc)
     if not trace and store is None:
         fail("give the run's calls: --trace FILE or --store DB")
     if trace and store is not None:
@@ -146,6 +152,9 @@ def _print(item: WatchItem, json_out: bool, console: Console) -> None:
 
 
 def _line(a: Attribution) -> str:
+    from corral.correlate import is_violation  # the correlate extra, present once watch_cmd ran
+    from corral.report import endpoint
+
     style = _STYLE.get(a.action or "", "") if is_violation(a) else "dim"
     who = a.tool_call_id or (
         f"episode {a.episode_id} ({a.candidate_count} calls)"
