@@ -1,6 +1,8 @@
 """A background event loop that runs the async implementation for synchronous callers.
 
-One per process (restarted after a fork). Synchronous sandboxes submit
+One per process and network namespace (restarted after a fork): the loop's threads, and the children
+they start (image pulls, clients' connections), must see the network of the thread that asked, and a
+thread born in another netns never leaves it. Synchronous sandboxes submit
 coroutines here and block on the result, so sync and async callers share one
 implementation; many threads may call at once and their calls run concurrently
 on the loop.
@@ -16,6 +18,7 @@ from collections.abc import AsyncIterator, Coroutine, Iterator
 from typing import Any, TypeVar
 
 from corral.errors import CorralError
+from corral.sandbox import thread_netns
 
 T = TypeVar("T")
 _END = object()
@@ -83,13 +86,16 @@ class _Raise:
         self.exc = exc
 
 
-_portal: tuple[int, Portal] | None = None
+_portals: dict[tuple[int, int], Portal] = {}  # (pid, netns) -> its portal
 _lock = threading.Lock()
 
 
 def portal() -> Portal:
-    global _portal
+    key = (os.getpid(), thread_netns())
     with _lock:
-        if _portal is None or _portal[0] != os.getpid():
-            _portal = (os.getpid(), Portal())
-        return _portal[1]
+        p = _portals.get(key)
+        if p is None:
+            if any(pid != key[0] for pid, _ in _portals):  # a forked child: the loops are not here
+                _portals.clear()
+            p = _portals[key] = Portal()
+        return p

@@ -17,6 +17,7 @@ from corral.sandbox._gpu import (
     grant_gpus,
 )
 from corral.sandbox._jail import Jail
+from corral.sandbox._launcher import thread_netns
 from corral.sandbox._plan import INSIDE_UID, INSIDE_USER, ImageView
 from corral.sandbox._preflight import preflight
 from corral.sandbox._result import STOP_REASONS, StopReason, ToolResult
@@ -55,4 +56,5 @@ __all__ = [
     "normalize_command",
     "preflight",
     "reap_stale",
+    "thread_netns",
 ]

@@ -4,6 +4,9 @@ A parent-death signal fires when the *thread* that forked the child exits, not t
 (the zygote, the exec tracer) ask for one so that nothing of Corral outlives a crashed trainer, so
 they are started from this one long-lived thread: started from a worker thread that later ends,
 they would be killed with it.
+
+There is one launcher per network namespace a caller runs in: a process may move a thread into another
+netns (tests do, to stand in for a host), and a child inherits the netns of the thread that started it.
 """
 
 from __future__ import annotations
@@ -17,12 +20,20 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
-_jobs: queue.SimpleQueue[tuple[Callable[[], object], Future[object]]] | None = None
-_owner_pid = -1
+_Jobs = queue.SimpleQueue[tuple[Callable[[], object], Future[object]]]
+_launchers: dict[tuple[int, int], _Jobs] = {}  # (pid, netns) -> the launcher's queue
 _lock = threading.Lock()
 
 
-def _serve(jobs: queue.SimpleQueue[tuple[Callable[[], object], Future[object]]]) -> None:
+def thread_netns() -> int:
+    """The network namespace of the calling thread (its inode), which threads and children it starts share."""
+    try:
+        return os.stat("/proc/thread-self/ns/net").st_ino
+    except OSError:  # no procfs: one namespace as far as we can tell
+        return 0
+
+
+def _serve(jobs: _Jobs) -> None:
     while True:
         fn, fut = jobs.get()
         try:
@@ -33,13 +44,14 @@ def _serve(jobs: queue.SimpleQueue[tuple[Callable[[], object], Future[object]]])
 
 def in_launcher(fn: Callable[[], T]) -> T:
     """Run ``fn`` (which starts a child process) on the launcher thread and return its result."""
-    global _jobs, _owner_pid
+    key = (os.getpid(), thread_netns())  # after a fork the threads are gone: new ones
     with _lock:
-        if _jobs is None or _owner_pid != os.getpid():  # after a fork the thread is gone: a new one
-            _jobs = queue.SimpleQueue()
-            _owner_pid = os.getpid()
-            threading.Thread(target=_serve, args=(_jobs,), name="corral-launcher", daemon=True).start()
-        jobs = _jobs
+        jobs = _launchers.get(key)
+        if jobs is None:
+            if any(pid != key[0] for pid, _ in _launchers):
+                _launchers.clear()
+            jobs = _launchers[key] = queue.SimpleQueue()
+            threading.Thread(target=_serve, args=(jobs,), name="corral-launcher", daemon=True).start()
     fut: Future[object] = Future()
     jobs.put((fn, fut))
     return fut.result()  # type: ignore[return-value]
