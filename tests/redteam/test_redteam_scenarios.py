@@ -199,9 +199,9 @@ def test_public_surface() -> None:
     import corral.redteam
 
     assert set(corral.redteam.__all__) == {
-        "CHECK_KINDS", "SUCCESS_MARKER", "AlertSeen", "Check", "Evidence", "Scenario", "ScenarioResult",
-        "Scorecard", "builtin_scenario_dir", "load_scenarios", "redteam_dir", "render", "run_redteam",
-        "select",
+        "CHECK_KINDS", "SUCCESS_MARKER", "AlertSeen", "Check", "Evidence", "Lab", "Recorder", "Scenario",
+        "ScenarioResult", "Scorecard", "Seen", "Service", "Sshd", "TargetNet", "TargetServers",
+        "builtin_scenario_dir", "load_scenarios", "redteam_dir", "render", "run_redteam", "select",
     }  # fmt: skip
 
 
