@@ -9,11 +9,14 @@ import sys
 from pathlib import Path
 
 CORRAL = str(Path(sys.executable).with_name("corral"))
+# No node agent: these calls build their sandbox in the CLI process (the agent path is tested with
+# a real `corral serve` in tests/integrations/service/test_service_cli_run.py).
+NO_AGENT = {"CORRAL_SOCKET": "/nonexistent/corral.sock"}
 
 
 def corral(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [CORRAL, *args], capture_output=True, text=True, timeout=60, env=env or dict(os.environ)
+        [CORRAL, *args], capture_output=True, text=True, timeout=60, env={**(env or os.environ), **NO_AGENT}
     )
 
 

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 
 import typer
 
+from corral.cli._agent import AgentError, AgentUnreachable, report, run_via_agent
 from corral.cli._app import app, fail
 from corral.cli._common import load_policy
 from corral.errors import CorralError
 from corral.events import EventStore, TraceContext, default_store_path
 from corral.harness import Sandbox
-
-# Exit code when policy stopped the call before it ran (as a shell reports "cannot execute").
-EXIT_BLOCKED = 126
 
 
 @app.command(
@@ -45,8 +41,15 @@ def run(
     episode_id: str | None = typer.Option(None, "--episode-id"),
     step: int | None = typer.Option(None, "--step"),
     turn: int | None = typer.Option(None, "--turn"),
+    local: bool = typer.Option(
+        False, "--local", help="Build the sandbox in this process even when a node agent is running."
+    ),
 ) -> None:
     """Run one command in a fresh sandbox and exit with its code (126 if policy blocked it).
+
+    With a node agent running (`corral serve`; its socket is $CORRAL_SOCKET or /run/corral/corral.sock)
+    and none of --policy, --store, --image, --workspace or --local given, the call runs in one of the
+    agent's sandboxes, under the node's default policy and recorded in its event store.
 
     Examples:
 
@@ -56,10 +59,20 @@ def run(
 
       corral run --image docker://registry.local/swe/task-1:latest --workspace ./repo -- make test
     """
-    pol = load_policy(policy)
-    ctx = TraceContext(run_id=run_id, episode_id=episode_id, step=step, turn=turn)
     # One word runs under the shell (so `corral run -- "a | b"` works); several run as argv.
     cmd: str | list[str] = command if len(command) > 1 else command[0]
+    if not local and policy is None and store is None and image is None and workspace is None:
+        ctx_fields = {"run_id": run_id, "episode_id": episode_id, "step": step, "turn": turn}
+        try:
+            done = run_via_agent(cmd, {k: v for k, v in ctx_fields.items() if v is not None}, timeout)
+        except AgentUnreachable:
+            pass
+        except AgentError as exc:
+            fail(f"{exc}\n  (corral run --local -- CMD runs without the agent)")
+        else:
+            raise typer.Exit(report(done, as_json))
+    pol = load_policy(policy)
+    ctx = TraceContext(run_id=run_id, episode_id=episode_id, step=step, turn=turn)
     try:
         with (
             EventStore(store or default_store_path(pol)) as st,
@@ -68,15 +81,4 @@ def run(
             result = sb.run(cmd, ctx, timeout=timeout)
     except CorralError as exc:
         fail(exc)
-    if as_json:
-        typer.echo(json.dumps(result.to_json_dict()))
-    else:
-        sys.stdout.write(result.stdout)
-        sys.stderr.write(result.stderr)
-        if result.blocked:
-            typer.echo(f"corral: blocked by policy: {result.block_reason}", err=True)
-        elif result.stop_reason:
-            typer.echo(f"corral: call stopped: {result.stop_reason}", err=True)
-    if result.blocked:
-        raise typer.Exit(EXIT_BLOCKED)
-    raise typer.Exit(result.exit_code if result.exit_code is not None else 1)
+    raise typer.Exit(report(result.to_json_dict(), as_json))

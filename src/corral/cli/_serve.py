@@ -8,15 +8,12 @@ from pathlib import Path
 
 import typer
 
+from corral.cli._agent import DEFAULT_SOCKET
 from corral.cli._app import app, fail, missing_extra
 from corral.cli._common import load_policy
 from corral.errors import CorralError
 from corral.events import EventStore, default_store_path
 from corral.policy import Policy
-
-DEFAULT_SOCKET = (
-    "/run/corral/corral.sock"  # as corral.integrations.service (imported lazily: FastAPI is slow)
-)
 
 
 def _policies(default: Path | None, named: list[str]) -> dict[str, Policy]:
