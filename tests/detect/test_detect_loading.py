@@ -162,3 +162,25 @@ def test_builtin_pack_round_trips_through_the_cache(tmp_path: Path, monkeypatch:
             cold.inspect_command(cmd, ctx=TraceContext()).rules
             == warm.inspect_command(cmd, ctx=TraceContext()).rules
         )
+
+
+def test_a_cached_pattern_that_no_longer_compiles_blocks_and_reports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cached regexes compile on first use; one that fails then is an inspection error: blocked."""
+    root = _fresh(tmp_path, monkeypatch)
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "r.yml").write_text(RULE % "re")
+    Detector.load([rules])
+    (path,) = root.glob("*.json")
+    text = path.read_text()
+    assert text.count('"re":"evil"') == 1
+    path.write_text(text.replace('"re":"evil"', '"re":"(evil"'))  # as a future `re` might refuse it
+    _ruleset._in_process.cache_clear()
+    from corral.events import TraceContext
+
+    det = Detector.load([rules])
+    out = det.inspect_command("echo evil", ctx=TraceContext())
+    assert out.verdict == "block" and out.rules == ["corral.inspection_error"]
+    assert "(evil" in str(out.alerts[0].matched)

@@ -21,6 +21,7 @@ import hashlib
 import ipaddress
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Iterable, Sequence
 from importlib import metadata
@@ -49,7 +50,8 @@ class CacheInvalid(Exception):
 
 
 def engine_version() -> str:
-    h = hashlib.sha256(f"format={FORMAT}".encode())
+    # The interpreter too: a cached pattern is compiled by this Python's ``re`` on first use.
+    h = hashlib.sha256(f"format={FORMAT}\0{sys.version}".encode())
     here = Path(__file__).parent
     for name in _ENGINE_MODULES:
         h.update(name.encode() + b"\0" + (here / name).read_bytes())
@@ -101,7 +103,7 @@ def rule_files(paths: Iterable[Path]) -> list[Path]:
 
 def encode_const(v: Any) -> Any:
     if isinstance(v, DualRegex):
-        return {"re": v.py.pattern, "flags": int(v.py.flags)}
+        return {"re": v.pattern, "flags": int(v.flags)}
     if isinstance(v, frozenset):
         return {"set": sorted(v)}
     if isinstance(v, tuple):
@@ -121,7 +123,7 @@ def decode_const(d: Any) -> Any:
             raise CacheInvalid("bad regex constant")
         import re
 
-        return DualRegex(d["re"], d["flags"] & (re.I | re.M | re.S | re.U))
+        return DualRegex(d["re"], d["flags"] & (re.I | re.M | re.S | re.U), lazy=True)
     if "set" in d and isinstance(d["set"], list) and all(isinstance(x, str) for x in d["set"]):
         return frozenset(d["set"])
     if "tuple" in d and isinstance(d["tuple"], list):

@@ -30,27 +30,54 @@ LONG_TEXT = 2048  # above this, regexes run on RE2 (linear time) so a crafted co
 
 
 class DualRegex:
-    """Python's ``re`` for short texts (cheapest per call), RE2 for long ones (linear time)."""
+    """Python's ``re`` for short texts (cheapest per call), RE2 for long ones (linear time).
 
-    __slots__ = ("py", "r2")
+    ``lazy``: compiled on first use, for patterns read back from the rule cache (a few hundred
+    regexes cost a cold start about 0.4 s, most of them for rules that never see a candidate). A
+    cached pattern that no longer compiles raises on use, which inspection reports and blocks.
+    """
 
-    def __init__(self, pattern: str, flags: int) -> None:
-        self.py = re.compile(pattern, flags)
-        inline = "".join(c for f, c in ((re.I, "i"), (re.M, "m"), (re.S, "s")) if flags & f)
+    __slots__ = ("_py", "_r2", "flags", "pattern")
+
+    def __init__(self, pattern: str, flags: int, *, lazy: bool = False) -> None:
+        self.pattern = pattern
+        self.flags = flags
+        self._py: re.Pattern[str] | None = None
+        self._r2: Any = None
+        if not lazy:
+            self._compile()
+
+    def _compile(self) -> re.Pattern[str]:
+        py = re.compile(self.pattern, self.flags)
+        inline = "".join(c for f, c in ((re.I, "i"), (re.M, "m"), (re.S, "s")) if self.flags & f)
         try:
-            self.r2: Any = re2.compile(f"(?{inline}){pattern}" if inline else pattern)
+            self._r2 = re2.compile(f"(?{inline}){self.pattern}" if inline else self.pattern)
         except Exception:  # RE2 lacks the feature (pySigma already refuses such rules); Python's re it is
-            self.r2 = None
+            self._r2 = None
+        self._py = py
+        return py
+
+    def _late(self) -> re.Pattern[str]:
+        try:
+            return self._compile()
+        except re.error as exc:
+            raise re.error(f"cached rule pattern {self.pattern!r} does not compile: {exc}") from None
+
+    @property
+    def py(self) -> re.Pattern[str]:
+        return self._py if self._py is not None else self._late()
 
     def search(self, s: str) -> Any:
-        if len(s) > LONG_TEXT and self.r2 is not None:
-            return self.r2.search(s)
-        return self.py.search(s)
+        py = self._py if self._py is not None else self._late()
+        if len(s) > LONG_TEXT and self._r2 is not None:
+            return self._r2.search(s)
+        return py.search(s)
 
     def fullmatch(self, s: str) -> Any:
-        if len(s) > LONG_TEXT and self.r2 is not None:
-            return self.r2.fullmatch(s)
-        return self.py.fullmatch(s)
+        py = self._py if self._py is not None else self._late()
+        if len(s) > LONG_TEXT and self._r2 is not None:
+            return self._r2.fullmatch(s)
+        return py.fullmatch(s)
 
 
 # Rules whose gates are checked with one Aho-Corasick pass; below this many, testing them is cheaper.
