@@ -90,6 +90,8 @@ class Harness:
         self._sinks: list[EventSink] = list(sinks)
         if self.store is not None:
             self._sinks.append(self.store.append)
+        if self.policy.monitoring.process_exec:  # the tracer compiles while the rules load
+            shared_exec(self._exec_uids()).prestart()
         self.detector = detector if detector is not None else shared_detector(self.policy)
         self._egress = egress
         self._own_egress = False
@@ -115,6 +117,10 @@ class Harness:
 
     # -- services ------------------------------------------------------------------------
 
+    def _exec_uids(self) -> tuple[int, int]:
+        ident = self.policy.identity
+        return ident.uid_range_start, ident.uid_range_start + ident.uid_range_size
+
     def egress(self) -> Egress:
         """The egress layer, started on first use (only policies that allow egress need it)."""
         with self._lock:
@@ -130,9 +136,7 @@ class Harness:
                 mon = self.policy.monitoring
                 obs: list[CallObserver] = []
                 if mon.process_exec:
-                    ident = self.policy.identity
-                    uids = (ident.uid_range_start, ident.uid_range_start + ident.uid_range_size)
-                    obs.append(shared_exec(uids).observer(self.emit))
+                    obs.append(shared_exec(self._exec_uids()).observer(self.emit))
                 if mon.resources:
                     self._resources = ResourceCollector(
                         self.emit,

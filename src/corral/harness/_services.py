@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import psutil
 
+from corral.errors import CollectorError
 from corral.events import Event, ProcessExit
 from corral.harness._host import node_address
 from corral.monitor import ExecCollector, GpuCollector, NvmlSource
@@ -31,6 +32,7 @@ class SharedExec:
         self._uid_range = uid_range
         self._lock = threading.Lock()
         self._collector: ExecCollector | None = None
+        self._launched: ExecCollector | None = None  # prestarted, not yet waited for
         self._routes: dict[str, tuple[Emit, int]] = {}  # sandbox id -> (emit, live scopes)
 
     def _route(self, event: Event) -> None:
@@ -38,13 +40,30 @@ class SharedExec:
         if route is not None:
             route[0](event)
 
+    def prestart(self) -> None:
+        """Launch the tracer now without waiting for it: it compiles and attaches its probes (about a
+        second) while the caller loads rules and builds its sandbox; ``collector`` waits for it."""
+        with self._lock:
+            if self._collector is not None or self._launched is not None:
+                return
+            c = ExecCollector(self._route, host=node_address(), uid_range=self._uid_range)
+            atexit.register(c.close)
+            try:
+                c.launch()
+            except CollectorError:
+                return  # ``collector`` tries again and reports it
+            self._launched = c
+
     def collector(self) -> ExecCollector:
         with self._lock:
             if self._collector is None:
-                c = ExecCollector(self._route, host=node_address(), uid_range=self._uid_range)
-                c.start()  # CollectorError if bpftrace cannot trace: calls must not run unobserved
+                c, self._launched = self._launched, None
+                if c is None:
+                    c = ExecCollector(self._route, host=node_address(), uid_range=self._uid_range)
+                    atexit.register(c.close)
+                    c.launch()  # CollectorError if bpftrace cannot trace: calls must not run unobserved
+                c.wait_ready()
                 self._collector = c
-                atexit.register(c.close)
             return self._collector
 
     def observer(self, emit: Emit) -> RoutedExec:

@@ -42,6 +42,10 @@ from corral.sandbox import CallScope, Coalescer
 Emit = Callable[[Event], None]
 HealthStatus = Literal["ok", "degraded", "failed", "backpressure"]
 COMPONENT = "monitor.exec"
+# Markers are re-sent this often until every CPU has answered: while the probes attach (about a
+# second for bpftrace to compile and load them) those sent earlier are lost, and a start waits for
+# the first one after the attach.
+_RESYNC_S = 0.05
 
 
 def _readlink(path: str) -> str | None:
@@ -110,11 +114,20 @@ class ExecCollector:
         self.lost = 0
         self.emitted = 0
         self._settler = Coalescer(self.settle)
+        self._ready = False
 
     # -- lifecycle -------------------------------------------------------------------
 
     def start(self) -> None:
         """Start bpftrace and wait until its probes demonstrably fire; CollectorError otherwise."""
+        self.launch()
+        self.wait_ready()
+
+    def launch(self) -> None:
+        """Start bpftrace and return while it compiles and attaches its probes (about a second);
+        ``wait_ready`` then waits for them. Calls are refused until it has."""
+        if self._proc is not None:
+            return
         try:
             self._proc = _bpftrace.spawn(
                 self._max_args,
@@ -136,12 +149,18 @@ class ExecCollector:
             self._threads.append(t)
             if name != "sync":
                 t.start()
+
+    def wait_ready(self) -> None:
+        """Wait until every CPU's probes fire (``launch`` first); CollectorError, and closed, otherwise."""
+        if self._ready:
+            return
         try:
             self._sync(self._start_timeout_s)
         except CollectorError:
             self.close()
             raise
         self._threads[-1].start()
+        self._ready = True
         self._health("ok", f"tracing execs on {len(self._cpus)} CPUs")
 
     def close(self) -> None:
@@ -268,7 +287,7 @@ class ExecCollector:
                         self._failure is not None
                         or all(self._marks.get(c, (0, 0))[0] >= token for c in self._cpus)
                     ),
-                    min(0.5, max(0.0, deadline - time.monotonic())),
+                    min(_RESYNC_S, max(0.0, deadline - time.monotonic())),
                 )
             if self._failure is not None:
                 raise CollectorError(f"exec collector failed: {self._failure}")
