@@ -1,4 +1,9 @@
-"""The root typer app and helpers shared by command modules."""
+"""The root typer app and helpers shared by command modules.
+
+The command modules import only the standard library, typer, rich, corral.errors and each other at
+module level; the library layers load inside the commands, so ``--help`` does not pay for them
+(tests/cli/test_cli_imports.py holds them to it).
+"""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -19,15 +19,13 @@ from rich.text import Text
 
 from corral.cli._app import app, fail
 from corral.errors import CorralError, InputError
-from corral.events import (
-    EXPORT_FORMATS,
-    Event,
-    StoreReader,
-    default_store_path,
-    export_events,
-    parse_time_ns,
-    write_jsonl,
-)
+
+if TYPE_CHECKING:
+    from corral.events import Event, StoreReader
+
+# corral.events loads inside the command (--help must not pay for its models), so the help text
+# spells out corral.events.EXPORT_FORMATS; tests/cli/test_cli_imports.py keeps them equal.
+EXPORT_FORMATS = ("jsonl", "parquet", "ocsf")
 
 _SUMMARY_KEYS = (
     "CommandLine",
@@ -139,6 +137,8 @@ def _check_options(
 
 
 def _print(events: list[Event], json_out: bool, console: Console, *, header: bool, fixed: bool) -> None:
+    from corral.events import write_jsonl
+
     if json_out:
         write_jsonl(events, sys.stdout)
     else:
@@ -228,6 +228,8 @@ def events(
     out: Path | None = typer.Option(None, "--out", metavar="FILE", help="Output file for --export."),
 ) -> None:
     """Read the event store: filter by run, episode, sandbox, call, type and time; or follow it live."""
+    from corral.events import StoreReader, default_store_path, export_events, parse_time_ns, write_jsonl
+
     try:
         path = store if store is not None else default_store_path()
         _check_options(export, out, limit, tail, follow, path)

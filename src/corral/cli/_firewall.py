@@ -5,15 +5,22 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from corral.cli._app import app, err_console, fail
-from corral.egress._export import FORMATS, NODE_TABLE, ExportOptions, apply_script, export
-from corral.egress._netns import DEFAULT_BASE
-from corral.egress._nft import run_nft
 from corral.errors import CorralError
-from corral.policy import Policy
+
+if TYPE_CHECKING:
+    from corral.egress._export import ExportOptions
+    from corral.policy import Policy
+
+# corral.egress loads inside the commands (--help must not pay for pyroute2), so the help text
+# spells out corral.egress._export.FORMATS and corral.egress._netns.DEFAULT_BASE;
+# tests/cli/test_cli_imports.py keeps them equal.
+FORMATS = ("nftables", "k8s-networkpolicy", "cilium")
+DEFAULT_BASE = "10.231.0.0/16"
 
 firewall_app = typer.Typer(
     help="Render or install the policy's network rules as a firewall.", no_args_is_help=True
@@ -27,6 +34,8 @@ _SOURCE = typer.Option(
 
 
 def _load(policy: Path | None) -> Policy:
+    from corral.policy import Policy
+
     return Policy.load(policy) if policy is not None else Policy.default()
 
 
@@ -37,6 +46,8 @@ def _options(
     resolve: bool = False,
     cilium_version: str = "1.19",
 ) -> ExportOptions:
+    from corral.egress._export import ExportOptions
+
     pairs: list[tuple[str, str]] = []
     for item in selector or []:
         key, sep, value = item.partition("=")
@@ -81,6 +92,8 @@ def export_cmd(
     ),
 ) -> None:
     """Print the policy as an nftables ruleset, a Kubernetes NetworkPolicy or a CiliumNetworkPolicy."""
+    from corral.egress._export import export
+
     try:
         out = export(_load(policy), fmt, _options(source, namespace, selector, resolve, cilium_version))
     except CorralError as exc:
@@ -96,6 +109,9 @@ def apply(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the ruleset instead of installing it."),
 ) -> None:
     """Install the nftables form on this node, in Corral's own table (replaced atomically)."""
+    from corral.egress._export import NODE_TABLE, apply_script, export
+    from corral.egress._nft import run_nft
+
     try:
         pol = _load(policy)
         opt = _options(source)

@@ -6,6 +6,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -14,7 +15,9 @@ from rich.table import Table
 from corral.cli._app import app, fail
 from corral.cli._common import load_policy
 from corral.errors import CorralError
-from corral.images import Image, ImageCache
+
+if TYPE_CHECKING:
+    from corral.images import Image, ImageCache
 
 image_app = typer.Typer(help="Manage the node's image cache (pull, list, remove).", no_args_is_help=True)
 app.add_typer(image_app, name="image")
@@ -29,6 +32,8 @@ _LOCAL = ("dir:", "oci:", "docker-archive:")
 
 
 def _cache(policy: Path | None, cache: Path | None) -> ImageCache:
+    from corral.images import ImageCache
+
     pol = load_policy(policy)
     if cache is None:
         return ImageCache.for_policy(pol)

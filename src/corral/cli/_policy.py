@@ -7,9 +7,7 @@ from pathlib import Path
 import typer
 
 from corral.cli._app import app, fail
-from corral.detect import Detector
 from corral.errors import PolicyError, RuleError
-from corral.policy import Policy, policy_json_schema, policy_warnings
 
 policy_app = typer.Typer(help="Inspect and validate policies.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
@@ -18,12 +16,17 @@ app.add_typer(policy_app, name="policy")
 @policy_app.command("schema")
 def schema() -> None:
     """Print the policy's JSON Schema."""
+    from corral.policy import policy_json_schema
+
     typer.echo(policy_json_schema())
 
 
 @policy_app.command("check")
 def check(file: Path = typer.Argument(..., help="Policy YAML file to validate.")) -> None:
     """Validate a policy file and compile its detection rules; every error names its file and line."""
+    from corral.detect import Detector
+    from corral.policy import Policy, policy_warnings
+
     try:
         p = Policy.load(file)
         Detector.from_policy(p)  # rule and override problems stop the policy here, not at first use

@@ -6,6 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -13,8 +14,9 @@ from rich.console import Console
 from corral.cli._app import app, fail
 from corral.cli._common import load_policy
 from corral.errors import CorralError
-from corral.redteam import ScenarioResult, load_scenarios, run_redteam, select
-from corral.redteam._html import print_scorecard, render_html
+
+if TYPE_CHECKING:
+    from corral.redteam import ScenarioResult
 
 
 @app.command("redteam")
@@ -32,6 +34,9 @@ def redteam(
     store: Path | None = typer.Option(None, "--store", help="Event store for the run's events."),
 ) -> None:
     """Run attack scenarios in sandboxes against fake targets; exit 1 if any was not blocked."""
+    from corral.redteam import load_scenarios, run_redteam, select
+    from corral.redteam._html import print_scorecard, render_html
+
     pol = load_policy(policy)
     try:
         scenarios = select(load_scenarios(scenarios_dir), only)

@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from corral.cli._app import app, fail
-from corral.detect import Detector, RuleInfo
 from corral.errors import CorralError
-from corral.policy import Policy
+
+if TYPE_CHECKING:
+    from corral.detect import Detector, RuleInfo
 
 rules_app = typer.Typer(help="List and explain the detection rules a policy loads.", no_args_is_help=True)
 app.add_typer(rules_app, name="rules")
 
 
 def _detector(policy: Path | None) -> Detector:
+    from corral.detect import Detector
+    from corral.policy import Policy
+
     try:
         return Detector.from_policy(Policy.load(policy) if policy is not None else Policy.default())
     except CorralError as exc:

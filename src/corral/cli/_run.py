@@ -6,12 +6,9 @@ from pathlib import Path
 
 import typer
 
-from corral.cli._agent import AgentError, AgentUnreachable, report, run_via_agent
 from corral.cli._app import app, fail
 from corral.cli._common import load_policy
 from corral.errors import CorralError
-from corral.events import EventStore, TraceContext, default_store_path
-from corral.harness import Sandbox
 
 
 @app.command(
@@ -59,6 +56,8 @@ def run(
 
       corral run --image docker://registry.local/swe/task-1:latest --workspace ./repo -- make test
     """
+    from corral.cli._agent import AgentError, AgentUnreachable, report, run_via_agent
+
     # One word runs under the shell (so `corral run -- "a | b"` works); several run as argv.
     cmd: str | list[str] = command if len(command) > 1 else command[0]
     if not local and policy is None and store is None and image is None and workspace is None:
@@ -71,6 +70,9 @@ def run(
             fail(f"{exc}\n  (corral run --local -- CMD runs without the agent)")
         else:
             raise typer.Exit(report(done, as_json))
+    from corral.events import EventStore, TraceContext, default_store_path
+    from corral.harness import Sandbox
+
     pol = load_policy(policy)
     ctx = TraceContext(run_id=run_id, episode_id=episode_id, step=step, turn=turn)
     try:

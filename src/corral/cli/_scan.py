@@ -6,15 +6,15 @@ import json
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import typer
 
 from corral.cli._app import app, fail
-from corral.detect import Detector
 from corral.errors import CorralError
-from corral.events import TraceContext
-from corral.policy import Policy
+
+if TYPE_CHECKING:
+    from corral.detect import Detector
 
 MAX_LINE_BYTES = 4 * 1024 * 1024
 _SNIFF = 8192
@@ -55,6 +55,8 @@ def scan_lines(detector: Detector, lines: Iterable[str], fmt: str = "jsonl") -> 
     ``fmt``: ``jsonl`` (objects with ``command``, optional ``id`` and ``language``) or ``text``
     (each line is a command; its id is its line number).
     """
+    from corral.events import TraceContext
+
     ctx = TraceContext()
     infos = {r.id: r for r in detector.rules}
     for n, line in enumerate(lines, 1):
@@ -139,6 +141,9 @@ def scan(
     Each verdict names the rules that fired with their titles and categories. A line that cannot
     be read is reported as blocked and counted on stderr; every other line still gets its verdict.
     """
+    from corral.detect import Detector
+    from corral.policy import Policy
+
     if fmt not in ("auto", "jsonl", "text"):
         fail(f"--format must be auto, jsonl or text, not {fmt!r}")
     try:

@@ -5,15 +5,20 @@ from __future__ import annotations
 import json
 import signal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from corral.cli._agent import DEFAULT_SOCKET
 from corral.cli._app import app, fail, missing_extra
 from corral.cli._common import load_policy
 from corral.errors import CorralError
-from corral.events import EventStore, default_store_path
-from corral.policy import Policy
+
+if TYPE_CHECKING:
+    from corral.policy import Policy
+
+# corral.cli._agent.DEFAULT_SOCKET, spelled out: that client imports http.client and ssl, which
+# --help need not pay for; tests/cli/test_cli_imports.py keeps them equal.
+DEFAULT_SOCKET = "/run/corral/corral.sock"
 
 
 def _policies(default: Path | None, named: list[str]) -> dict[str, Policy]:
@@ -53,6 +58,7 @@ def serve_cmd(
         from corral.integrations.service._server import socket_group_id
     except ModuleNotFoundError as exc:
         missing_extra("service", "serve", exc)
+    from corral.events import EventStore, default_store_path
 
     if socket_group is not None:
         try:
@@ -97,6 +103,7 @@ def serve_openapi() -> None:
         from corral.integrations.service import NodeService, openapi_spec
     except ModuleNotFoundError as exc:
         missing_extra("service", "serve-openapi", exc)
+    from corral.policy import Policy
 
     node = NodeService({"default": Policy.default()}, reap_interval_s=3600)
     try:

@@ -18,8 +18,6 @@ from corral.cli._app import app, fail, missing_extra
 from corral.cli._common import load_policy
 from corral.cli._correlate import parse_duration
 from corral.errors import CorralError
-from corral.events import EventStore
-from corral.respond import Responder
 
 if TYPE_CHECKING:
     from corral.correlate import Attribution, WatchItem
@@ -61,6 +59,9 @@ def watch_cmd(
         from corral.correlate import Watcher, make_reader
     except ModuleNotFoundError as exc:
         missing_extra("correlate", "watch", exc)
+    from corral.events import EventStore
+    from corral.respond import Responder
+
     if not trace and store is None:
         fail("give the run's calls: --trace FILE or --store DB")
     if trace and store is not None:
