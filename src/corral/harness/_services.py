@@ -47,7 +47,7 @@ class SharedExec:
             if self._collector is not None or self._launched is not None:
                 return
             c = ExecCollector(self._route, host=node_address(), uid_range=self._uid_range)
-            atexit.register(c.close)
+            atexit.register(c.close, wait=False)
             try:
                 c.launch()
             except CollectorError:
@@ -60,7 +60,7 @@ class SharedExec:
                 c, self._launched = self._launched, None
                 if c is None:
                     c = ExecCollector(self._route, host=node_address(), uid_range=self._uid_range)
-                    atexit.register(c.close)
+                    atexit.register(c.close, wait=False)
                     c.launch()  # CollectorError if bpftrace cannot trace: calls must not run unobserved
                 c.wait_ready()
                 self._collector = c
