@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import socket
 import time
@@ -20,6 +21,7 @@ from typing import Literal
 
 from corral.errors import SandboxSetupError
 from corral.sandbox._cgroups import CallCgroup, Usage
+from corral.sandbox._offloop import off_loop
 from corral.sandbox._zygote import _proto
 from corral.sandbox._zygote_client import Zygote
 
@@ -135,10 +137,16 @@ class PidsWatch:
     async def _run(self) -> None:
         while self._calls:
             await asyncio.sleep(self._base_s + self._per_call_s * len(self._calls))
-            for key, (cg, before, on_hit) in list(self._calls.items()):
-                if cg.pids_limit_hits() > before:
-                    self._calls.pop(key, None)
-                    on_hit()
+            # One counter file per live call: read on a worker, so the loop's calls are not held up.
+            hit = await off_loop(functools.partial(_pids_hits, list(self._calls.items())))
+            for key in hit:
+                entry = self._calls.pop(key, None)
+                if entry is not None:
+                    entry[2]()
+
+
+def _pids_hits(calls: list[tuple[int, tuple[CallCgroup, int, Callable[[], None]]]]) -> list[int]:
+    return [key for key, (cg, before, _) in calls if cg.pids_limit_hits() > before]
 
 
 @dataclass(frozen=True)
@@ -195,11 +203,15 @@ async def execute(
         if watch_key is not None:
             pids_watch.remove(watch_key)
         run.close(drain if episode else None)
-    if not episode:
-        cgroup.kill()  # nothing the call started outlives it (the pid namespace is gone already)
-    if run.stop_reason is None and limits.kill_on_pids_limit and cgroup.pids_limit_hits() > run.pids_before:
+
+    def settle() -> Usage:
+        if not episode:
+            cgroup.kill()  # nothing the call started outlives it (its pid namespace is gone already)
+        return cgroup.usage()
+
+    usage = await off_loop(settle)
+    if run.stop_reason is None and limits.kill_on_pids_limit and usage.pids_limit_hits > run.pids_before:
         run.stop_reason = "pids"  # it hit the limit and ended before the watch came round
-    usage = cgroup.usage()
     if run.stop_reason is None and usage.oom_kills > 0:
         run.stop_reason = "memory"
     return RawOutcome(

@@ -33,6 +33,7 @@ from corral.sandbox._env import call_env
 from corral.sandbox._files import FileSession
 from corral.sandbox._gpu import GpuGrant
 from corral.sandbox._identity import UidLease
+from corral.sandbox._offloop import off_loop
 from corral.sandbox._plan import INSIDE_UID, BuildPlan, ImageView, SandboxSpec, plan
 from corral.sandbox._preflight import preflight
 from corral.sandbox._scope import CallObserver, CallScope, NetworkAttachment
@@ -46,6 +47,11 @@ _reaped_roots: set[Path] = set()
 _reap_lock = threading.Lock()
 # One per event loop, shared by that loop's calls (weak: a finished loop takes its watch with it).
 _pids_watches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, PidsWatch] = weakref.WeakKeyDictionary()
+
+
+def _discard(cg: CallCgroup) -> None:
+    cg.kill()
+    cg.remove()
 
 
 def _pids_watch() -> PidsWatch:
@@ -293,15 +299,25 @@ class Jail:
         p = self.policy
         assert ctx.tool_call_id is not None and self._plan is not None
         await self._release_lingering(force=False)
-        cg = CallCgroup.create(self.layout, self.id, ctx.tool_call_id)
+        call_id = ctx.tool_call_id
+
+        def prepare() -> tuple[CallCgroup, int]:
+            cg = CallCgroup.create(self.layout, self.id, call_id)
+            try:
+                cg.set_limits(
+                    p.resources.memory_max_bytes,
+                    p.resources.pids_max + _ZYGOTE_PIDS,
+                    p.resources.cpu_quota_cores,
+                )
+                return cg, os.stat(cg.unified).st_ino
+            except BaseException:
+                cg.remove()
+                raise
+
+        cg, cg_ino = await off_loop(prepare, undo=lambda made: _discard(made[0]))
         keep = False
         try:
-            cg.set_limits(
-                p.resources.memory_max_bytes, p.resources.pids_max + _ZYGOTE_PIDS, p.resources.cpu_quota_cores
-            )
-            scope = CallScope(
-                self.id, ctx, dict(cg.paths), os.stat(cg.unified).st_ino, self.uid, time.time_ns()
-            )
+            scope = CallScope(self.id, ctx, dict(cg.paths), cg_ino, self.uid, time.time_ns())
             net_env = dict(self.network.env) if self.network is not None else {}
             full_env = call_env(p, self._plan.env, {**net_env, **env}, os.environ)
             ns_names, ns_fds = list(self._ns), list(self._ns.values())
@@ -351,8 +367,7 @@ class Jail:
             if keep:
                 self._lingering.append((cg, scope))
             else:
-                cg.kill()
-                cg.remove()
+                await off_loop(lambda: _discard(cg))
         return CallOutcome(scope, raw, text, keep)
 
     async def _release_lingering(self, *, force: bool) -> None:

@@ -1,0 +1,56 @@
+"""Cgroup work runs off the event loop: the loop keeps serving while it runs, and a caller cancelled
+meanwhile still gets what was made undone, so a cancelled call leaves no cgroup behind."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from corral.sandbox._offloop import off_loop
+
+
+def test_the_loop_keeps_running_while_the_work_blocks() -> None:
+    async def main() -> tuple[str, int]:
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.005)
+                ticks += 1
+
+        t = asyncio.ensure_future(tick())
+        made = await off_loop(lambda: (time.sleep(0.3), threading.current_thread().name)[1])
+        t.cancel()
+        return made, ticks
+
+    name, ticks = asyncio.run(main())
+    assert name.startswith("corral-cgroup") and ticks >= 20
+
+
+def test_a_cancelled_caller_gets_what_was_made_undone() -> None:
+    undone = threading.Event()
+    seen: list[str] = []
+
+    async def main() -> None:
+        task = asyncio.ensure_future(
+            off_loop(lambda: (time.sleep(0.2), "cgroup")[1], undo=lambda v: (seen.append(v), undone.set()))
+        )
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert undone.wait(5) and seen == ["cgroup"]
+
+
+def test_errors_reach_the_caller_and_nothing_is_undone() -> None:
+    def fail() -> str:
+        raise OSError("cannot create cgroup")
+
+    with pytest.raises(OSError, match="cannot create cgroup"):
+        asyncio.run(off_loop(fail, undo=lambda v: pytest.fail("undo of a failed step")))
