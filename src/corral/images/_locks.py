@@ -6,6 +6,7 @@ exited, kill -9 included: a lock that can be taken means its owner is gone.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import secrets
@@ -18,6 +19,7 @@ from pathlib import Path
 from corral.errors import ImageError
 
 _POLL_S = 0.02
+_NASCENT_MAX_AGE_S = 600.0  # a lock file is renamed into place microseconds after it is made
 
 
 @contextmanager
@@ -69,8 +71,17 @@ def work_dir(tmp: Path) -> Iterator[tuple[Path, int]]:
     """
     name = f"{os.getpid()}-{secrets.token_hex(8)}"
     lock = tmp / f"{name}.lock"
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    fcntl.flock(fd, fcntl.LOCK_EX)
+    # Locked under a name ``sweep`` ignores, then renamed into place: a sweep in another process
+    # that found the lock file between its creation and the flock would take it for a dead one's.
+    nascent = tmp / f".{name}.lock.new"
+    fd = os.open(nascent, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.rename(nascent, lock)
+    except BaseException:
+        nascent.unlink(missing_ok=True)
+        os.close(fd)
+        raise
     d = tmp / name
     try:
         d.mkdir(mode=0o700)
@@ -97,6 +108,10 @@ def sweep(tmp: Path) -> int:
             removed += 1
         finally:
             os.close(fd)
+    for nascent in tmp.glob(".*.lock.new"):  # a process killed between creating and renaming it
+        with contextlib.suppress(OSError):
+            if time.time() - nascent.stat().st_mtime > _NASCENT_MAX_AGE_S:
+                nascent.unlink()
     for d in tmp.iterdir():
         # A directory without its lock file was left by a sweep that was itself interrupted.
         if d.is_dir() and not (tmp / f"{d.name}.lock").exists():
