@@ -113,6 +113,26 @@ def test_lines_appended_are_attributed_as_they_come(run: tuple[EventStore, Path,
     assert all(i.latency_s < 10 for i in [*got, late])
 
 
+def test_a_coarse_record_still_open_waits_for_the_later_call_that_dialled(
+    run: tuple[EventStore, Path, float],
+) -> None:
+    """A flow log aggregates a minute: its record covers two calls of one sandbox. The first call is
+    known when the line is read; the one that dialled ends (and is recorded) after. The record is
+    not given to the first call just because that one is inside its window."""
+    store, log, now = run
+    _call(store, 1, 0, now - 2, now - 1, command="cat TASK.md && ls -la")
+    line = (
+        f"2 123456789012 eni-1 {_sb(1)} {BAD} 40000 3333 6 3 180 {int(now) - 3} {int(now) + 60} REJECT OK\n"
+    )
+    with Watcher([log], store=store.path, poll_s=0.05, settle_s=1.0) as w:
+        items = w.items(timeout=15)
+        _append(log, line)
+        time.sleep(0.3)  # read, attributed provisionally to the only call known
+        _call(store, 1, 1, now - 0.5, now, command=f"./miner --pool {BAD}:3333")
+        [got] = _take(items, 1)
+    assert (got.attribution.tool_call_id, got.attribution.log_line) == ("e1-t1", 2)
+
+
 def test_rotation_truncation_and_gzip(run: tuple[EventStore, Path, float], tmp_path: Path) -> None:
     store, log, now = run
     _call(store, 1, 0, now - 600, now + 600)

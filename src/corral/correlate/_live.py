@@ -3,7 +3,8 @@
 A record is attributed with the same SQL as ``correlate`` (``attribute_records``)
 the moment it is read, and emitted at once when the evidence is final: the
 egress proxy's own tuple, a flow continuation, a command naming the
-destination, or sandbox-level evidence inside a call's interval. Otherwise it
+destination, or sandbox-level evidence inside a call's interval once the
+record's window is over (a coarse record may cover later calls too). Otherwise it
 waits, because the call it belongs to may not be known yet (Corral records a
 tool call when it ends): node-only evidence and sandbox evidence that reaches a
 call only through the skew allowance, or after it ended, are emitted after
@@ -16,8 +17,9 @@ record for ``FLOW_IDLE_S`` so that its continuations do.
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,7 +73,11 @@ class LiveCorrelator:
         settle_s: float = 5.0,
         hold_s: float = 300.0,
         max_pending: int = 1_000_000,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        """``clock``: the wall clock the records' times are on (a record whose window is still open
+        may yet overlap a call that has not ended, so is not recorded yet)."""
+        self.clock = clock
         self.skew_s = skew_s
         self.linger_s = linger_s
         self.settle_s = settle_s
@@ -184,13 +190,22 @@ class LiveCorrelator:
             uid = uid_list[i]
             if _rank(row) <= _STRONG and not _is_member(row):
                 self._remember(row, kid[i], ktup[i])
-            if row["method"] in _FINAL or (row["method"] in _SANDBOX and row["timing"] == "inside"):
+            if row["method"] in _FINAL or (
+                row["method"] in _SANDBOX and row["timing"] == "inside" and self._window_over(row)
+            ):
                 out.append((self._out(row), seen_list[i]))
                 done.add(uid)
                 self._prov.pop(uid, None)
             else:
                 self._prov[uid] = (row, seen_list[i])
         return out
+
+    def _window_over(self, row: dict[str, Any]) -> bool:
+        """The record's window (plus the skew) has passed: every call that overlaps it has started,
+        though not necessarily ended. A coarse flow log (one record a minute) can cover several calls
+        of one sandbox, the one that dialled coming after the one seen first."""
+        end = row["end"] if row["end"] is not None else row["start"]
+        return end is not None and end + self.skew_s <= self.clock()
 
     def _inherit(self, rec: dict[str, Any], kid: str | None, ktup: str | None) -> dict[str, Any] | None:
         t0 = rec["start"] if rec["start"] is not None else 0.0
