@@ -21,7 +21,7 @@ from typing import Literal
 
 from corral.errors import SandboxSetupError
 from corral.sandbox._cgroups import CallCgroup, Usage
-from corral.sandbox._offloop import off_loop
+from corral.sandbox._offloop import busy, off_loop
 from corral.sandbox._zygote import _proto
 from corral.sandbox._zygote_client import Zygote
 
@@ -138,7 +138,8 @@ class PidsWatch:
         while self._calls:
             await asyncio.sleep(self._base_s + self._per_call_s * len(self._calls))
             # One counter file per live call: read on a worker, so the loop's calls are not held up.
-            hit = await off_loop(functools.partial(_pids_hits, list(self._calls.items())))
+            calls = list(self._calls.items())
+            hit = await off_loop(functools.partial(_pids_hits, calls), offload=busy(len(calls)))
             for key in hit:
                 entry = self._calls.pop(key, None)
                 if entry is not None:

@@ -33,7 +33,7 @@ from corral.sandbox._env import call_env
 from corral.sandbox._files import FileSession
 from corral.sandbox._gpu import GpuGrant
 from corral.sandbox._identity import UidLease
-from corral.sandbox._offloop import off_loop
+from corral.sandbox._offloop import call_in_flight, off_loop
 from corral.sandbox._plan import INSIDE_UID, BuildPlan, ImageView, SandboxSpec, plan
 from corral.sandbox._preflight import preflight
 from corral.sandbox._scope import CallObserver, CallScope, NetworkAttachment
@@ -281,7 +281,8 @@ class Jail:
         if task is not None:
             self._inflight.add(task)
         try:
-            return await self._run(argv, text, ctx, timeout, stdin, env or {}, on_output)
+            with call_in_flight():
+                return await self._run(argv, text, ctx, timeout, stdin, env or {}, on_output)
         finally:
             if task is not None:
                 self._inflight.discard(task)
