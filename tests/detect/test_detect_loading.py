@@ -86,11 +86,17 @@ def _fresh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "home" / "cache" / "rules"
 
 
-def test_cache_is_written_hit_and_invalidated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    root = _fresh(tmp_path, monkeypatch)
+def _rule_dir(tmp_path: Path, modifier: str) -> Path:
+    """A folder holding the one test rule, matching ``CommandLine|<modifier>: evil``."""
     rules = tmp_path / "rules"
     rules.mkdir()
-    (rules / "r.yml").write_text(RULE % "contains")
+    (rules / "r.yml").write_text(RULE % modifier)
+    return rules
+
+
+def test_cache_is_written_hit_and_invalidated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = _fresh(tmp_path, monkeypatch)
+    rules = _rule_dir(tmp_path, "contains")
     first = _ruleset.ruleset([rules], {"disabled": [], "levels": {}, "exceptions": {}})
     assert not first.from_cache and len(list(root.glob("*.json"))) == 1
     assert oct(root.stat().st_mode & 0o777) == "0o700"
@@ -107,9 +113,7 @@ def test_corrupt_or_planted_cache_is_rebuilt_not_trusted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root = _fresh(tmp_path, monkeypatch)
-    rules = tmp_path / "rules"
-    rules.mkdir()
-    (rules / "r.yml").write_text(RULE % "contains")
+    rules = _rule_dir(tmp_path, "contains")
     ov = {"disabled": [], "levels": {}, "exceptions": {}}
     _ruleset.ruleset([rules], ov)
     (path,) = root.glob("*.json")
@@ -130,9 +134,7 @@ def test_cache_in_a_folder_others_can_write_is_ignored(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root = _fresh(tmp_path, monkeypatch)
-    rules = tmp_path / "rules"
-    rules.mkdir()
-    (rules / "r.yml").write_text(RULE % "contains")
+    rules = _rule_dir(tmp_path, "contains")
     ov = {"disabled": [], "levels": {}, "exceptions": {}}
     _ruleset.ruleset([rules], ov)
     os.chmod(root, 0o777)
@@ -169,9 +171,7 @@ def test_a_cached_pattern_that_no_longer_compiles_blocks_and_reports(
 ) -> None:
     """Cached regexes compile on first use; one that fails then is an inspection error: blocked."""
     root = _fresh(tmp_path, monkeypatch)
-    rules = tmp_path / "rules"
-    rules.mkdir()
-    (rules / "r.yml").write_text(RULE % "re")
+    rules = _rule_dir(tmp_path, "re")
     Detector.load([rules])
     (path,) = root.glob("*.json")
     text = path.read_text()

@@ -22,6 +22,7 @@ from typing import Any
 DEFAULT_SOCKET = "/run/corral/corral.sock"  # as corral.integrations.service (FastAPI is slow to import)
 SOCKET_ENV = "CORRAL_SOCKET"
 LEASE_S = 60.0  # reaped this long after a client died mid-call (never while the call runs)
+LOCAL_HINT = "(corral run --local -- CMD runs without the agent)"
 EXIT_BLOCKED = 126  # policy stopped the call before it ran (as a shell reports "cannot execute")
 
 
@@ -167,7 +168,7 @@ def run_oneshot(args: list[str]) -> int | None:
     except AgentUnreachable:
         return None
     except AgentError as exc:
-        sys.stderr.write(f"corral: {exc}\n  (corral run --local -- CMD runs without the agent)\n")
+        sys.stderr.write(f"corral: {exc}\n  {LOCAL_HINT}\n")
         return 2
     except KeyboardInterrupt:  # the agent's sandbox, and the call in it, were destroyed
         return 130

@@ -56,7 +56,7 @@ def run(
 
       corral run --image docker://registry.local/swe/task-1:latest --workspace ./repo -- make test
     """
-    from corral.cli._agent import AgentError, AgentUnreachable, report, run_via_agent
+    from corral.cli._agent import LOCAL_HINT, AgentError, AgentUnreachable, report, run_via_agent
 
     # One word runs under the shell (so `corral run -- "a | b"` works); several run as argv.
     cmd: str | list[str] = command if len(command) > 1 else command[0]
@@ -67,7 +67,7 @@ def run(
         except AgentUnreachable:
             pass
         except AgentError as exc:
-            fail(f"{exc}\n  (corral run --local -- CMD runs without the agent)")
+            fail(f"{exc}\n  {LOCAL_HINT}")
         else:
             raise typer.Exit(report(done, as_json))
     from corral.events import EventStore, TraceContext, default_store_path

@@ -11,14 +11,13 @@ on the loop.
 from __future__ import annotations
 
 import asyncio
-import os
 import queue
 import threading
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from typing import Any, TypeVar
 
 from corral.errors import CorralError
-from corral.sandbox import thread_netns
+from corral.sandbox import per_netns
 
 T = TypeVar("T")
 _END = object()
@@ -91,11 +90,5 @@ _lock = threading.Lock()
 
 
 def portal() -> Portal:
-    key = (os.getpid(), thread_netns())
     with _lock:
-        p = _portals.get(key)
-        if p is None:
-            if any(pid != key[0] for pid, _ in _portals):  # a forked child: the loops are not here
-                _portals.clear()
-            p = _portals[key] = Portal()
-        return p
+        return per_netns(_portals, Portal)

@@ -46,22 +46,22 @@ class SharedExec:
         with self._lock:
             if self._collector is not None or self._launched is not None:
                 return
-            c = ExecCollector(self._route, host=node_address(), uid_range=self._uid_range)
-            atexit.register(c.close, wait=False)
             try:
-                c.launch()
+                self._launched = self._launch()
             except CollectorError:
                 return  # ``collector`` tries again and reports it
-            self._launched = c
+
+    def _launch(self) -> ExecCollector:
+        c = ExecCollector(self._route, host=node_address(), uid_range=self._uid_range)
+        atexit.register(c.close, wait=False)
+        c.launch()
+        return c
 
     def collector(self) -> ExecCollector:
         with self._lock:
             if self._collector is None:
-                c, self._launched = self._launched, None
-                if c is None:
-                    c = ExecCollector(self._route, host=node_address(), uid_range=self._uid_range)
-                    atexit.register(c.close, wait=False)
-                    c.launch()  # CollectorError if bpftrace cannot trace: calls must not run unobserved
+                # CollectorError if bpftrace cannot trace: calls must not run unobserved
+                c, self._launched = self._launched or self._launch(), None
                 c.wait_ready()
                 self._collector = c
             return self._collector

@@ -17,7 +17,7 @@ from corral.sandbox._gpu import (
     grant_gpus,
 )
 from corral.sandbox._jail import Jail
-from corral.sandbox._launcher import thread_netns
+from corral.sandbox._launcher import per_netns, thread_netns
 from corral.sandbox._plan import INSIDE_UID, INSIDE_USER, ImageView
 from corral.sandbox._preflight import preflight
 from corral.sandbox._result import STOP_REASONS, StopReason, ToolResult
@@ -54,6 +54,7 @@ __all__ = [
     "grant_gpus",
     "new_id",
     "normalize_command",
+    "per_netns",
     "preflight",
     "reap_stale",
     "thread_netns",

@@ -19,6 +19,7 @@ from concurrent.futures import Future
 from typing import TypeVar
 
 T = TypeVar("T")
+V = TypeVar("V")
 
 _Jobs = queue.SimpleQueue[tuple[Callable[[], object], Future[object]]]
 _launchers: dict[tuple[int, int], _Jobs] = {}  # (pid, netns) -> the launcher's queue
@@ -33,6 +34,24 @@ def thread_netns() -> int:
         return 0
 
 
+def per_netns(table: dict[tuple[int, int], V], make: Callable[[], V]) -> V:
+    """The entry of ``table`` for this process and the calling thread's netns, made on first use
+    (the caller holds its lock). A forked child starts over: the parent's threads are not in it."""
+    key = (os.getpid(), thread_netns())
+    value = table.get(key)
+    if value is None:
+        if any(pid != key[0] for pid, _ in table):
+            table.clear()
+        value = table[key] = make()
+    return value
+
+
+def _start_launcher() -> _Jobs:
+    jobs: _Jobs = queue.SimpleQueue()
+    threading.Thread(target=_serve, args=(jobs,), name="corral-launcher", daemon=True).start()
+    return jobs
+
+
 def _serve(jobs: _Jobs) -> None:
     while True:
         fn, fut = jobs.get()
@@ -44,14 +63,8 @@ def _serve(jobs: _Jobs) -> None:
 
 def in_launcher(fn: Callable[[], T]) -> T:
     """Run ``fn`` (which starts a child process) on the launcher thread and return its result."""
-    key = (os.getpid(), thread_netns())  # after a fork the threads are gone: new ones
     with _lock:
-        jobs = _launchers.get(key)
-        if jobs is None:
-            if any(pid != key[0] for pid, _ in _launchers):
-                _launchers.clear()
-            jobs = _launchers[key] = queue.SimpleQueue()
-            threading.Thread(target=_serve, args=(jobs,), name="corral-launcher", daemon=True).start()
+        jobs = per_netns(_launchers, _start_launcher)
     fut: Future[object] = Future()
     jobs.put((fn, fut))
     return fut.result()  # type: ignore[return-value]
