@@ -7,9 +7,11 @@ and the test polls by hand while the call runs, so each reading lands where the 
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,7 +40,29 @@ def _policy(**gpu: object) -> Policy:
 
 
 def _cg(sid: str, tcid: str) -> str:
+    """A sample's stand-in cgroup for the call ``tcid``; ``_CallReplay`` reads it as the real one."""
     return f"/corral/{sid}/{tcid}"
+
+
+class _CallReplay(ReplaySource):
+    """Played-back samples whose cgroup names a call (``_cg``): each is read as that live call's real
+    cgroup, which is named when it is made, before the call it serves is known."""
+
+    harness: Harness | None = None
+
+    def read(self) -> list[GpuSample]:
+        samples = super().read()
+        collector = self.harness.gpu.collector if self.harness is not None else None
+        if collector is None:
+            return samples
+        real = {_cg(sc.sandbox_id, sc.ctx.tool_call_id or ""): key for key, sc in collector._calls.items()}
+        return [dataclasses.replace(x, cgroup=real.get(x.cgroup or "", x.cgroup)) for x in samples]
+
+
+def _following(*args: Any, gpu_source: _CallReplay, **kwargs: Any) -> Harness:
+    harness = Harness(*args, gpu_source=gpu_source, **kwargs)
+    gpu_source.harness = harness
+    return harness
 
 
 def _run_polling(
@@ -50,9 +74,8 @@ def _run_polling(
     t.start()
     collector = harness.gpu.collector
     assert collector is not None
-    key = _cg(sb.id, ctx.tool_call_id or "")
     for _ in range(1000):  # until the collector follows the call (its cgroup exists before that)
-        if key in collector._calls or not t.is_alive():
+        if any(sc.ctx == ctx for sc in collector._calls.values()) or not t.is_alive():
             break
         time.sleep(0.01)
     for _ in range(polls):
@@ -76,10 +99,10 @@ def test_gpu_compute_in_a_sandbox_without_a_grant_is_critical() -> None:
             GpuSample(0, trainer_pid, 60 << 30, 80.0, cgroup="/trainer"),  # the declared workload
         ]
     ]
-    harness = Harness(
+    harness = _following(
         Policy.default().with_overrides(monitoring=SLOW),
         sinks=[events.append],
-        gpu_source=ReplaySource(rounds),
+        gpu_source=_CallReplay(rounds),
         declared_gpu_pids=lambda: {trainer_pid},
     )
     try:
@@ -133,8 +156,8 @@ def test_a_granted_call_sees_its_gpu_and_reports_its_use(inventory: GpuInventory
         0, 901, GiB, 50.0, cgroup=_cg(sid, tcid), image="/usr/bin/python3", cmdline="python3 t.py"
     )
     rounds = [[sample]] * 3
-    harness = Harness(
-        _policy(devices=[0]), sinks=[events.append], gpu_source=ReplaySource(rounds), gpu_inventory=inventory
+    harness = _following(
+        _policy(devices=[0]), sinks=[events.append], gpu_source=_CallReplay(rounds), gpu_inventory=inventory
     )
     ctx = TraceContext(run_id="r", episode_id="e", tool_call_id=tcid)
     try:
@@ -176,10 +199,10 @@ def test_a_call_past_its_gpu_budget_is_stopped_and_alerted(inventory: GpuInvento
     events: list[Event] = []
     sid, tcid = "sb-gpubudget", "tc-budget-1"
     rounds = [[GpuSample(0, 902, GiB, 100.0, cgroup=_cg(sid, tcid))]] * 40
-    harness = Harness(
+    harness = _following(
         _policy(devices=[0], compute_budget_s=0.3),
         sinks=[events.append],
-        gpu_source=ReplaySource(rounds),
+        gpu_source=_CallReplay(rounds),
         gpu_inventory=inventory,
     )
     try:
@@ -203,8 +226,8 @@ def test_nvml_breaking_stops_the_call_and_refuses_the_next(inventory: GpuInvento
         [GpuSample(0, 903, GiB, 40.0, cgroup=_cg(sid, tcid))],
         "NVML failed: GPU is lost",
     ]
-    src = ReplaySource(rounds)
-    harness = Harness(_policy(devices=[0]), store=None, gpu_source=src, gpu_inventory=inventory)
+    src = _CallReplay(rounds)
+    harness = _following(_policy(devices=[0]), store=None, gpu_source=src, gpu_inventory=inventory)
     try:
         with harness.sandbox(sid) as sb:
             r = _run_polling(harness, sb, "sleep 25", TraceContext(tool_call_id=tcid), polls=2, gap=0.2)
@@ -244,7 +267,7 @@ def test_gpu_work_left_running_after_its_call_shows_in_the_next_result(inventory
         [GpuSample(0, 904, GiB, 96.0, cgroup=_cg(sid, first))],
     ]
     policy = _policy(devices=[0]).with_overrides(processes={"lifetime": "episode"})
-    harness = Harness(policy, store=None, gpu_source=ReplaySource(rounds), gpu_inventory=inventory)
+    harness = _following(policy, store=None, gpu_source=_CallReplay(rounds), gpu_inventory=inventory)
     try:
         with harness.sandbox(sid) as sb:
             r1 = sb.run("sleep 30 >/dev/null 2>&1 &", TraceContext(tool_call_id=first))
@@ -280,8 +303,8 @@ def test_a_miner_on_the_gpu_is_caught_by_the_rule_pack(inventory: GpuInventory) 
         cmdline="python3 train.py --epochs 3",
     )
     rounds = [[trainer], [], [miner], []]
-    src = ReplaySource(rounds)
-    harness = Harness(_policy(devices=[0]), store=None, gpu_source=src, gpu_inventory=inventory)
+    src = _CallReplay(rounds)
+    harness = _following(_policy(devices=[0]), store=None, gpu_source=src, gpu_inventory=inventory)
     try:
         with harness.sandbox(sid) as sb:
             ctx1, ctx2 = TraceContext(tool_call_id="tc-miner-1"), TraceContext(tool_call_id="tc-miner-2")

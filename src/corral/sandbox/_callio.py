@@ -157,10 +157,28 @@ class CallLimits:
     kill_on_pids_limit: bool
 
 
+# Starts a call's first process with the given stdin, stdout and stderr; returns its reply socket.
+Starter = Callable[[Sequence[int]], socket.socket]
+
+
+def zygote_starter(
+    zygote: Zygote, msg: dict[str, object], ns_fds: Sequence[int], cgroup: CallCgroup
+) -> Starter:
+    """The ordinary start: the zygote forks the call's first process, which joins ``cgroup``."""
+
+    def start(stdio: Sequence[int]) -> socket.socket:
+        cg_fds = [os.open(p, os.O_WRONLY | os.O_CLOEXEC) for p in cgroup.procs_files()]
+        try:
+            return zygote.request(msg, [*stdio, *ns_fds, *cg_fds])
+        finally:
+            for fd in cg_fds:
+                os.close(fd)
+
+    return start
+
+
 async def execute(
-    zygote: Zygote,
-    msg: dict[str, object],
-    ns_fds: Sequence[int],
+    start_call: Starter,
     cgroup: CallCgroup,
     limits: CallLimits,
     *,
@@ -170,7 +188,7 @@ async def execute(
     episode: bool = False,
     drain: OutputDrain | None = None,
 ) -> RawOutcome:
-    """Start the call described by ``msg`` and return when its first process has exited."""
+    """Start the call with ``start_call`` and return when its first process has exited."""
     loop = asyncio.get_running_loop()
     start = time.monotonic()
     out_r, out_w = os.pipe()
@@ -179,20 +197,15 @@ async def execute(
         in_r, in_w = os.pipe()
     else:
         in_r, in_w = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC), -1
-    cg_fds: list[int] = []
-    reply: socket.socket | None = None
     try:
-        cg_fds = [os.open(p, os.O_WRONLY | os.O_CLOEXEC) for p in cgroup.procs_files()]
-        reply = zygote.request(msg, [in_r, out_w, err_w, *ns_fds, *cg_fds])
+        reply = start_call([in_r, out_w, err_w])
     except BaseException:
         for fd in (out_r, err_r, in_w):
             if fd >= 0:
                 os.close(fd)
-        if reply is not None:
-            reply.close()
         raise
     finally:
-        for fd in (out_w, err_w, in_r, *cg_fds):
+        for fd in (out_w, err_w, in_r):
             os.close(fd)
     run = _Run(loop, reply, out_r, err_r, in_w, stdin or b"", limits, on_output, cgroup)
     watch_key = pids_watch.add(cgroup, lambda: run.stop("pids")) if limits.kill_on_pids_limit else None

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import threading
 import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,15 @@ from corral.errors import SandboxClosedError, SandboxSetupError
 from corral.events import TraceContext
 from corral.policy import Policy
 from corral.sandbox._callers import NetContexts, finish_call, release_call
-from corral.sandbox._callio import CallLimits, OutputDrain, OutputSink, PidsWatch, execute
+from corral.sandbox._callio import (
+    CallLimits,
+    OutputDrain,
+    OutputSink,
+    PidsWatch,
+    Starter,
+    execute,
+    zygote_starter,
+)
 from corral.sandbox._cgroups import CallCgroup, Layout
 from corral.sandbox._command import CallOutcome, new_id, normalize_command
 from corral.sandbox._env import call_env
@@ -38,11 +47,13 @@ from corral.sandbox._plan import INSIDE_UID, BuildPlan, ImageView, SandboxSpec, 
 from corral.sandbox._preflight import preflight
 from corral.sandbox._scope import CallObserver, CallScope, NetworkAttachment
 from corral.sandbox._seccomp import filter_bpf
+from corral.sandbox._spare import Spare, SpareSlot
 from corral.sandbox._state import DEFAULT_STATE_ROOT, lock_state_dir, reap_stale, remove_state
 from corral.sandbox._zygote_client import Zygote, recv_async, shared_zygote
 
 _ZYGOTE_PIDS = 1  # the call's first process (pid 1 of its namespace) counts against pids.max
 _BUILD_TIMEOUT_S = 60.0
+_UPKEEP_DELAY_S = 0.002
 _reaped_roots: set[Path] = set()
 _reap_lock = threading.Lock()
 # One per event loop, shared by that loop's calls (weak: a finished loop takes its watch with it).
@@ -52,6 +63,12 @@ _pids_watches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, PidsWatch] =
 def _discard(cg: CallCgroup) -> None:
     cg.kill()
     cg.remove()
+
+
+def _discard_all(cgroups: list[CallCgroup]) -> None:
+    for cg in cgroups:
+        with contextlib.suppress(SandboxSetupError):  # what is left goes with the sandbox's state dir
+            _discard(cg)
 
 
 def _pids_watch() -> PidsWatch:
@@ -96,6 +113,9 @@ class Jail:
         self._lingering: list[tuple[CallCgroup, CallScope]] = []  # episode calls whose processes live on
         self._seccomp = "allowlist" if policy.programs.allow is not None else "default"
         self._drain = OutputDrain()  # episode mode: pipes still held by processes earlier calls left
+        self._spares = SpareSlot(self._prestart)
+        self._retired: list[CallCgroup] = []  # emptied call cgroups, removed after their call returned
+        self._retiring: set[asyncio.Task[None]] = set()
         self.gpu: GpuGrant | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -229,6 +249,11 @@ class Jail:
             task.cancel()
         if self._inflight:
             await asyncio.gather(*self._inflight, return_exceptions=True)
+        await self._spares.close()
+        here = [t for t in self._retiring if t.get_loop() is asyncio.get_running_loop()]
+        await asyncio.gather(*here, return_exceptions=True)
+        batch, self._retired = self._retired, []
+        await off_loop(lambda: _discard_all(batch))
         await self._release_lingering(force=True)
         self._drain.close()
         await asyncio.to_thread(self._teardown)  # cgroup kills wait, and the egress layer does netlink
@@ -300,39 +325,24 @@ class Jail:
         p = self.policy
         assert ctx.tool_call_id is not None and self._plan is not None
         await self._release_lingering(force=False)
-        call_id = ctx.tool_call_id
-
-        def prepare() -> tuple[CallCgroup, int]:
-            cg = CallCgroup.create(self.layout, self.id, call_id)
-            try:
-                cg.set_limits(
-                    p.resources.memory_max_bytes,
-                    p.resources.pids_max + _ZYGOTE_PIDS,
-                    p.resources.cpu_quota_cores,
-                )
-                return cg, os.stat(cg.unified).st_ino
-            except BaseException:
-                cg.remove()
-                raise
-
-        cg, cg_ino = await off_loop(prepare, undo=lambda made: _discard(made[0]))
-        keep = False
+        spare = await self._spares.take()
+        if spare is not None:
+            cg, cg_ino = spare.cgroup, spare.cgroup_ino
+        else:
+            cg, cg_ino = await off_loop(self._new_call_cgroup, undo=lambda made: _discard(made[0]))
+        keep = emptied = False
         try:
             scope = CallScope(self.id, ctx, dict(cg.paths), cg_ino, self.uid, time.time_ns())
             net_env = dict(self.network.env) if self.network is not None else {}
             full_env = call_env(p, self._plan.env, {**net_env, **env}, os.environ)
-            ns_names, ns_fds = list(self._ns), list(self._ns.values())
-            msg: dict[str, Any] = {
-                "op": "call",
-                "mode": "episode" if self.episode else "call",
-                "argv": argv,
-                "env": full_env,
-                "cwd": self._plan.cwd,
-                "tmp": self._plan.tmp,
-                "seccomp": self._seccomp,
-                "inside_id": INSIDE_UID,
-                "ns": ns_names,
-            }
+            command: dict[str, object] = {"argv": argv, "env": full_env, "cwd": self._plan.cwd}
+            start: Starter
+            if spare is not None:
+                start = functools.partial(spare.start, command)
+            else:
+                start = zygote_starter(
+                    self._zygote, {**self._call_request(), **command}, list(self._ns.values()), cg
+                )
             limits = CallLimits(
                 timeout if timeout is not None else p.resources.wall_timeout_s,
                 p.resources.output_max_bytes,
@@ -347,9 +357,7 @@ class Jail:
                     self._net.begin(ctx)
                 try:
                     raw = await execute(
-                        self._zygote,
-                        msg,
-                        ns_fds,
+                        start,
                         cg,
                         limits,
                         stdin=stdin,
@@ -361,15 +369,88 @@ class Jail:
                 finally:
                     if self._net is not None:
                         self._net.end(ctx)
+                    if not self._closed:
+                        self._after_return(self._spares.refill)  # the next call's setup, ahead of it
                 keep = self.episode and cg.populated()
+                emptied = not keep  # every process of the call is gone: only the directories are left
             finally:
                 await finish_call(started, scope, lingering=keep)
         finally:
+            if spare is not None:
+                spare.reply.close()  # closed already unless the call never reached its start
             if keep:
                 self._lingering.append((cg, scope))
+            elif emptied:
+                self._retire(cg)
             else:
                 await off_loop(lambda: _discard(cg))
         return CallOutcome(scope, raw, text, keep)
+
+    def _after_return(self, work: Callable[[], object]) -> None:
+        """Run upkeep shortly after the call has returned, not at once: a synchronous caller waits
+        for the result on another thread, which the loop thread, busy with Python work, would keep
+        from the GIL for up to its switch interval (measured: 2 ms of a 4 ms warm call)."""
+        asyncio.get_running_loop().call_later(_UPKEEP_DELAY_S, work)
+
+    def _retire(self, cg: CallCgroup) -> None:
+        """Remove an emptied call cgroup after the call has returned (``close`` removes what is left)."""
+        self._retired.append(cg)
+        if len(self._retired) == 1:
+            self._after_return(self._remove_retired)
+
+    def _remove_retired(self) -> None:
+        batch, self._retired = self._retired, []
+        if batch:
+            task = asyncio.get_running_loop().create_task(off_loop(lambda: _discard_all(batch)))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+
+    def _call_request(self) -> dict[str, Any]:
+        """The zygote request for a call's first process, less its command."""
+        assert self._plan is not None
+        return {
+            "op": "call",
+            "mode": "episode" if self.episode else "call",
+            "cwd": self._plan.cwd,
+            "tmp": self._plan.tmp,
+            "seccomp": self._seccomp,
+            "inside_id": INSIDE_UID,
+            "ns": list(self._ns),
+        }
+
+    def _new_call_cgroup(self) -> tuple[CallCgroup, int]:
+        """A fresh cgroup with the call limits (named for itself: a spare's is made before its call)."""
+        p = self.policy
+        cg = CallCgroup.create(self.layout, self.id, new_id("call"))
+        try:
+            cg.set_limits(
+                p.resources.memory_max_bytes,
+                p.resources.pids_max + _ZYGOTE_PIDS,
+                p.resources.cpu_quota_cores,
+            )
+            return cg, os.stat(cg.unified).st_ino
+        except BaseException:
+            cg.remove()
+            raise
+
+    async def _prestart(self) -> Spare:
+        """A spare for the next call: its cgroup, and its first process set up inside the sandbox."""
+        if self._closed:
+            raise SandboxClosedError(f"sandbox {self.id} is closed")
+        cg, cg_ino = await off_loop(self._new_call_cgroup, undo=lambda made: _discard(made[0]))
+        try:
+            cg_fds = [os.open(p, os.O_WRONLY | os.O_CLOEXEC) for p in cg.procs_files()]
+            try:
+                reply = self._zygote.request(
+                    {**self._call_request(), "spare": True}, [*self._ns.values(), *cg_fds]
+                )
+            finally:
+                for fd in cg_fds:
+                    os.close(fd)
+        except BaseException:
+            await off_loop(lambda: _discard(cg))
+            raise
+        return Spare(cg, cg_ino, reply)
 
     async def _release_lingering(self, *, force: bool) -> None:
         """Episode mode: forget the cgroups of earlier calls once their last process is gone."""

@@ -188,9 +188,10 @@ def last_cap() -> int:
         return int(f.read())
 
 
-def drop_capabilities(last: int) -> None:
-    """Empty the bounding, ambient, effective, permitted and inheritable sets."""
-    for cap in range(last + 1):
+def drop_capabilities(last: int | None) -> None:
+    """Empty the ambient, effective, permitted and inheritable sets, and the bounding set
+    (capabilities 0 to ``last``; ``None``: the caller has emptied it already)."""
+    for cap in range((last + 1) if last is not None else 0):
         prctl(PR_CAPBSET_DROP, cap)
     prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
     header = struct.pack("=Ii", 0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this thread
