@@ -49,7 +49,10 @@ def main() -> None:
         code = run_oneshot(sys.argv[2:])
         if code is not None:
             sys.exit(code)
-    _load_app()()
+    _load_app()
+    from corral.cli._app import command
+
+    command()()
 
 
 __all__ = ["app", "main"]

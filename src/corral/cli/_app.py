@@ -8,7 +8,7 @@ module level; the library layers load inside the commands, so ``--help`` does no
 from __future__ import annotations
 
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -23,6 +23,34 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+def command() -> Any:
+    """The app as the click command it runs as, with every flag (``--help`` too) shown as taking no
+    value: typer prints a flag's type, ``<bool>``, as if it took one."""
+    from typer.core import TyperOption
+
+    root = typer.main.get_command(app)
+
+    def visit(cmd: Any) -> None:
+        for p in cmd.params:
+            if isinstance(p, TyperOption) and p.is_flag and p.metavar is None:
+                p.metavar = ""
+        find_help = cmd.get_help_option
+
+        def help_option(ctx: Any) -> Any:
+            opt = find_help(ctx)
+            if opt is not None and opt.metavar is None:
+                opt.metavar = ""
+            return opt
+
+        cmd.get_help_option = help_option
+        for sub in (getattr(cmd, "commands", None) or {}).values():
+            visit(sub)
+
+    visit(root)
+    return root
+
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 

@@ -50,7 +50,6 @@ _FOLLOW_WIDTHS = {"seq": 7, "time": 30, "type": 18, "sandbox": 15, "run": 10, "e
 _FOLLOW_WIDTHS |= {"turn": 4, "call": 15}
 _FOLLOW_START = 10  # like tail -f: the newest 10, unless --tail says otherwise
 _POLL_S = 0.25
-_FLAG = ""  # typer would show a flag as taking a "<bool>" value; a flag takes none
 
 # Control characters (an agent's command may hold terminal escapes) and bidirectional overrides
 # (which can make text read backwards) and Unicode line separators are shown as escapes.
@@ -176,7 +175,6 @@ def events(
     json_out: bool = typer.Option(
         False,
         "--json",
-        metavar=_FLAG,
         help="Print one JSON object per line (the event's envelope and its own fields).",
     ),
     run: str | None = typer.Option(None, "--run", metavar="ID", help="Only events of this run id."),
@@ -212,7 +210,6 @@ def events(
         False,
         "--follow",
         "-f",
-        metavar=_FLAG,
         help=f"Keep printing new events as they are recorded, until Ctrl-C; starts with the newest "
         f"{_FOLLOW_START} (or --tail N).",
     ),

@@ -34,10 +34,16 @@ def run(
         "--workspace",
         help="A host directory the workspace starts as (copy-on-write: the directory itself never changes).",
     ),
-    run_id: str | None = typer.Option(None, "--run-id"),
-    episode_id: str | None = typer.Option(None, "--episode-id"),
-    step: int | None = typer.Option(None, "--step"),
-    turn: int | None = typer.Option(None, "--turn"),
+    run_id: str | None = typer.Option(
+        None, "--run-id", metavar="ID", help="RL run id recorded with the call's events."
+    ),
+    episode_id: str | None = typer.Option(
+        None, "--episode-id", metavar="ID", help="Episode id recorded with the call's events."
+    ),
+    step: int | None = typer.Option(
+        None, "--step", metavar="N", help="Training step recorded with the call."
+    ),
+    turn: int | None = typer.Option(None, "--turn", metavar="N", help="Agent turn recorded with the call."),
     local: bool = typer.Option(
         False, "--local", help="Build the sandbox in this process even when a node agent is running."
     ),

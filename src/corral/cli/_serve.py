@@ -50,7 +50,9 @@ def serve_cmd(
     lease_s: float = typer.Option(
         300.0, "--lease", help="Reap a sandbox after this long without its client."
     ),
-    max_sandboxes: int = typer.Option(4096, "--max-sandboxes"),
+    max_sandboxes: int = typer.Option(
+        4096, "--max-sandboxes", metavar="N", help="Refuse new sandboxes while this many are live."
+    ),
 ) -> None:
     """Own this node's sandboxes and serve them to trainers (Unix socket; HTTP with a token)."""
     try:  # FastAPI and uvicorn: the service extra
