@@ -1,8 +1,8 @@
 """Sandbox cost against a bare fork/exec measured in the same run (medians, p90, ratios).
 
-Cases: a warm call (sync and async), with detection and monitors, create + destroy, create +
-first call + destroy, create from a many-file workspace template, create from a large image
-root, and memory per idle sandbox with many live.
+Cases: a warm call (sync and async; back to back, and a model turn after the last), with
+detection and monitors, create + destroy, create + first call + destroy, create from a many-file
+workspace template, create from a large image root, and memory per idle sandbox with many live.
 
 Run as root: .venv/bin/python benchmarks/bench_sandbox.py [--n 200] [--files 10000] [--image-mb 500]
 """
@@ -24,21 +24,28 @@ import psutil
 
 from corral import AsyncSandbox, Harness, Policy, Sandbox, TraceContext
 
+# Calls of one trajectory are apart by at least a model turn; the sandbox prepares the next call then.
+TURN_MS = 20
 
-def _measure(fn: Callable[[], object], n: int) -> list[float]:
+
+def _measure(fn: Callable[[], object], n: int, pause_s: float = 0.0) -> list[float]:
     fn()  # warm-up
     out = []
     for _ in range(n):
+        if pause_s:
+            time.sleep(pause_s)
         t = time.perf_counter()
         fn()
         out.append((time.perf_counter() - t) * 1000)
     return out
 
 
-async def _ameasure(fn: Callable[[], Awaitable[object]], n: int) -> list[float]:
+async def _ameasure(fn: Callable[[], Awaitable[object]], n: int, pause_s: float = 0.0) -> list[float]:
     await fn()
     out = []
     for _ in range(n):
+        if pause_s:
+            await asyncio.sleep(pause_s)
         t = time.perf_counter()
         await fn()
         out.append((time.perf_counter() - t) * 1000)
@@ -104,14 +111,19 @@ def main() -> None:
     ctx = TraceContext(run_id="bench")
     bare = _measure(lambda: subprocess.run(["/bin/true"], check=True), n)
     rows: list[tuple[str, list[float]]] = [("bare fork/exec of true", bare)]
+    turn = TURN_MS / 1000
     with Sandbox(policy, store=None) as sb:
         rows.append(("warm call of true (sync)", _measure(lambda: sb.run(["/bin/true"], ctx), n)))
+        rows.append(
+            (f"  {TURN_MS} ms after the last (sync)", _measure(lambda: sb.run(["/bin/true"], ctx), n, turn))
+        )
 
-    async def async_warm() -> list[float]:
+    async def async_warm(pause_s: float) -> list[float]:
         async with AsyncSandbox(policy, store=None) as asb:
-            return await _ameasure(lambda: asb.run(["/bin/true"], ctx), n)
+            return await _ameasure(lambda: asb.run(["/bin/true"], ctx), n, pause_s)
 
-    rows.append(("warm call of true (async)", asyncio.run(async_warm())))
+    rows.append(("warm call of true (async)", asyncio.run(async_warm(0.0))))
+    rows.append((f"  {TURN_MS} ms after the last (async)", asyncio.run(async_warm(turn))))
     with Sandbox(Policy.default(), store=None) as sb:
         rows.append(
             ("  + detection, exec+resource monitors", _measure(lambda: sb.run(["/bin/true"], ctx), n))
@@ -155,13 +167,22 @@ def main() -> None:
     live = [harness.sandbox() for _ in range(args.live)]
     after_uss = _rss_kib([me.pid, *[c.pid for c in me.children(recursive=True)]])
     after_mem = psutil.virtual_memory().used
-    for s in live:
-        s.close()
-    harness.close()
     print(
         f"{args.live} idle sandboxes: {(after_uss - before_uss) / args.live:.1f} KiB each in processes, "
         f"{(after_mem - before_mem) / 1024 / args.live:.1f} KiB per sandbox node-wide (kernel included)"
     )
+    for s in live:  # after a call each holds its next call's process until it has idled SPARE_IDLE_S
+        s.run(["/bin/true"], ctx)
+    time.sleep(0.5)
+    spare_uss = _rss_kib([me.pid, *[c.pid for c in me.children(recursive=True)]])
+    spare_mem = psutil.virtual_memory().used
+    print(
+        f"  after one call each: {(spare_uss - after_uss) / args.live:.1f} KiB more each in processes, "
+        f"{(spare_mem - after_mem) / 1024 / args.live:.1f} KiB more per sandbox node-wide"
+    )
+    for s in live:
+        s.close()
+    harness.close()
 
 
 if __name__ == "__main__":
