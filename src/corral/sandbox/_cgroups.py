@@ -114,8 +114,11 @@ class CallCgroup:
             for ctrl, root in layout.dirs.items():
                 p = root / rel
                 if p not in cg.paths.values():
-                    p.parent.mkdir(exist_ok=True)
-                    p.mkdir()
+                    try:
+                        p.mkdir()  # the sandbox's own directory is there for all but its first
+                    except FileNotFoundError:
+                        p.parent.mkdir(exist_ok=True)
+                        p.mkdir()
                     if layout.kind == "unified":
                         _write(p.parent / "cgroup.subtree_control", "+memory +pids +cpu")
                 cg.paths[ctrl] = p

@@ -401,7 +401,9 @@ class Jail:
     def _remove_retired(self) -> None:
         batch, self._retired = self._retired, []
         if batch:
-            task = asyncio.get_running_loop().create_task(off_loop(lambda: _discard_all(batch)))
+            # On a worker: no call waits for it, and the loop has the calls to serve meanwhile.
+            work = off_loop(lambda: _discard_all(batch), offload=True)
+            task = asyncio.get_running_loop().create_task(work)
             self._retiring.add(task)
             task.add_done_callback(self._retiring.discard)
 
