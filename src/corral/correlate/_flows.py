@@ -31,13 +31,14 @@ def continue_flows(con: duckdb.DuckDBPyConnection, idle_s: float = FLOW_IDLE_S) 
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE fk AS
-        SELECT rid, hash('i', format, file, reporter, flow_id) AS k, start AS t0, coalesce("end", start) AS t1
+        SELECT rid, hash('i', format, file, reporter, flow_id) AS k, 0 AS by_tuple,
+               start AS t0, coalesce("end", start) AS t1
           FROM recs WHERE flow_id IS NOT NULL AND start IS NOT NULL
         UNION ALL
         SELECT rid, CASE WHEN src_ip < dst_ip OR (src_ip = dst_ip AND src_port <= dst_port)
                          THEN hash('t', proto, src_ip, src_port, dst_ip, dst_port)
                          ELSE hash('t', proto, dst_ip, dst_port, src_ip, src_port) END,
-               start, coalesce("end", start)
+               1, start, coalesce("end", start)
           FROM recs
           WHERE src_port IS NOT NULL AND dst_port IS NOT NULL AND start IS NOT NULL
             AND proto IN ('tcp', 'udp', 'sctp');
@@ -63,11 +64,11 @@ def continue_flows(con: duckdb.DuckDBPyConnection, idle_s: float = FLOW_IDLE_S) 
                           > {idle_s} THEN 1 ELSE 0 END AS brk
           FROM fk3
         ), ch AS (
-          SELECT rid, k, t0, member, CASE WHEN strong THEN rid END AS anchor,
+          SELECT rid, k, by_tuple, t0, member, CASE WHEN strong THEN rid END AS anchor,
                  sum(brk) OVER (PARTITION BY k ORDER BY t0, rid ROWS UNBOUNDED PRECEDING) AS cn
           FROM g
         ), lk AS (
-          SELECT rid, k, member,
+          SELECT rid, k, by_tuple, member,
                  coalesce(
                    last_value(anchor IGNORE NULLS) OVER (PARTITION BY k, cn ORDER BY t0, rid
                                                          ROWS UNBOUNDED PRECEDING),
@@ -76,8 +77,9 @@ def continue_flows(con: duckdb.DuckDBPyConnection, idle_s: float = FLOW_IDLE_S) 
                                                           AND UNBOUNDED FOLLOWING)) AS via
           FROM ch
         )
-        -- A record in two flows (by id and by tuple) follows its id's.
-        SELECT rid, arg_min(via, k) AS via FROM lk WHERE member AND via IS NOT NULL GROUP BY rid;
+        -- A record in two flows (by id and by tuple) follows its id's (the keys' hashes, which name
+        -- the log file, would pick one at random).
+        SELECT rid, arg_min(via, by_tuple) AS via FROM lk WHERE member AND via IS NOT NULL GROUP BY rid;
 
         CREATE OR REPLACE TEMP TABLE att AS
         SELECT a.* FROM att a ANTI JOIN chained USING (rid)
