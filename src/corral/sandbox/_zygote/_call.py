@@ -64,7 +64,7 @@ def run(req: dict[str, Any], fds: list[int], filters: dict[str, bytes], last_cap
     try:
         _enter(req, ns, cgroups, filters, last_cap)
         if not spare:
-            _shed(req)
+            _sys.become(req["inside_id"])
             os.chdir(req["cwd"])
     except Exception as exc:  # reported as the harness's failure, never as the command's output
         _setup_failed(reply, exc)
@@ -74,7 +74,7 @@ def run(req: dict[str, Any], fds: list[int], filters: dict[str, bytes], last_cap
         _proto.send(reply, {"ready": True})
         command, (stdin, stdout, stderr) = _await_command(reply)
         try:  # the uid change makes it the sandbox's process: only now that it has a call
-            _shed(req)
+            _sys.become(req["inside_id"])
             os.chdir(command["cwd"])  # now, not ahead: an earlier call may have replaced the directory
         except Exception as exc:
             _setup_failed(reply, exc)
@@ -116,7 +116,8 @@ def _enter(
 ) -> None:
     """Join the call's cgroups and the sandbox's namespaces and load the seccomp filter, still as
     host root (kuid 0, with capabilities only inside the sandbox's user namespace, which is what
-    lets it load the filter before no_new_privs, and an empty bounding set)."""
+    lets it load the filter before no_new_privs, and an empty bounding set); ``_sys.become`` then
+    makes it the sandbox's uid."""
     episode = req["mode"] == "episode"
     for cg in cgroups:  # before anything can fork, so every process of the call is accounted and killable
         os.write(cg, b"0")
@@ -129,26 +130,12 @@ def _enter(
         _sys.setns(ns[name], _sys.NS_FLAGS[name])
     if episode:
         _sys.setns(ns["pid"], _sys.CLONE_NEWPID)
-    os.setgroups([])
-    _sys.setns(ns["user"], _sys.CLONE_NEWUSER)
+    _sys.join_user_namespace(ns["user"], last_cap)
     for fd in ns.values():
         os.close(fd)
-    for cap in range(last_cap + 1):
-        _sys.prctl(_sys.PR_CAPBSET_DROP, cap)
     _sys.prctl(_sys.PR_SET_DUMPABLE, 0)
     _sys.prctl(_sys.PR_SET_PDEATHSIG, signal.SIGKILL)  # a spare waiting for a zygote that died
     _sys.load_seccomp(filters[req["seccomp"]])  # its setup costs most of a millisecond: done ahead
-
-
-def _shed(req: dict[str, Any]) -> None:
-    """Become the sandbox's uid with no capabilities left and no_new_privs."""
-    ident = req["inside_id"]
-    os.setresgid(ident, ident, ident)
-    os.setresuid(ident, ident, ident)
-    _sys.drop_capabilities(None)  # the bounding set was emptied in _enter
-    _sys.prctl(_sys.PR_SET_NO_NEW_PRIVS, 1)
-    _sys.prctl(_sys.PR_SET_DUMPABLE, 0)
-    _sys.prctl(_sys.PR_SET_PDEATHSIG, signal.SIGKILL)  # reset by the uid change, so set again
 
 
 def _setup_failed(reply: socket.socket, exc: Exception) -> NoReturn:

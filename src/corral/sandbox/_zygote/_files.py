@@ -122,18 +122,10 @@ def serve(req: dict[str, Any], fds: list[int], filters: dict[str, bytes], last_c
     ns = dict(zip(req["ns"], fds[1:], strict=True))
     try:
         _sys.setns(ns["mnt"], _sys.CLONE_NEWNS)
-        os.setgroups([])
-        _sys.setns(ns["user"], _sys.CLONE_NEWUSER)
+        _sys.join_user_namespace(ns["user"], last_cap)
         for fd in ns.values():
             os.close(fd)
-        for cap in range(last_cap + 1):
-            _sys.prctl(_sys.PR_CAPBSET_DROP, cap)
-        ident = req["inside_id"]
-        os.setresgid(ident, ident, ident)
-        os.setresuid(ident, ident, ident)
-        _sys.drop_capabilities(last_cap)
-        _sys.prctl(_sys.PR_SET_NO_NEW_PRIVS, 1)
-        _sys.prctl(_sys.PR_SET_DUMPABLE, 0)
+        _sys.become(req["inside_id"])
         _sys.load_seccomp(filters[req["seccomp"]])
         os.chdir(req["cwd"])
         os.umask(0o022)

@@ -10,6 +10,7 @@ import ctypes
 import fcntl
 import os
 import platform
+import signal
 import socket
 import struct
 
@@ -197,6 +198,25 @@ def drop_capabilities(last: int | None) -> None:
     header = struct.pack("=Ii", 0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this thread
     data = bytes(24)  # two all-zero __user_cap_data_struct
     _check(_libc.syscall(_NR["capset"], header, data), "capset")
+
+
+def join_user_namespace(fd: int, last_cap: int) -> None:
+    """Enter a sandbox's user namespace, still host root, and empty the bounding set there."""
+    os.setgroups([])
+    setns(fd, CLONE_NEWUSER)
+    for cap in range(last_cap + 1):
+        prctl(PR_CAPBSET_DROP, cap)
+
+
+def become(ident: int) -> None:
+    """Become ``ident`` of the joined user namespace with no capabilities left (the bounding set
+    emptied by ``join_user_namespace``), no_new_privs, not dumpable, killed with its parent."""
+    os.setresgid(ident, ident, ident)
+    os.setresuid(ident, ident, ident)
+    drop_capabilities(None)
+    prctl(PR_SET_NO_NEW_PRIVS, 1)
+    prctl(PR_SET_DUMPABLE, 0)
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # reset by the uid change, so set after it
 
 
 def load_seccomp(program: bytes) -> None:
