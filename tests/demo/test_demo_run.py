@@ -175,12 +175,10 @@ def test_no_halt_shows_what_the_run_would_have_done(tmp_path: Path) -> None:
     r = _demo(out, "--episodes", "8", "--workers", "2", "--seed", "3", "--no-halt")
     run = Run(out, r.stdout)
     halt = run.halt_time()  # the breaker tripped ...
-    first: dict[str | None, float] = {}
-    for e in run.calls:
-        if isinstance(e.data, ToolCall):
-            first[e.ctx.episode_id] = min(first.get(e.ctx.episode_id, float("inf")), e.data.start_ns / 1e9)
-    # ... and the run went on: whole episodes began after it (which ones depends on the workers' timing)
-    assert any(t > halt for t in first.values()), (halt, first)
+    starts = [e.data.start_ns / 1e9 for e in run.calls if isinstance(e.data, ToolCall)]
+    # ... and the run went on: calls started after it (how many, and of which episodes, depends on
+    # the workers' timing: with fast calls every episode may have begun before the trip)
+    assert any(t > halt for t in starts), (halt, max(starts))
     assert run.summary["episodes_never_started"] == 0 and run.summary["halt_obeyed"] is False
     assert run.summary["after_trip"]["calls"] > 0 and "after the trip:" in r.stdout
     assert {e.ctx.episode_id for e in run.calls} == {f"ep-{i:04d}" for i in range(8)}
