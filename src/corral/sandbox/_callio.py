@@ -161,20 +161,24 @@ class CallLimits:
 Starter = Callable[[Sequence[int]], socket.socket]
 
 
+def request_in_cgroup(
+    zygote: Zygote, msg: dict[str, object], fds: Sequence[int], cgroup: CallCgroup
+) -> socket.socket:
+    """Ask the zygote for a call's first process, which joins ``cgroup`` (its cgroup.procs files
+    travel after ``fds``); returns the reply socket."""
+    cg_fds = [os.open(p, os.O_WRONLY | os.O_CLOEXEC) for p in cgroup.procs_files()]
+    try:
+        return zygote.request(msg, [*fds, *cg_fds])
+    finally:
+        for fd in cg_fds:
+            os.close(fd)
+
+
 def zygote_starter(
     zygote: Zygote, msg: dict[str, object], ns_fds: Sequence[int], cgroup: CallCgroup
 ) -> Starter:
     """The ordinary start: the zygote forks the call's first process, which joins ``cgroup``."""
-
-    def start(stdio: Sequence[int]) -> socket.socket:
-        cg_fds = [os.open(p, os.O_WRONLY | os.O_CLOEXEC) for p in cgroup.procs_files()]
-        try:
-            return zygote.request(msg, [*stdio, *ns_fds, *cg_fds])
-        finally:
-            for fd in cg_fds:
-                os.close(fd)
-
-    return start
+    return lambda stdio: request_in_cgroup(zygote, msg, [*stdio, *ns_fds], cgroup)
 
 
 async def execute(

@@ -34,6 +34,7 @@ from corral.sandbox._callio import (
     PidsWatch,
     Starter,
     execute,
+    request_in_cgroup,
     zygote_starter,
 )
 from corral.sandbox._cgroups import CallCgroup, Layout
@@ -42,7 +43,7 @@ from corral.sandbox._env import call_env
 from corral.sandbox._files import FileSession
 from corral.sandbox._gpu import GpuGrant
 from corral.sandbox._identity import UidLease
-from corral.sandbox._offloop import call_in_flight, off_loop
+from corral.sandbox._offloop import Background, call_in_flight, off_loop
 from corral.sandbox._plan import INSIDE_UID, BuildPlan, ImageView, SandboxSpec, plan
 from corral.sandbox._preflight import preflight
 from corral.sandbox._scope import CallObserver, CallScope, NetworkAttachment
@@ -115,7 +116,7 @@ class Jail:
         self._drain = OutputDrain()  # episode mode: pipes still held by processes earlier calls left
         self._spares = SpareSlot(self._prestart)
         self._retired: list[CallCgroup] = []  # emptied call cgroups, removed after their call returned
-        self._retiring: set[asyncio.Task[None]] = set()
+        self._retiring = Background()
         self.gpu: GpuGrant | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -250,8 +251,7 @@ class Jail:
         if self._inflight:
             await asyncio.gather(*self._inflight, return_exceptions=True)
         await self._spares.close()
-        here = [t for t in self._retiring if t.get_loop() is asyncio.get_running_loop()]
-        await asyncio.gather(*here, return_exceptions=True)
+        await self._retiring.drain()
         batch, self._retired = self._retired, []
         await off_loop(lambda: _discard_all(batch))
         await self._release_lingering(force=True)
@@ -402,10 +402,7 @@ class Jail:
         batch, self._retired = self._retired, []
         if batch:
             # On a worker: no call waits for it, and the loop has the calls to serve meanwhile.
-            work = off_loop(lambda: _discard_all(batch), offload=True)
-            task = asyncio.get_running_loop().create_task(work)
-            self._retiring.add(task)
-            task.add_done_callback(self._retiring.discard)
+            self._retiring.spawn(off_loop(lambda: _discard_all(batch), offload=True))
 
     def _call_request(self) -> dict[str, Any]:
         """The zygote request for a call's first process, less its command."""
@@ -441,14 +438,9 @@ class Jail:
             raise SandboxClosedError(f"sandbox {self.id} is closed")
         cg, cg_ino = await off_loop(self._new_call_cgroup, undo=lambda made: _discard(made[0]))
         try:
-            cg_fds = [os.open(p, os.O_WRONLY | os.O_CLOEXEC) for p in cg.procs_files()]
-            try:
-                reply = self._zygote.request(
-                    {**self._call_request(), "spare": True}, [*self._ns.values(), *cg_fds]
-                )
-            finally:
-                for fd in cg_fds:
-                    os.close(fd)
+            reply = request_in_cgroup(
+                self._zygote, {**self._call_request(), "spare": True}, list(self._ns.values()), cg
+            )
         except BaseException:
             await off_loop(lambda: _discard(cg))
             raise

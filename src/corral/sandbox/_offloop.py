@@ -14,9 +14,9 @@ import asyncio
 import contextlib
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 _WORKERS = 4  # the kernel serialises cgroup creation: more threads would only queue there
@@ -74,3 +74,20 @@ def _undo(done: Future[T], undo: Callable[[T], object]) -> None:
         return
     with contextlib.suppress(Exception):  # what is left is reaped with the sandbox's state
         undo(done.result())
+
+
+class Background:
+    """Upkeep tasks no caller waits for (removing emptied cgroups, dropping an idle spare), kept so
+    that a close can wait for those of its loop."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, work: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self) -> None:
+        here = [t for t in self._tasks if t.get_loop() is asyncio.get_running_loop()]
+        await asyncio.gather(*here, return_exceptions=True)

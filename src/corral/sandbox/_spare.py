@@ -1,9 +1,10 @@
 """A prestarted first process for a sandbox's next call, so that call skips most of its setup.
 
 Most of a warm call's cost is making its cgroup and entering the sandbox: the zygote's fork,
-joining the cgroups and namespaces, mounting the call's /proc and /tmp, shedding every privilege
-and loading seccomp. A spare is that process, made as soon as a call's command has exited and
-fully set up, waiting on its reply socket for the next call's argv, env and stdio. Nothing of
+joining the cgroups and namespaces, mounting the call's /proc and /tmp and loading seccomp. A
+spare is that process, made as soon as a call's command has exited and set up that far, waiting on
+its reply socket for the next call's argv, env, cwd and stdio; it becomes the sandbox's uid, with
+no capabilities, only when they come (``_zygote/_call.py``). Nothing of
 a previous call is in it (its own fresh cgroup, pid namespace and mount copy), it can run only
 what the host sends on a socket no sandboxed process holds, and it is killed with its cgroup when
 the sandbox closes or it has waited ``SPARE_IDLE_S`` (an idle sandbox holds no process).
@@ -23,7 +24,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from corral.sandbox._cgroups import CallCgroup
-from corral.sandbox._offloop import off_loop
+from corral.sandbox._offloop import Background, off_loop
 from corral.sandbox._zygote import _proto
 
 SPARE_IDLE_S = 10.0
@@ -106,7 +107,7 @@ class SpareSlot:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._expiry: asyncio.TimerHandle | None = None
         self._filling: asyncio.Task[None] | None = None
-        self._discarding: set[asyncio.Task[None]] = set()
+        self._discarding = Background()
         self._enabled = True
         self._closed = False
         self._generation = 0  # of the latest fill: an older one still running finds itself unwanted
@@ -171,10 +172,8 @@ class SpareSlot:
     def _expire(self) -> None:
         self._expiry = None
         spare = self._give_up()
-        if spare is not None and self._loop is not None:
-            task = self._loop.create_task(off_loop(spare.discard))
-            self._discarding.add(task)
-            task.add_done_callback(self._discarding.discard)
+        if spare is not None:
+            self._discarding.spawn(off_loop(spare.discard))  # a timer callback: on the slot's loop
 
     async def close(self) -> None:
         self._closed = True
@@ -188,6 +187,4 @@ class SpareSlot:
         spare = self._give_up()
         if spare is not None:
             await off_loop(spare.discard)
-        here = [t for t in self._discarding if t.get_loop() is asyncio.get_running_loop()]
-        if here:
-            await asyncio.gather(*here, return_exceptions=True)
+        await self._discarding.drain()
