@@ -36,7 +36,7 @@ _LEVEL_RANK = {lv: i for i, lv in enumerate(Level)}
 
 
 class _Payload(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
 
 class ProcessStart(_Payload):
@@ -282,7 +282,7 @@ def now_ns() -> int:
 class Event(BaseModel):
     """The common envelope: when, where, under which trace context, and what."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     time_ns: int = Field(default_factory=now_ns)
     host: str | None = None

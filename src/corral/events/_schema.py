@@ -10,7 +10,7 @@ import json
 import math
 from typing import Any
 
-from pydantic import BaseModel, TypeAdapter
+from pydantic import BaseModel, ConfigDict, TypeAdapter
 from pydantic_core import PydanticSerializationError
 
 from corral.events._model import Event, Payload
@@ -53,7 +53,8 @@ COLUMNS = "seq, time_ns, type, host, sandbox_id, run_id, step, episode_id, turn,
 
 Row = tuple[Any, ...]
 
-_payload: TypeAdapter[Payload] = TypeAdapter(Payload)
+# Built on first read, so importing the events layer does not build every payload's validator.
+_payload: TypeAdapter[Payload] = TypeAdapter(Payload, config=ConfigDict(defer_build=True))
 
 
 def to_row(event: Event) -> Row:

@@ -12,7 +12,7 @@ class TraceContext(BaseModel):
     fills ``tool_call_id`` when the caller leaves it empty.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     run_id: str | None = None
     step: int | None = Field(default=None, ge=0)
@@ -31,7 +31,7 @@ class TraceRecord(BaseModel):
     convert. ``host`` is the node's address as the network sees it.
     """
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)
 
     run_id: str | None = None
     step: int | None = None
