@@ -26,7 +26,17 @@ HEAVY_LAYERS = (
     "corral.redteam",
     "corral.demo",
 )
-HEAVY_PACKAGES = ("pyroute2", "pydantic", "pydantic_core", "yaml", "re2", "sigma", "fastapi", "pyarrow")
+HEAVY_PACKAGES = (
+    "pyroute2",
+    "pydantic",
+    "pydantic_core",
+    "yaml",
+    "re2",
+    "sigma",
+    "fastapi",
+    "pyarrow",
+    "rich",
+)
 
 _PROBE = "import json, sys; from corral.cli import app; print(json.dumps(sorted(sys.modules)))"
 

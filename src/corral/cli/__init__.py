@@ -7,6 +7,7 @@ imported on first use of ``app``: ``corral run -- CMD`` with a node agent runnin
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +50,9 @@ def main() -> None:
         code = run_oneshot(sys.argv[2:])
         if code is not None:
             sys.exit(code)
+    # Pydantic plugins (observability hooks of the surrounding environment) have no part in the
+    # command line, and looking for them scans every installed distribution on the first model.
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     _load_app()
     from corral.cli._app import command
 

@@ -1,20 +1,22 @@
 """The root typer app and helpers shared by command modules.
 
-The command modules import only the standard library, typer, rich, corral.errors and each other at
-module level; the library layers load inside the commands, so ``--help`` does not pay for them
-(tests/cli/test_cli_imports.py holds them to it).
+The command modules import only the standard library, typer, corral.errors and each other at module
+level; the library layers, and rich, load inside the commands, so ``--help`` and a command that
+prints plain lines do not pay for them (tests/cli/test_cli_imports.py holds them to it).
 """
 
 from __future__ import annotations
 
+import functools
 import sys
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
 from corral.errors import CorralError
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 app = typer.Typer(
     name="corral",
@@ -52,14 +54,20 @@ def command() -> Any:
     return root
 
 
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+@functools.cache
+def err_console() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def fail(exc: CorralError | str, code: int = 2) -> NoReturn:
     """Print a harness error to stderr and exit non-zero (never mixed into a tool's output)."""
     # Escaped: the text quotes user data (a policy key, a path), which must never be read as markup.
+    from rich.markup import escape
+
     text = escape(str(exc))
-    err_console.print(f"[bold red]corral:[/] {text}", markup=True, highlight=False)
+    err_console().print(f"[bold red]corral:[/] {text}", markup=True, highlight=False)
     sys.exit(code)
 
 

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
 
 from corral.cli._app import app, fail, missing_extra
 from corral.errors import CorralError, InputError
@@ -115,6 +114,8 @@ def correlate_cmd(
         fail(exc)
     except OSError as exc:
         fail(f"cannot write report: {exc}")
+    from rich.console import Console
+
     console = Console(stderr=json_out == Path("-"), highlight=False, width=max(120, Console().width))
     print_correlation_summary(report, console)
 

@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
 from corral.cli._app import app, fail, missing_extra
 from corral.errors import CorralError
@@ -43,6 +42,8 @@ def demo(
         from corral.demo import DemoConfig, print_summary, run_demo
     except ModuleNotFoundError as exc:
         missing_extra("correlate", "demo", exc)
+    from rich.console import Console
+
     console = Console()
     try:
         d = run_demo(DemoConfig(episodes, workers, seed, misbehave_rate, out=out, halt=not no_halt), console)

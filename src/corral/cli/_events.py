@@ -13,14 +13,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
 from corral.cli._app import app, fail
 from corral.errors import CorralError, InputError
 
 if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
     from corral.events import Event, StoreReader
 
 # corral.events loads inside the command (--help must not pay for its models), so the help text
@@ -69,6 +70,8 @@ def _summary(flat: dict[str, Any]) -> str:
 
 
 def _cells(e: Event) -> list[Text]:
+    from rich.text import Text
+
     flat = e.flat()
     c = e.ctx
     values = (
@@ -87,6 +90,8 @@ def _cells(e: Event) -> list[Text]:
 
 
 def _table(events: list[Event], *, header: bool = True, fixed: bool = False) -> Table:
+    from rich.table import Table
+
     table = Table(show_edge=False, pad_edge=False, show_header=header)
     for col in _COLUMNS:
         width = _FOLLOW_WIDTHS.get(col) if fixed else None
@@ -97,6 +102,8 @@ def _table(events: list[Event], *, header: bool = True, fixed: bool = False) -> 
 
 
 def _console() -> Console:
+    from rich.console import Console
+
     wide = None if sys.stdout.isatty() else 250  # piped: do not fold to 80 columns
     return Console(highlight=False, width=wide, markup=False)
 

@@ -70,7 +70,7 @@ def _options(
 
 def _warn(warnings: tuple[str, ...]) -> None:
     for w in warnings:
-        err_console.print(f"[bold yellow]corral: warning:[/] {w}", markup=True, highlight=False)
+        err_console().print(f"[bold yellow]corral: warning:[/] {w}", markup=True, highlight=False)
 
 
 @firewall_app.command("export")

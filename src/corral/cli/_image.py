@@ -9,8 +9,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from corral.cli._app import app, fail
 from corral.cli._common import load_policy
@@ -120,6 +118,9 @@ def ls(
                 )
             )
         return
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table(show_edge=False, pad_edge=False)
     for col in ("digest", "size", "in use", "unpacked", "references"):
         table.add_column(col, overflow="fold")

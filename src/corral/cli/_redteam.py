@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
 
 from corral.cli._app import app, fail
 from corral.cli._common import load_policy
@@ -42,6 +41,8 @@ def redteam(
         scenarios = select(load_scenarios(scenarios_dir), only)
     except CorralError as exc:
         fail(exc)
+    from rich.console import Console
+
     console = Console()
     if list_:
         for s in scenarios:

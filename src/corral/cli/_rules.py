@@ -6,8 +6,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from corral.cli._app import app, fail
 from corral.errors import CorralError
@@ -46,6 +44,9 @@ def list_rules(
         if not rules:
             known = ", ".join(sorted({r.category for r in det.rules}))
             fail(f"no rules in category {category!r}; categories: {known}")
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table(show_lines=False, pad_edge=False)
     for col in ("id", "level", "category", "title"):
         table.add_column(col, overflow="fold")

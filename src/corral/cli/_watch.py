@@ -11,8 +11,6 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
 from corral.cli._app import app, fail, missing_extra
 from corral.cli._common import load_policy
@@ -20,6 +18,8 @@ from corral.cli._correlate import parse_duration
 from corral.errors import CorralError
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from corral.correlate import Attribution, WatchItem
 
 _STYLE = {"deny": "bold red", "alert": "bold red"}
@@ -67,6 +67,9 @@ def watch_cmd(
     if trace and store is not None:
         fail("give either --trace or --store, not both")
     pol = load_policy(policy)
+    from rich.console import Console
+    from rich.markup import escape
+
     console = Console(stderr=json_out, highlight=False, soft_wrap=True)
     decisions_store: EventStore | None = None
     try:
@@ -136,6 +139,8 @@ def watch_cmd(
 
 
 def _print(item: WatchItem, json_out: bool, console: Console) -> None:
+    from rich.markup import escape
+
     a = item.attribution
     if json_out:
         sys.stdout.write(json.dumps(a.model_dump(mode="json")) + "\n")
@@ -153,6 +158,8 @@ def _print(item: WatchItem, json_out: bool, console: Console) -> None:
 
 
 def _line(a: Attribution) -> str:
+    from rich.markup import escape
+
     from corral.correlate import is_violation  # the correlate extra, present once watch_cmd ran
     from corral.report import endpoint
 

@@ -21,6 +21,7 @@ Tables here are data; rules (Sigma, in ``rules/``) decide what is worth an alert
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 
@@ -96,11 +97,14 @@ _HIST_OFF = re.compile(
 )
 
 
-# The costly patterns run only where one Aho-Corasick pass over the whole analysis (text, payloads,
-# every argument and path) finds a literal they need: most commands touch none of these.
-_GATE = LiteralGate(
-    {"cred": CREDENTIAL_PATH, "persist": PERSISTENCE_PATH, "devnet": _DEV_NET, "socket": _SOCKET}
-)
+@functools.cache
+def _gate() -> LiteralGate:
+    """The costly patterns run only where one Aho-Corasick pass over the whole analysis (text,
+    payloads, every argument and path) finds a literal they need: most commands touch none of
+    these. Built on first use: deriving the literals is most of importing this module."""
+    return LiteralGate(
+        {"cred": CREDENTIAL_PATH, "persist": PERSISTENCE_PATH, "devnet": _DEV_NET, "socket": _SOCKET}
+    )
 
 
 @dataclass
@@ -142,7 +146,7 @@ class _Scan:
         self.cwd_broad = False  # an earlier `cd /`, `cd ~` or `cd /tmp` in the same text
         parts = [a.text, *(t for _, t in a.payloads), *(f.path for f in a.files)]
         parts.extend(x for c in a.commands for x in c.argv)
-        possible = _GATE.possible("\n".join(parts))
+        possible = _gate().possible("\n".join(parts))
         self.cred = "cred" in possible
         self.persist = "persist" in possible
         self.devnet = "devnet" in possible
