@@ -38,7 +38,9 @@ _DEV_NET = re.compile(r"/dev/(?:tcp|udp)/([^/\s\"']+)/(\d+|\$\{?\w+\}?)")
 _SSH_TARGET = re.compile(r"^(?:[\w.-]+@)?([\w.-]+|\[[^\]]+\])(?::|$)")
 
 CREDENTIAL_PATH = re.compile(
-    r"(\.aws/credentials|\.aws/config$|/\.ssh/id_[a-z0-9]+|(^|/)id_(rsa|dsa|ecdsa|ed25519)(\.pub)?$|(^|/)\.gnupg(/|$)"
+    # Private keys only: a public key (id_*.pub) is meant to be read and handed out.
+    r"(\.aws/credentials|\.aws/config$|/\.ssh/id_[a-z0-9_]+(?!\w|\.pub\b)|(^|/)id_(rsa|dsa|ecdsa|ed25519)$"
+    r"|(^|/)\.gnupg(/|$)"
     r"|(^|/)\.netrc$|\.git-credentials|\.docker/config\.json|\.kube/config|kubeconfig"
     r"|gcloud/(credentials\.db|access_tokens\.db|application_default_credentials\.json|legacy_credentials)"
     r"|\.azure/(accessTokens\.json|msal_token_cache)|(^|/)\.oci(/|$)|/etc/(g?shadow|sudoers)(-|$)"
@@ -371,8 +373,6 @@ class _Scan:
                     self.out.add("search_credential")
         if self.cred and any(CREDENTIAL_PATH.search(r) for r in roots):
             self.out.add("search_credential")
-        if any(r in ("/", "//") for r in roots) and any(a in ("-perm", "-user", "-uid") for a in args):
-            self.out.add("discovery")
 
     def _locate(self, argv: tuple[str, ...]) -> None:
         if any(_STRONG_CRED_NAMES.match(a.rsplit("/", 1)[-1]) for a in _operands(argv)):
