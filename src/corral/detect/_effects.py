@@ -344,7 +344,7 @@ class _Scan:
         ops = _operands(argv)
         if len(ops) >= 2 and ":" in ops[-1]:
             m = _SSH_TARGET.match(ops[-1])
-            if m:
+            if m and _remote(m.group(1)):  # a copy to this sandbox's own loopback sends nothing out
                 self.connect(m.group(1), "22")
                 self.out.add("send")
 
