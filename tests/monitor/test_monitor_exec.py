@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -155,8 +156,7 @@ def test_collectors_do_not_answer_each_others_syncs(make_scope: MakeScope) -> No
     mine: list[Event] = []
     with ExecCollector(mine.append) as c, ExecCollector(lambda e: None) as other:
         for _ in range(50):  # the other collector's tokens run far ahead of ours
-            with other._drain_lock:
-                other._sync(5)
+            other._sync(5)
         scope = make_scope("sbSync")
         c.call_started(scope)
         r = run_in(scope, "i=0; while [ $i -lt 300 ]; do /bin/true sync $i; i=$((i+1)); done")
@@ -164,3 +164,60 @@ def test_collectors_do_not_answer_each_others_syncs(make_scope: MakeScope) -> No
         finish(c, scope)
         seen = {x.argv[2] for x in _starts(mine, scope.ctx.tool_call_id or "") if x.Image == "/bin/true"}
     assert seen == {str(i) for i in range(300)}
+
+
+def test_a_call_starts_and_ends_without_waiting_for_a_drain(
+    collector: Collected, make_scope: MakeScope
+) -> None:
+    """Calls register from the event loop: a drain in progress (which emits events and may wait for
+    a sync round) must not hold them up, and the call's execs are still all attributed to it."""
+    c, events = collector
+    scope = make_scope("sbNoWait")
+    with c._drain_lock:  # a drain is running on the collector's thread
+        t = threading.Thread(target=c.call_started, args=(scope,))
+        t.start()
+        t.join(5)
+        assert not t.is_alive()
+    r = run_in(scope, "/bin/true nowait 1; /bin/true nowait 2")
+    assert r.returncode == 0
+    with c._drain_lock:
+        t = threading.Thread(target=c.scope_released, args=(make_scope("sbOther"),))
+        t.start()
+        t.join(5)
+        assert not t.is_alive()
+    finish(c, scope)
+    seen = [x.argv for x in _starts(events, scope.ctx.tool_call_id or "") if x.Image == "/bin/true"]
+    assert sorted(seen) == [["/bin/true", "nowait", "1"], ["/bin/true", "nowait", "2"]]
+
+
+def test_settles_from_many_threads_each_see_their_own_calls(
+    collector: Collected, make_scope: MakeScope
+) -> None:
+    """Sync rounds from several threads at once (calls ending together, the periodic drain) interleave
+    their markers; each still returns only once every record written before it began is read."""
+    c, events = collector
+    scopes = [make_scope(f"sbPar{i}") for i in range(6)]
+    failures: list[BaseException] = []
+
+    def one(i: int) -> None:
+        try:
+            c.call_started(scopes[i])
+            for j in range(5):
+                assert run_in(scopes[i], f"/bin/true par{i} {j}").returncode == 0
+                c.settle()  # every exec so far is emitted when this returns
+                got = {
+                    x.argv[2]
+                    for x in _starts(events, scopes[i].ctx.tool_call_id or "")
+                    if x.Image == "/bin/true"
+                }
+                assert got == {str(k) for k in range(j + 1)}
+            c.scope_released(scopes[i])
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(scopes))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert failures == []

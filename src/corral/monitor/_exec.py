@@ -103,6 +103,9 @@ class ExecCollector:
         self._token = 0
         self._drain_lock = threading.Lock()
         self._tracker = ExecTracker()
+        # Registrations from the calls' loop, applied by the next drain before it feeds a record: a
+        # call never waits for a drain (nor a drain's sync round) to start or end.
+        self._changes: collections.deque[tuple[bool, int]] = collections.deque()
         self._scopes: dict[int, CallScope] = {}
         self._proc: subprocess.Popen[str] | None = None
         self._stderr: collections.deque[str] = collections.deque(maxlen=50)
@@ -191,9 +194,10 @@ class ExecCollector:
 
     def call_started(self, scope: CallScope) -> None:
         self._check()
-        with self._drain_lock:
-            self._scopes[scope.cgroup_id] = scope
-            self._tracker.register(scope.cgroup_id)
+        # A record of this call is written after this returns, so it is newer than the watermark of
+        # any drain that began before the change was queued: every drain that can feed it applies it.
+        self._scopes[scope.cgroup_id] = scope
+        self._changes.append((True, scope.cgroup_id))
 
     async def call_finished(self, scope: CallScope, *, lingering: bool = False) -> None:
         """Emit every event of the call so far. Calls ending together share one sync round."""
@@ -201,14 +205,13 @@ class ExecCollector:
 
     def scope_released(self, scope: CallScope) -> None:
         """The call's cgroup is gone: forget it (its last events were emitted by ``call_finished``)."""
-        with self._drain_lock:
-            self._tracker.unregister(scope.cgroup_id)
-            self._scopes.pop(scope.cgroup_id, None)
+        self._scopes.pop(scope.cgroup_id, None)  # from now on, a late record of it is dropped
+        self._changes.append((False, scope.cgroup_id))
 
     def settle(self) -> None:
         """Block until every record written before now is read and emitted."""
+        self._sync(self._sync_timeout_s)
         with self._drain_lock:
-            self._sync(self._sync_timeout_s)
             self._drain()
 
     @property
@@ -262,7 +265,10 @@ class ExecCollector:
             with self._cond:
                 self.records += 1
                 if isinstance(rec, Marker):
-                    self._marks[rec.cpu] = (rec.token, rec.ns)
+                    # Concurrent syncs interleave their markers: keep the highest token answered,
+                    # and the newest marker's time (everything before it on this CPU is read).
+                    token = max(rec.token, self._marks.get(rec.cpu, (0, 0))[0])
+                    self._marks[rec.cpu] = (token, rec.ns)
                     self._cond.notify_all()
                 else:
                     heapq.heappush(self._heap, (rec.ns, next(self._order), rec))
@@ -278,8 +284,9 @@ class ExecCollector:
     def _sync(self, timeout: float) -> None:
         """Make every CPU write a marker now and wait until all are read (re-sent while probes attach)."""
         self._check()
-        self._token += 1
-        token = self._token
+        with self._cond:  # syncs from several threads (a settle, the periodic drain) each get their own
+            self._token += 1
+            token = self._token
         deadline = time.monotonic() + timeout
         while True:
             self._markers(token)
@@ -310,6 +317,12 @@ class ExecCollector:
             os.sched_setaffinity(0, mine)
 
     def _drain(self) -> None:
+        while self._changes:
+            added, cgroup = self._changes.popleft()
+            if added:
+                self._tracker.register(cgroup)
+            else:
+                self._tracker.unregister(cgroup)
         with self._cond:
             watermark = min(self._marks[c][1] for c in self._cpus)
             ready: list[Record] = []
@@ -336,8 +349,8 @@ class ExecCollector:
     def _loop(self) -> None:
         while not self._stopping.wait(self._interval_s):
             try:
+                self._sync(self._sync_timeout_s)
                 with self._drain_lock:
-                    self._sync(self._sync_timeout_s)
                     self._drain()
             except CollectorError:
                 return
