@@ -31,6 +31,7 @@ from corral.sandbox import (
     ToolResult,
     new_id,
     normalize_command,
+    pace,
     preflight,
 )
 
@@ -240,6 +241,7 @@ class AsyncSandbox:
         env: Mapping[str, str] | None,
         on_output: object,
     ) -> ToolResult:
+        await pace()  # calls arriving together take turns: each step below is work on the loop
         ctx = ctx or TraceContext()
         if ctx.tool_call_id is None:
             ctx = ctx.with_tool_call(new_id("tc"))

@@ -18,7 +18,7 @@ from types import TracebackType
 
 from corral.events import Alert, Event, Health, Level, Payload, PolicyDecision, ResourceSample
 from corral.monitor._cgstats import SustainedCpu, Usage, read_usage
-from corral.sandbox import CallScope
+from corral.sandbox import CallScope, off_loop
 
 Emit = Callable[[Event], None]
 COMPONENT = "monitor.resources"
@@ -86,7 +86,8 @@ class ResourceCollector:
         """The call returned. Its final sample now; in episode mode processes it left keep being
         sampled (and flagged when miner-shaped) under the same call until ``scope_released``."""
         if not lingering:
-            self.scope_released(scope)
+            # The final read is a few cgroup files: on a worker while many calls are in flight.
+            await off_loop(lambda: self.scope_released(scope))
             return
         with self._lock:
             live = self._live.get(scope.cgroup_id)

@@ -18,6 +18,8 @@ from corral.sandbox._gpu import (
 )
 from corral.sandbox._jail import Jail
 from corral.sandbox._launcher import per_netns, thread_netns
+from corral.sandbox._offloop import off_loop
+from corral.sandbox._pace import pace
 from corral.sandbox._plan import INSIDE_UID, INSIDE_USER, ImageView
 from corral.sandbox._preflight import preflight
 from corral.sandbox._result import STOP_REASONS, StopReason, ToolResult
@@ -54,6 +56,8 @@ __all__ = [
     "grant_gpus",
     "new_id",
     "normalize_command",
+    "off_loop",
+    "pace",
     "per_netns",
     "preflight",
     "reap_stale",

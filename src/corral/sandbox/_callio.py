@@ -15,7 +15,7 @@ import functools
 import os
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -158,17 +158,17 @@ class CallLimits:
 
 
 # Starts a call's first process with the given stdin, stdout and stderr; returns its reply socket.
-Starter = Callable[[Sequence[int]], socket.socket]
+Starter = Callable[[Sequence[int]], Awaitable[socket.socket]]
 
 
-def request_in_cgroup(
+async def request_in_cgroup(
     zygote: Zygote, msg: dict[str, object], fds: Sequence[int], cgroup: CallCgroup
 ) -> socket.socket:
     """Ask the zygote for a call's first process, which joins ``cgroup`` (its cgroup.procs files
     travel after ``fds``); returns the reply socket."""
     cg_fds = [os.open(p, os.O_WRONLY | os.O_CLOEXEC) for p in cgroup.procs_files()]
     try:
-        return zygote.request(msg, [*fds, *cg_fds])
+        return await zygote.request_async(msg, [*fds, *cg_fds])
     finally:
         for fd in cg_fds:
             os.close(fd)
@@ -202,7 +202,7 @@ async def execute(
     else:
         in_r, in_w = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC), -1
     try:
-        reply = start_call([in_r, out_w, err_w])
+        reply = await start_call([in_r, out_w, err_w])
     except BaseException:
         for fd in (out_r, err_r, in_w):
             if fd >= 0:

@@ -44,6 +44,7 @@ from corral.sandbox._files import FileSession
 from corral.sandbox._gpu import GpuGrant
 from corral.sandbox._identity import UidLease
 from corral.sandbox._offloop import Background, call_in_flight, off_loop
+from corral.sandbox._pace import pace
 from corral.sandbox._plan import INSIDE_UID, BuildPlan, ImageView, SandboxSpec, plan
 from corral.sandbox._preflight import preflight
 from corral.sandbox._scope import CallObserver, CallScope, NetworkAttachment
@@ -206,7 +207,7 @@ class Jail:
                 fds.append(lifeline_r)
             fds += [os.open(f, os.O_WRONLY | os.O_CLOEXEC) for f in init_cg.procs_files()]
             self._zygote.ensure_filter(self._seccomp, filter_bpf(self._seccomp == "allowlist"))
-            reply = self._zygote.request(msg, fds)
+            reply = await self._zygote.request_async(msg, fds)
         finally:
             for fd in fds:
                 os.close(fd)
@@ -332,6 +333,7 @@ class Jail:
             cg, cg_ino = await off_loop(self._new_call_cgroup, undo=lambda made: _discard(made[0]))
         keep = emptied = False
         try:
+            await pace()  # calls starting together take turns, so the loop is served between them
             scope = CallScope(self.id, ctx, dict(cg.paths), cg_ino, self.uid, time.time_ns())
             net_env = dict(self.network.env) if self.network is not None else {}
             full_env = call_env(p, self._plan.env, {**net_env, **env}, os.environ)
@@ -438,7 +440,7 @@ class Jail:
             raise SandboxClosedError(f"sandbox {self.id} is closed")
         cg, cg_ino = await off_loop(self._new_call_cgroup, undo=lambda made: _discard(made[0]))
         try:
-            reply = request_in_cgroup(
+            reply = await request_in_cgroup(
                 self._zygote, {**self._call_request(), "spare": True}, list(self._ns.values()), cg
             )
         except BaseException:
@@ -470,7 +472,7 @@ class Jail:
             raise SandboxClosedError(f"sandbox {self.id} is closed")
         names = ["mnt", "user"]
         msg = {"op": "files", "ns": names, "inside_id": INSIDE_UID, "seccomp": self._seccomp, "cwd": self.cwd}
-        reply = self._zygote.request(msg, [self._ns[n] for n in names])
+        reply = await self._zygote.request_async(msg, [self._ns[n] for n in names])
         return await FileSession.open(reply, self.id)
 
 

@@ -82,7 +82,7 @@ class Spare:
                 self._dead = True
         return not self._dead
 
-    def start(self, command: dict[str, object], stdio: Sequence[int]) -> socket.socket:
+    async def start(self, command: dict[str, object], stdio: Sequence[int]) -> socket.socket:
         """Hand over the call's command and stdio; the reply socket then reports as an ordinary call's."""
         self.reply.setblocking(True)
         _proto.send(self.reply, command, list(stdio))

@@ -14,6 +14,8 @@ import socket
 import subprocess
 import sys
 import threading
+import weakref
+from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ _BOOT = "import sys; sys.path.insert(0, sys.argv[2]); from _zygote.__main__ impo
 _START_TIMEOUT_S = 30.0
 
 Message = dict[str, Any]
+_Queued = tuple[asyncio.Future[None], Message, list[int]]
 
 
 class Zygote:
@@ -38,6 +41,10 @@ class Zygote:
         self.pid = proc.pid
         self._filters: set[str] = set()
         self._lock = threading.Lock()
+        # Requests of coroutines waiting for room in the zygote's queue, per event loop, in order.
+        self._waiting: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, deque[_Queued]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     @classmethod
     def start(cls) -> Zygote:
@@ -88,6 +95,50 @@ class Zygote:
         except OSError as exc:
             raise SandboxSetupError(f"the sandbox zygote is gone ({exc}); no new call can start") from exc
 
+    async def send_async(self, msg: Message, fds: Sequence[int] = ()) -> None:
+        """``send`` for a coroutine. The zygote forks one request at a time and the socket buffers
+        only some tens of requests, so a burst of calls fills it: wait for room on the loop instead
+        of blocking it (measured: 0.8 s with 300 calls starting). The caller keeps ``fds`` open
+        until this returns."""
+        loop = asyncio.get_running_loop()
+        queue = self._waiting.get(loop)
+        if queue is None:
+            queue = self._waiting[loop] = deque()
+        if not queue:
+            try:
+                self._send_now(msg, fds)
+                return
+            except BlockingIOError:
+                pass
+        fut = loop.create_future()
+        queue.append((fut, msg, list(fds)))
+        if len(queue) == 1:
+            loop.add_writer(self._sock.fileno(), self._send_queued, loop, queue)
+        await fut
+
+    def _send_now(self, msg: Message, fds: Sequence[int]) -> None:
+        try:
+            _proto.send(self._sock, msg, list(fds), socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            raise
+        except OSError as exc:
+            raise SandboxSetupError(f"the sandbox zygote is gone ({exc}); no new call can start") from exc
+
+    def _send_queued(self, loop: asyncio.AbstractEventLoop, queue: deque[_Queued]) -> None:
+        while queue:
+            fut, msg, fds = queue[0]
+            if not fut.done():  # a cancelled caller has closed its fds: never send those
+                try:
+                    self._send_now(msg, fds)
+                except BlockingIOError:
+                    return  # still full: the writer stays registered
+                except SandboxSetupError as exc:
+                    fut.set_exception(exc)
+                else:
+                    fut.set_result(None)
+            queue.popleft()
+        loop.remove_writer(self._sock.fileno())
+
     def ensure_filter(self, name: str, program: bytes) -> None:
         with self._lock:
             if name in self._filters:
@@ -95,11 +146,12 @@ class Zygote:
             self.send({"op": "filter", "name": name, "bpf": base64.b64encode(program).decode()})
             self._filters.add(name)
 
-    def request(self, msg: Message, fds: Sequence[int] = ()) -> socket.socket:
-        """Send a request with a fresh reply socket (first fd); returns our end of it."""
+    async def request_async(self, msg: Message, fds: Sequence[int] = ()) -> socket.socket:
+        """Send a request with a fresh reply socket (first fd); returns our end of it. Waits on the
+        loop while the zygote's queue is full."""
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            self.send(msg, [theirs.fileno(), *fds])
+            await self.send_async(msg, [theirs.fileno(), *fds])
         except BaseException:
             mine.close()
             raise

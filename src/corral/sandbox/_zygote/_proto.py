@@ -18,7 +18,10 @@ MAX_FDS = 250
 _LARGE = b"\x00memfd"
 
 
-def send(sock: socket.socket, msg: dict[str, Any], fds: list[int] | tuple[int, ...] = ()) -> None:
+def send(
+    sock: socket.socket, msg: dict[str, Any], fds: list[int] | tuple[int, ...] = (), flags: int = 0
+) -> None:
+    """One message; ``flags`` go to sendmsg (``MSG_DONTWAIT``: BlockingIOError when the queue is full)."""
     data = json.dumps(msg, separators=(",", ":")).encode()
     carried: list[int] = list(fds)
     memfd = -1
@@ -34,7 +37,7 @@ def send(sock: socket.socket, msg: dict[str, Any], fds: list[int] | tuple[int, .
         raise ValueError(f"{len(carried)} descriptors in one message (at most {MAX_FDS})")
     try:
         anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", carried))] if carried else []
-        sock.sendmsg([data], anc)
+        sock.sendmsg([data], anc, flags)
     finally:
         if memfd >= 0:
             os.close(memfd)
