@@ -9,6 +9,7 @@ least ``min_cores`` for ``window_s`` without a break, the shape of a miner.
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,11 +25,25 @@ class Usage:
     pids_peak: int | None
 
 
-def _int(path: Path) -> int | None:
+def _text(path: str) -> str | None:
+    # os.open/os.read, not pathlib: the sampler reads a few files of every live call each second
     try:
-        text = path.read_text().strip()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None
+    try:
+        return os.read(fd, 65536).decode(errors="replace")
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _int(path: str) -> int | None:
+    text = _text(path)
+    if text is None:
+        return None
+    text = text.strip()
     if not text or text == "max":
         return None
     try:
@@ -37,40 +52,44 @@ def _int(path: Path) -> int | None:
         return None
 
 
-def _kv(path: Path, key: str) -> int | None:
+def _kv(path: str, key: str) -> int | None:
+    text = _text(path)
+    if text is None:
+        return None
     try:
-        for line in path.read_text().splitlines():
+        for line in text.splitlines():
             k, _, v = line.partition(" ")
             if k == key:
                 return int(v)
-    except (OSError, ValueError):
+    except ValueError:
         return None
     return None
 
 
 def read_usage(paths: Mapping[str, Path]) -> Usage:
     """Current use of one call; a missing file reads as 0 (v1 and v2 differ in what they offer)."""
+    dirs = {k: os.fspath(v) for k, v in paths.items()}
     cpu_ns: int | None = None
-    if "cpuacct" in paths:
-        cpu_ns = _int(paths["cpuacct"] / "cpuacct.usage")
+    if "cpuacct" in dirs:
+        cpu_ns = _int(dirs["cpuacct"] + "/cpuacct.usage")
     if cpu_ns is None:
         for key in ("cpu", "unified"):
-            usec = _kv(paths[key] / "cpu.stat", "usage_usec") if key in paths else None
+            usec = _kv(dirs[key] + "/cpu.stat", "usage_usec") if key in dirs else None
             if usec is not None:
                 cpu_ns = usec * 1000
                 break
-    mem_dir = paths.get("memory", paths.get("unified"))
+    mem_dir = dirs.get("memory", dirs.get("unified"))
     mem = peak = None
     if mem_dir is not None:
-        mem = _int(mem_dir / "memory.usage_in_bytes")
+        mem = _int(mem_dir + "/memory.usage_in_bytes")
         if mem is None:
-            mem = _int(mem_dir / "memory.current")
-        peak = _int(mem_dir / "memory.max_usage_in_bytes")
+            mem = _int(mem_dir + "/memory.current")
+        peak = _int(mem_dir + "/memory.max_usage_in_bytes")
         if peak is None:
-            peak = _int(mem_dir / "memory.peak")
-    pid_dir = paths.get("pids", paths.get("unified"))
-    pids = _int(pid_dir / "pids.current") if pid_dir else None
-    pids_peak = _int(pid_dir / "pids.peak") if pid_dir else None
+            peak = _int(mem_dir + "/memory.peak")
+    pid_dir = dirs.get("pids", dirs.get("unified"))
+    pids = _int(pid_dir + "/pids.current") if pid_dir else None
+    pids_peak = _int(pid_dir + "/pids.peak") if pid_dir else None
     return Usage((cpu_ns or 0) / 1e9, mem or 0, peak, pids or 0, pids_peak)
 
 

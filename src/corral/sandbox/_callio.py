@@ -22,6 +22,7 @@ from typing import Literal
 from corral.errors import SandboxSetupError
 from corral.sandbox._cgroups import CallCgroup, Usage
 from corral.sandbox._offloop import busy, off_loop
+from corral.sandbox._pace import pace
 from corral.sandbox._zygote import _proto
 from corral.sandbox._zygote_client import Zygote
 
@@ -352,6 +353,7 @@ class _Run:
 
     async def wait(self) -> int:
         code = await self._exit
+        await pace()  # calls started together end together: what follows their exits takes turns
         self._close_stdin()
         if self._open:
             with contextlib.suppress(asyncio.TimeoutError):

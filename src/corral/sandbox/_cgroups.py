@@ -59,10 +59,17 @@ def _write(path: Path, value: str) -> None:
 
 
 def _read(path: Path) -> str:
+    # os.open/os.read, not Path.read_text (a text wrapper per read): these run several times a call
     try:
-        return path.read_text()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return ""
+    try:
+        return os.read(fd, 1 << 20).decode(errors="replace")
+    except OSError:
+        return ""
+    finally:
+        os.close(fd)
 
 
 def _kv(text: str) -> dict[str, int]:

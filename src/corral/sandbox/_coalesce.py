@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from corral.sandbox._pace import pace
+
 
 class Coalescer:
     """``await c()`` returns once a run of ``fn`` that began after the await began has finished."""
@@ -31,6 +33,7 @@ class Coalescer:
         if self._running is None:
             self._start()
         await asyncio.shield(fut)
+        await pace()  # every caller of a run wakes at once: their next steps take turns
 
     def _start(self) -> None:
         assert self._loop is not None

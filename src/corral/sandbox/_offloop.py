@@ -18,6 +18,8 @@ from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from corral.sandbox._pace import pace
+
 T = TypeVar("T")
 _WORKERS = 4  # the kernel serialises cgroup creation: more threads would only queue there
 _INLINE_MAX = 4  # calls in flight up to which cgroup work stays on the loop
@@ -62,7 +64,9 @@ async def off_loop(
         return fn()
     done = _pool().submit(fn)
     try:
-        return await asyncio.shield(asyncio.wrap_future(done))
+        result = await asyncio.shield(asyncio.wrap_future(done))
+        await pace()  # results of many callers arrive together: their next steps take turns
+        return result
     except asyncio.CancelledError:
         if undo is not None:
             done.add_done_callback(lambda f: _undo(f, undo))

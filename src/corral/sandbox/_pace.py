@@ -23,53 +23,54 @@ _START_SHARE = 8
 
 
 class _Pacer:
+    """Turns are taken while this iteration's window (opened by ``_tick``) is under ``SLICE_S``;
+    later ones wait in order. A tick releases a share of them each iteration, sized from what a
+    turn cost; one released into a window that is already spent waits again, at the front."""
+
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
-        self._share = _START_SHARE  # turns per iteration
-        self._left = _START_SHARE  # turns left in this iteration
-        self._given = 0  # turns given since the last tick
-        self._last = 0.0  # when the last tick ran
+        self._share = _START_SHARE  # waiters released per iteration
+        self._opened = 0.0  # when this iteration's window opened
+        self._taken = 0  # turns taken in it
         self._ticking = False
 
     async def turn(self) -> None:
-        if not self._waiting and self._left > 0:
-            self._left -= 1
-            self._given += 1
-            self._schedule()
-            return
-        fut = self._loop.create_future()
-        self._waiting.append(fut)
-        self._schedule()
-        await fut
-
-    def _schedule(self) -> None:
-        if not self._ticking:
-            self._ticking = True
-            self._last = time.perf_counter()
-            self._loop.call_soon(self._tick)
+        released = False
+        while True:
+            if not self._ticking:
+                self._ticking = True
+                self._opened, self._taken = time.perf_counter(), 0
+                self._loop.call_soon(self._tick)
+            if (released or not self._waiting) and time.perf_counter() - self._opened < SLICE_S:
+                self._taken += 1
+                return
+            fut = self._loop.create_future()
+            if released:
+                self._waiting.appendleft(fut)
+            else:
+                self._waiting.append(fut)
+            await fut
+            released = True
 
     def _tick(self) -> None:
-        """Once per iteration while turns are taken: size the share from what the last one cost."""
+        """Once per iteration while calls wait: open a new window and release a share of them."""
         now = time.perf_counter()
-        if self._given:
-            per_turn = max((now - self._last) / self._given, 1e-6)
+        if self._taken:
+            per_turn = max((now - self._opened) / self._taken, 1e-6)
             self._share = max(1, min(_MAX_SHARE, int(SLICE_S / per_turn)))
-        self._last = now
-        self._left = self._share
-        self._given = 0
-        while self._waiting and self._left > 0:
-            fut = self._waiting.popleft()
-            if fut.done():  # its caller was cancelled
-                continue
-            fut.set_result(None)
-            self._left -= 1
-            self._given += 1
-        if self._given or self._waiting:
-            self._loop.call_soon(self._tick)
-        else:
+        self._opened, self._taken = now, 0
+        if not self._waiting:
             self._ticking = False
-            self._left = self._share
+            return
+        # Scheduled before the releases, so the next window opens before the released calls run.
+        self._loop.call_soon(self._tick)
+        released = 0
+        while self._waiting and released < self._share:
+            fut = self._waiting.popleft()
+            if not fut.done():  # its caller was cancelled
+                fut.set_result(None)
+                released += 1
 
 
 _pacers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Pacer] = weakref.WeakKeyDictionary()

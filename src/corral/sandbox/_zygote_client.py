@@ -22,10 +22,12 @@ from typing import Any
 
 from corral.errors import SandboxSetupError, SandboxUnavailableError
 from corral.sandbox._launcher import in_launcher
+from corral.sandbox._pace import pace
 from corral.sandbox._zygote import _proto
 
 _BOOT = "import sys; sys.path.insert(0, sys.argv[2]); from _zygote.__main__ import main; main()"
 _START_TIMEOUT_S = 30.0
+_SENDS_PER_WAKEUP = 8
 
 Message = dict[str, Any]
 _Queued = tuple[asyncio.Future[None], Message, list[int]]
@@ -125,7 +127,11 @@ class Zygote:
             raise SandboxSetupError(f"the sandbox zygote is gone ({exc}); no new call can start") from exc
 
     def _send_queued(self, loop: asyncio.AbstractEventLoop, queue: deque[_Queued]) -> None:
-        while queue:
+        # A few per wakeup: each send gives up the GIL, and another busy thread can keep it for its
+        # whole switch interval, so a long run of sends here held the loop for a quarter second.
+        for _ in range(_SENDS_PER_WAKEUP):
+            if not queue:
+                break
             fut, msg, fds = queue[0]
             if not fut.done():  # a cancelled caller has closed its fds: never send those
                 try:
@@ -137,7 +143,8 @@ class Zygote:
                 else:
                     fut.set_result(None)
             queue.popleft()
-        loop.remove_writer(self._sock.fileno())
+        if not queue:
+            loop.remove_writer(self._sock.fileno())
 
     def ensure_filter(self, name: str, program: bytes) -> None:
         with self._lock:
@@ -152,6 +159,7 @@ class Zygote:
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             await self.send_async(msg, [theirs.fileno(), *fds])
+            await pace()  # room for many queued requests comes at once: their callers take turns
         except BaseException:
             mine.close()
             raise
