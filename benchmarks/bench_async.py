@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import time
 
 from corral import Harness, Policy, TraceContext
@@ -33,7 +34,37 @@ class LagProbe:
         self._stop = True
 
 
-async def native(harness: Harness, calls: int, sandboxes: int) -> tuple[float, float, float]:
+class GcPauses:
+    """The interpreter's cyclic collections while the calls run: a full one holds every thread and
+    the loop, for a time that grows with the live objects (in the trainer's process, its own too)."""
+
+    def __init__(self) -> None:
+        self.pauses: list[tuple[float, int]] = []
+        self._t = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._t = time.perf_counter()
+        else:
+            self.pauses.append((time.perf_counter() - self._t, info["generation"]))
+
+    def __enter__(self) -> GcPauses:
+        gc.callbacks.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self)
+
+    def summary(self) -> str:
+        if not self.pauses:
+            return "no collections"
+        worst, gen = max(self.pauses)
+        total = sum(p for p, _ in self.pauses)
+        n = len(self.pauses)
+        return f"{n} collections, {total * 1000:.0f} ms in all, worst {worst * 1000:.1f} ms (gen {gen})"
+
+
+async def native(harness: Harness, calls: int, sandboxes: int) -> tuple[float, float, float, str]:
     t = time.perf_counter()
     sbs = [harness.async_sandbox() for _ in range(sandboxes)]
     await asyncio.gather(*(s.start() for s in sbs))
@@ -42,7 +73,8 @@ async def native(harness: Harness, calls: int, sandboxes: int) -> tuple[float, f
     task = asyncio.ensure_future(probe.run())
     ctx = TraceContext(run_id="bench-async")
     t = time.perf_counter()
-    results = await asyncio.gather(*(sbs[i % sandboxes].run("sleep 1", ctx) for i in range(calls)))
+    with GcPauses() as pauses:
+        results = await asyncio.gather(*(sbs[i % sandboxes].run("sleep 1", ctx) for i in range(calls)))
     wall = time.perf_counter() - t
     probe.stop()
     await task
@@ -50,7 +82,7 @@ async def native(harness: Harness, calls: int, sandboxes: int) -> tuple[float, f
     if bad:
         raise SystemExit(f"{len(bad)} calls failed: {bad[0]}")
     await asyncio.gather(*(s.close() for s in sbs))
-    return create_s, wall, probe.worst
+    return create_s, wall, probe.worst, pauses.summary()
 
 
 async def threaded(harness: Harness, calls: int, sandboxes: int) -> float:
@@ -72,13 +104,14 @@ def main() -> None:
     policy = Policy.default().with_overrides(workspace={"size_max_bytes": 8 << 20})
     harness = Harness(policy, store=None)
     try:
-        create_s, wall, lag = asyncio.run(native(harness, args.calls, args.sandboxes))
+        create_s, wall, lag, gc_summary = asyncio.run(native(harness, args.calls, args.sandboxes))
         base = asyncio.run(threaded(harness, args.baseline_calls, min(args.sandboxes, args.baseline_calls)))
     finally:
         harness.close()
     print(f"{args.calls} concurrent `sleep 1` calls over {args.sandboxes} sandboxes, one event loop:")
     print(f"  create {args.sandboxes} sandboxes: {create_s:.2f} s")
     print(f"  wall {wall:.2f} s (ideal 1.0 s), worst event-loop lag {lag * 1000:.1f} ms")
+    print(f"  garbage collection meanwhile: {gc_summary}")
     print(f"baseline: {args.baseline_calls} calls through asyncio.to_thread: {base:.2f} s")
     print(
         f"  calls per second of wall: native {args.calls / wall:.0f}, "
