@@ -29,6 +29,8 @@ from corral.detect._analyze import Analysis, SimpleCommand, basename
 from corral.detect._prefilter import LiteralGate
 from corral.detect._wrappers import interpreter_key, shell_key
 
+_CHANGES = ("write", "append", "link", "modify", "chmod", "permit")  # file ops that change a file
+
 _LOCAL_HOST = re.compile(r"^(localhost|127(\.\d+){3}|\[?::1\]?|0\.0\.0\.0|ip6-localhost)$", re.I)
 _NET_CLIENTS = frozenset(
     ["nc", "ncat", "netcat", "telnet", "socat", "openssl", "ssh", "curl", "wget", "http", "xh", "ftp", "tftp"]
@@ -179,7 +181,7 @@ class _Scan:
             if c.argv:
                 self.command(c)
         for f in a.files if self.persist else ():
-            if f.op in ("write", "append", "link", "modify", "chmod") and PERSISTENCE_PATH.search(f.path):
+            if f.op in _CHANGES and PERSISTENCE_PATH.search(f.path):
                 self.out.add("write_persistence")
                 self.out.persistence_paths.append(f.path)
         if self.devnet:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+_CHMOD_FLAGS = frozenset("RvcfhHLP")  # chmod's own one-letter options; any other "-..." is a mode (-x)
+_GRANT = re.compile(r"[ugoa]*\+[rwxXst]+")
 
 
 @dataclass(frozen=True)
 class FileOp:
     path: str
-    op: str  # write, append, delete, modify, chmod, link, truncate
+    op: str  # write, append, delete, modify, chmod, permit (a chmod that only grants), link, truncate
     argv: tuple[str, ...]
     contents: str | None = None
 
@@ -30,7 +34,11 @@ def file_ops(name: str, argv: list[str], stdin: str | None) -> list[FileOp]:
     elif name in ("rm", "unlink", "shred", "rmdir", "srm", "wipe"):
         for p in operands:
             files.append(FileOp(p, "delete", me, None))
-    elif name in ("chmod", "chown", "chgrp", "chattr", "setfacl", "setcap") and len(operands) >= 2:
+    elif name == "chmod":
+        mode, paths = _chmod_args(argv)
+        op = "permit" if mode is not None and _only_grants(mode) else "chmod"
+        files.extend(FileOp(p, op, me, None) for p in paths)
+    elif name in ("chown", "chgrp", "chattr", "setfacl", "setcap") and len(operands) >= 2:
         for p in operands[1:]:
             files.append(FileOp(p, "chmod", me, None))
     elif name in ("truncate", "touch"):
@@ -51,3 +59,29 @@ def file_ops(name: str, argv: list[str], stdin: str | None) -> list[FileOp]:
             if a.startswith("of="):
                 files.append(FileOp(a[3:], "write", me, None))
     return files
+
+
+def _chmod_args(argv: list[str]) -> tuple[str | None, list[str]]:
+    """chmod's mode (None when taken from ``--reference``) and the paths it changes."""
+    mode: str | None = None
+    paths: list[str] = []
+    reference = False
+    for a in argv[1:]:
+        if mode is None and not reference:
+            if a.startswith("--"):
+                reference = reference or a.startswith("--reference")
+                continue
+            if a.startswith("-") and len(a) > 1 and set(a[1:]) <= _CHMOD_FLAGS:
+                continue
+            mode = a
+            continue
+        paths.append(a)
+    return mode, paths
+
+
+def _only_grants(mode: str) -> bool:
+    """A mode that takes nothing away: ``+x``/``u+rw,g+r``, or octal that leaves the owner read
+    access (``755``, ``644``). Removing access (``-x``, ``000``, ``a=``) is what disables a file."""
+    if mode.isdigit() and all(c in "01234567" for c in mode):
+        return bool((int(mode, 8) >> 6) & 4)
+    return all(_GRANT.fullmatch(clause) for clause in mode.split(","))
