@@ -45,7 +45,8 @@ _WRITE_REDIRECTS = {
     "<>": "write",
 }
 
-_SSH_OPTS = frozenset("-p -i -l -o -L -R -D -J -F -b -c -e -m -O -S -W -w -E -B -Q".split())  # noqa: SIM905
+# ssh options that take a value: what follows them is not the destination
+SSH_OPTS = frozenset("-p -i -l -o -L -R -D -J -F -b -c -e -m -O -S -W -w -E -B -Q".split())  # noqa: SIM905
 _ESCAPE_RE = re.compile(r"^\s*(?::!|!|\\!|\.shell\s|\.system\s|:call\s+system\(|system\s)(.+)$", re.DOTALL)
 _ESCAPE_START = frozenset(":!\\.s")  # what _ESCAPE_RE can start with, after blanks (a cheap pre-check)
 _EXEC_END = (";", "+", "\\;")
@@ -112,6 +113,12 @@ def skip_options(
             continue
         return j
     return j
+
+
+def ssh_destination(argv: list[str] | tuple[str, ...]) -> str | None:
+    """The ``[user@]host`` an ssh command line connects to (its first operand), if any."""
+    j = skip_options(list(argv), 1, SSH_OPTS)
+    return argv[j] if j < len(argv) else None
 
 
 def _c_flag(a: str) -> bool:
@@ -321,34 +328,7 @@ class _Analyzer:
         if name in ("su", "runuser", "sg", "script", "flock") or (name == "tmux" and args):
             return self.run_dash_c(name, argv, depth, me)
         if name == "ssh":
-            j = skip_options(
-                argv,
-                1,
-                frozenset(
-                    [
-                        "-p",
-                        "-i",
-                        "-l",
-                        "-o",
-                        "-L",
-                        "-R",
-                        "-D",
-                        "-J",
-                        "-F",
-                        "-b",
-                        "-c",
-                        "-e",
-                        "-m",
-                        "-O",
-                        "-S",
-                        "-W",
-                        "-w",
-                        "-E",
-                        "-B",
-                        "-Q",
-                    ]
-                ),
-            )
+            j = skip_options(argv, 1, SSH_OPTS)
             if j + 1 < len(argv):
                 self.shell(" ".join(argv[j + 1 :]), depth + 1, "ssh", me)
             return None

@@ -25,7 +25,7 @@ import functools
 import re
 from dataclasses import dataclass, field
 
-from corral.detect._analyze import Analysis, SimpleCommand, basename
+from corral.detect._analyze import Analysis, SimpleCommand, basename, ssh_destination
 from corral.detect._prefilter import LiteralGate
 from corral.detect._wrappers import interpreter_key, shell_key
 
@@ -333,11 +333,13 @@ class _Scan:
             self.out.add("encrypt")
 
     def _ssh(self, argv: tuple[str, ...]) -> None:
-        ops = _operands(argv)
-        if ops:
-            m = _SSH_TARGET.match(ops[0])
-            if m:
-                self.connect(m.group(1), "22")
+        dest = ssh_destination(argv)
+        m = _SSH_TARGET.match(dest) if dest is not None else None
+        if m is None:
+            return
+        self.connect(m.group(1), "22")
+        if not _remote(m.group(1)):
+            return  # to this sandbox's own loopback: an archive streamed there stays in the sandbox
         text = " ".join(argv[1:])
         if re.search(r"\btar\b[^|]*\s-?[a-z]*c[a-z]*f?\s*-\s", text + " ") or re.search(r"cat\s*>", text):
             self.out.add("archive_over_ssh")
@@ -462,7 +464,8 @@ class _Scan:
     _7za = _7zr = _7z
 
     def _zip(self, argv: tuple[str, ...]) -> None:
-        if any(a in ("-e", "--encrypt", "-P", "--password") for a in argv[1:]):
+        # -e/--encrypt asks for the password on the terminal, which a tool call does not have
+        if any(a in ("-P", "--password") or a.startswith("--password=") for a in argv[1:]):
             self.out.add("encrypt")
 
     def _useradd(self, argv: tuple[str, ...]) -> None:
