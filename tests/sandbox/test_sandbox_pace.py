@@ -51,6 +51,32 @@ def test_a_burst_of_calls_takes_turns_and_the_loop_runs_between_them() -> None:
     assert longest <= 64  # without pacing all 400 run in one iteration, the loop served after them
 
 
+def test_other_work_on_the_loop_never_starves_the_calls() -> None:
+    async def main() -> int:
+        loop = asyncio.get_running_loop()
+        done = 0
+        stop = False
+
+        def hog() -> None:  # unpaced work that spends more than a window every iteration
+            _busy(0.006)
+            if not stop:
+                loop.call_soon(hog)
+
+        async def step() -> None:
+            nonlocal done
+            await pace()
+            done += 1
+
+        loop.call_soon(hog)
+        try:
+            await asyncio.wait_for(asyncio.gather(*(step() for _ in range(50))), 20)
+        finally:
+            stop = True
+        return done
+
+    assert asyncio.run(main()) == 50
+
+
 def test_a_lone_call_does_not_wait_for_an_iteration() -> None:
     async def main() -> bool:
         went_round = False

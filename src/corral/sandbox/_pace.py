@@ -23,13 +23,15 @@ _START_SHARE = 8
 
 
 class _Pacer:
-    """Turns are taken while this iteration's window (opened by ``_tick``) is under ``SLICE_S``;
+    """Turns are taken while this iteration's window (opened by ``_open``) is under ``SLICE_S``;
     later ones wait in order. A tick releases a share of them each iteration, sized from what a
-    turn cost; one released into a window that is already spent waits again, at the front."""
+    turn cost; those released into a window that is already spent wait again, ahead of the rest."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
+        # Released into a spent window: they go first at the next tick, in the order they came.
+        self._bounced: collections.deque[asyncio.Future[None]] = collections.deque()
         self._share = _START_SHARE  # waiters released per iteration
         self._opened = 0.0  # when this iteration's window opened
         self._taken = 0  # turns taken in it
@@ -40,37 +42,42 @@ class _Pacer:
         while True:
             if not self._ticking:
                 self._ticking = True
-                self._opened, self._taken = time.perf_counter(), 0
+                self._open()
                 self._loop.call_soon(self._tick)
-            if (released or not self._waiting) and time.perf_counter() - self._opened < SLICE_S:
+            first = released or not (self._waiting or self._bounced)
+            # The first turn of a window always goes: other work on the loop can never starve calls.
+            if first and (not self._taken or time.perf_counter() - self._opened < SLICE_S):
                 self._taken += 1
                 return
             fut = self._loop.create_future()
-            if released:
-                self._waiting.appendleft(fut)
-            else:
-                self._waiting.append(fut)
+            (self._bounced if released else self._waiting).append(fut)
             await fut
             released = True
 
     def _tick(self) -> None:
-        """Once per iteration while calls wait: open a new window and release a share of them."""
+        """Once per iteration while calls wait, after the calls it released last time have run:
+        size the share from what their turns cost, then release the next share, oldest first."""
         now = time.perf_counter()
         if self._taken:
             per_turn = max((now - self._opened) / self._taken, 1e-6)
             self._share = max(1, min(_MAX_SHARE, int(SLICE_S / per_turn)))
-        self._opened, self._taken = now, 0
-        if not self._waiting:
+        if not (self._waiting or self._bounced):
             self._ticking = False
             return
-        # Scheduled before the releases, so the next window opens before the released calls run.
-        self._loop.call_soon(self._tick)
+        # Queued before the releases, so the next window opens before the released calls run;
+        # the next tick after them, so it sees every one of them take its turn or bounce.
+        self._loop.call_soon(self._open)
         released = 0
-        while self._waiting and released < self._share:
-            fut = self._waiting.popleft()
-            if not fut.done():  # its caller was cancelled
-                fut.set_result(None)
-                released += 1
+        for queue in (self._bounced, self._waiting):
+            while queue and released < self._share:
+                fut = queue.popleft()
+                if not fut.done():  # its caller was cancelled
+                    fut.set_result(None)
+                    released += 1
+        self._loop.call_soon(self._tick)
+
+    def _open(self) -> None:
+        self._opened, self._taken = time.perf_counter(), 0
 
 
 _pacers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Pacer] = weakref.WeakKeyDictionary()
