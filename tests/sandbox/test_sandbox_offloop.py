@@ -10,24 +10,16 @@ import threading
 import time
 
 import pytest
+from loop_ticks import Ticks
 
 from corral.sandbox._offloop import call_in_flight, off_loop
 
 
 def test_the_loop_keeps_running_while_the_work_blocks() -> None:
     async def main() -> tuple[str, int]:
-        ticks = 0
-
-        async def tick() -> None:
-            nonlocal ticks
-            while True:
-                await asyncio.sleep(0.005)
-                ticks += 1
-
-        t = asyncio.ensure_future(tick())
-        made = await off_loop(lambda: (time.sleep(0.3), threading.current_thread().name)[1], offload=True)
-        t.cancel()
-        return made, ticks
+        async with Ticks(0.005) as ticks:
+            made = await off_loop(lambda: (time.sleep(0.3), threading.current_thread().name)[1], offload=True)
+        return made, ticks.count
 
     name, ticks = asyncio.run(main())
     assert name.startswith("corral-cgroup") and ticks >= 20

@@ -10,6 +10,8 @@ import socket
 import subprocess
 import time
 
+from loop_ticks import Ticks
+
 from corral.sandbox._pace import pace
 from corral.sandbox._zygote import _proto
 from corral.sandbox._zygote_client import Zygote
@@ -100,20 +102,14 @@ def test_a_full_zygote_queue_waits_on_the_loop_in_order() -> None:
     try:
 
         async def main() -> list[int]:
-            ticks = 0
-
-            async def ticker() -> None:
-                nonlocal ticks
-                while True:
-                    await asyncio.sleep(0)
-                    ticks += 1
-
-            t = asyncio.ensure_future(ticker())
             big = "x" * 16384  # as a call's environment can be: the socket buffer fills after some
-            sends = [asyncio.ensure_future(zygote.send_async({"n": i, "env": big}, [r])) for i in range(60)]
-            await asyncio.sleep(0.05)
-            # More than the socket's queue holds: the rest wait, and the loop kept running meanwhile.
-            assert not all(s.done() for s in sends) and ticks > 20
+            async with Ticks() as ticks:
+                sends = [
+                    asyncio.ensure_future(zygote.send_async({"n": i, "env": big}, [r])) for i in range(60)
+                ]
+                await asyncio.sleep(0.05)
+                # More than the socket's queue holds: the rest wait, and the loop kept running meanwhile.
+                assert not all(s.done() for s in sends) and ticks.count > 20
             sends[50].cancel()  # a caller cancelled while waiting: its message must never go
             got: list[int] = []
             loop = asyncio.get_running_loop()
@@ -124,7 +120,6 @@ def test_a_full_zygote_queue_waits_on_the_loop_in_order() -> None:
                     os.close(fd)
                 got.append(msg["n"])
             await asyncio.gather(*(s for i, s in enumerate(sends) if i != 50))
-            t.cancel()
             return got
 
         got = asyncio.run(main())
