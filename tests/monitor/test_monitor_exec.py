@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import subprocess
@@ -16,6 +17,8 @@ from corral.errors import CollectorError
 from corral.events import Event, Health, ProcessExit, ProcessStart
 from corral.monitor import ExecCollector
 from corral.monitor._execrecords import ArgvAssembler, ExecEnter, Lost, Marker
+from corral.sandbox import CallScope
+from corral.sandbox._callers import finish_call
 
 
 @pytest.fixture(scope="module")
@@ -221,3 +224,35 @@ def test_settles_from_many_threads_each_see_their_own_calls(
     for t in threads:
         t.join(60)
     assert failures == []
+
+
+def test_a_call_cancelled_while_collectors_finish_is_still_forgotten(
+    collector: Collected, make_scope: MakeScope
+) -> None:
+    """A sandbox closing cancels calls that are still being finished: every collector after the one
+    that was waiting must still release the call (nothing stays registered for a dead cgroup)."""
+    c, _ = collector
+    scope = make_scope("sbCancel")
+    released: list[str] = []
+
+    class Waits:  # a collector whose finish never ends by itself (a sync round that hangs)
+        def call_started(self, scope: CallScope) -> None: ...
+
+        async def call_finished(self, scope: CallScope, *, lingering: bool = False) -> None:
+            await asyncio.Event().wait()
+
+        def scope_released(self, scope: CallScope) -> None:
+            released.append("waits")
+
+    c.call_started(scope)
+
+    async def main() -> None:
+        task = asyncio.ensure_future(finish_call([Waits(), c], scope, lingering=False))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert released == ["waits"]
+    assert scope.cgroup_id not in c._scopes

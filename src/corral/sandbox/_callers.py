@@ -32,15 +32,22 @@ class NetContexts:
 
 
 async def finish_call(observers: Sequence[CallObserver], scope: CallScope, *, lingering: bool) -> None:
-    """Tell every collector the call returned, even when one of them fails (the first error is raised)."""
+    """Tell every collector the call returned, even when one of them fails (the first error is raised).
+    Cancelled meanwhile (the sandbox is closing), every collector still forgets the call."""
     errors: list[BaseException] = []
-    for obs in observers:
+    for i, obs in enumerate(observers):
         try:
             await obs.call_finished(scope, lingering=lingering)
             if not lingering:
                 obs.scope_released(scope)
         except Exception as exc:
             errors.append(exc)
+        except BaseException:
+            if not lingering:
+                for rest in observers[i:]:
+                    with contextlib.suppress(Exception):
+                        rest.scope_released(scope)
+            raise
     if errors:
         raise errors[0]
 
