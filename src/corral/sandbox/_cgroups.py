@@ -191,6 +191,10 @@ class CallCgroup:
     def populated(self) -> bool:
         return any(_read(p / "cgroup.procs").strip() for p in self.paths.values())
 
+    def has_process(self) -> bool:
+        """Some process is in the call's cgroups (one read: every process of a call joins them all)."""
+        return bool(_read(self.unified / "cgroup.procs").strip())
+
     def pids(self) -> list[int]:
         out: set[int] = set()
         for p in self.paths.values():

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import functools
 import os
+import socket
 import threading
 import time
 import weakref
@@ -339,12 +340,10 @@ class Jail:
             full_env = call_env(p, self._plan.env, {**net_env, **env}, os.environ)
             command: dict[str, object] = {"argv": argv, "env": full_env, "cwd": self._plan.cwd}
             start: Starter
-            if spare is not None:
-                start = functools.partial(spare.start, command)
-            else:
-                start = zygote_starter(
-                    self._zygote, {**self._call_request(), **command}, list(self._ns.values()), cg
-                )
+            ordinary = zygote_starter(
+                self._zygote, {**self._call_request(), **command}, list(self._ns.values()), cg
+            )
+            start = ordinary if spare is None else functools.partial(self._on_spare, spare, command, ordinary)
             limits = CallLimits(
                 timeout if timeout is not None else p.resources.wall_timeout_s,
                 p.resources.output_max_bytes,
@@ -387,6 +386,17 @@ class Jail:
             else:
                 await off_loop(lambda: _discard(cg))
         return CallOutcome(scope, raw, text, keep)
+
+    async def _on_spare(
+        self, spare: Spare, command: dict[str, object], ordinary: Starter, stdio: Sequence[int]
+    ) -> socket.socket:
+        """Hand the call to its spare. One that died after it was taken (its channel is closed) never
+        saw the command: the call then starts the ordinary way, in the same cgroup."""
+        try:
+            return await spare.start(command, stdio)
+        except OSError:
+            self._spares.disable()  # as for a spare found dead when taken
+            return await ordinary(stdio)
 
     def _after_return(self, work: Callable[[], object]) -> None:
         """Run upkeep shortly after the call has returned, not at once: a synchronous caller waits

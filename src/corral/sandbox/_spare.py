@@ -67,7 +67,7 @@ class Spare:
 
     def alive(self) -> bool:
         """Read what the zygote and the process have said so far (its pid, that it is ready):
-        an exit, a setup error or a closed channel means it cannot run a call."""
+        an exit, a setup error, a closed channel or an empty cgroup means it cannot run a call."""
         self.reply.setblocking(False)
         while not self._dead:
             try:
@@ -80,6 +80,8 @@ class Spare:
                 os.close(fd)
             if msg is None or "exit" in msg or "setup_error" in msg:
                 self._dead = True
+        if not self._dead and not self.cgroup.has_process():
+            self._dead = True  # killed, and the zygote has not reaped it yet to say so
         return not self._dead
 
     async def start(self, command: dict[str, object], stdio: Sequence[int]) -> socket.socket:
@@ -116,6 +118,10 @@ class SpareSlot:
     @property
     def enabled(self) -> bool:
         return self._enabled
+
+    def disable(self) -> None:
+        """No more spares for this sandbox (one died after it was taken)."""
+        self._enabled = False
 
     async def take(self) -> Spare | None:
         """The spare for a call starting now (waiting for one being made), or ``None``."""
