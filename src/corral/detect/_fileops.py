@@ -69,7 +69,7 @@ def _chmod_args(argv: list[str]) -> tuple[str | None, list[str]]:
     for a in argv[1:]:
         if mode is None and not reference:
             if a.startswith("--"):
-                reference = reference or a.startswith("--reference")
+                reference = a.startswith("--reference")
                 continue
             if a.startswith("-") and len(a) > 1 and set(a[1:]) <= _CHMOD_FLAGS:
                 continue

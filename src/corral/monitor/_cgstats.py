@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from corral.sandbox._cgroups import read_text
+
 
 @dataclass(frozen=True)
 class Usage:
@@ -25,22 +27,8 @@ class Usage:
     pids_peak: int | None
 
 
-def _text(path: str) -> str | None:
-    # os.open/os.read, not pathlib: the sampler reads a few files of every live call each second
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        return os.read(fd, 65536).decode(errors="replace")
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-
-
 def _int(path: str) -> int | None:
-    text = _text(path)
+    text = read_text(path)
     if text is None:
         return None
     text = text.strip()
@@ -53,7 +41,7 @@ def _int(path: str) -> int | None:
 
 
 def _kv(path: str, key: str) -> int | None:
-    text = _text(path)
+    text = read_text(path)
     if text is None:
         return None
     try:

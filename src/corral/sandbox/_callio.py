@@ -169,7 +169,7 @@ async def request_in_cgroup(
     travel after ``fds``); returns the reply socket."""
     cg_fds = [os.open(p, os.O_WRONLY | os.O_CLOEXEC) for p in cgroup.procs_files()]
     try:
-        return await zygote.request_async(msg, [*fds, *cg_fds])
+        return await zygote.request(msg, [*fds, *cg_fds])
     finally:
         for fd in cg_fds:
             os.close(fd)

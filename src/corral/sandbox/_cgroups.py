@@ -58,18 +58,23 @@ def _write(path: Path, value: str) -> None:
         os.close(fd)
 
 
-def _read(path: Path) -> str:
-    # os.open/os.read, not Path.read_text (a text wrapper per read): these run several times a call
+def read_text(path: str | os.PathLike[str]) -> str | None:
+    """A cgroup file's text, or None when it cannot be read. os.open/os.read, not Path.read_text (a
+    text wrapper per read): calls read several of these each, and the sampler every live call's."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
-        return ""
+        return None
     try:
         return os.read(fd, 1 << 20).decode(errors="replace")
     except OSError:
-        return ""
+        return None
     finally:
         os.close(fd)
+
+
+def _read(path: Path) -> str:
+    return read_text(path) or ""
 
 
 def _kv(text: str) -> dict[str, int]:

@@ -208,7 +208,7 @@ class Jail:
                 fds.append(lifeline_r)
             fds += [os.open(f, os.O_WRONLY | os.O_CLOEXEC) for f in init_cg.procs_files()]
             self._zygote.ensure_filter(self._seccomp, filter_bpf(self._seccomp == "allowlist"))
-            reply = await self._zygote.request_async(msg, fds)
+            reply = await self._zygote.request(msg, fds)
         finally:
             for fd in fds:
                 os.close(fd)
@@ -340,10 +340,11 @@ class Jail:
             full_env = call_env(p, self._plan.env, {**net_env, **env}, os.environ)
             command: dict[str, object] = {"argv": argv, "env": full_env, "cwd": self._plan.cwd}
             start: Starter
-            ordinary = zygote_starter(
-                self._zygote, {**self._call_request(), **command}, list(self._ns.values()), cg
+            start = (
+                self._ordinary(command, cg)
+                if spare is None
+                else functools.partial(self._on_spare, spare, command, cg)
             )
-            start = ordinary if spare is None else functools.partial(self._on_spare, spare, command, ordinary)
             limits = CallLimits(
                 timeout if timeout is not None else p.resources.wall_timeout_s,
                 p.resources.output_max_bytes,
@@ -387,8 +388,12 @@ class Jail:
                 await off_loop(lambda: _discard(cg))
         return CallOutcome(scope, raw, text, keep)
 
+    def _ordinary(self, command: dict[str, object], cg: CallCgroup) -> Starter:
+        """The zygote forks the call's first process, which joins ``cg``."""
+        return zygote_starter(self._zygote, {**self._call_request(), **command}, list(self._ns.values()), cg)
+
     async def _on_spare(
-        self, spare: Spare, command: dict[str, object], ordinary: Starter, stdio: Sequence[int]
+        self, spare: Spare, command: dict[str, object], cg: CallCgroup, stdio: Sequence[int]
     ) -> socket.socket:
         """Hand the call to its spare. One that died after it was taken (its channel is closed) never
         saw the command: the call then starts the ordinary way, in the same cgroup."""
@@ -396,7 +401,7 @@ class Jail:
             return await spare.start(command, stdio)
         except OSError:
             self._spares.disable()  # as for a spare found dead when taken
-            return await ordinary(stdio)
+            return await self._ordinary(command, cg)(stdio)
 
     def _after_return(self, work: Callable[[], object]) -> None:
         """Run upkeep shortly after the call has returned, not at once: a synchronous caller waits
@@ -482,7 +487,7 @@ class Jail:
             raise SandboxClosedError(f"sandbox {self.id} is closed")
         names = ["mnt", "user"]
         msg = {"op": "files", "ns": names, "inside_id": INSIDE_UID, "seccomp": self._seccomp, "cwd": self.cwd}
-        reply = await self._zygote.request_async(msg, [self._ns[n] for n in names])
+        reply = await self._zygote.request(msg, [self._ns[n] for n in names])
         return await FileSession.open(reply, self.id)
 
 

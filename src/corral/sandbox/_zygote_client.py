@@ -153,7 +153,7 @@ class Zygote:
             self.send({"op": "filter", "name": name, "bpf": base64.b64encode(program).decode()})
             self._filters.add(name)
 
-    async def request_async(self, msg: Message, fds: Sequence[int] = ()) -> socket.socket:
+    async def request(self, msg: Message, fds: Sequence[int] = ()) -> socket.socket:
         """Send a request with a fresh reply socket (first fd); returns our end of it. Waits on the
         loop while the zygote's queue is full."""
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
