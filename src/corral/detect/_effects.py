@@ -109,6 +109,16 @@ _CLIENT_SOCKET = re.compile(
 )
 _SERVER_CODE = re.compile(r"\.bind\(|\.listen\(|\.accept\(|createServer|TCPServer|stream_socket_server")
 _LOOPBACK_LITERAL = re.compile(r"localhost|127\.0\.0\.1|::1")
+_PROC_NET = re.compile(r"^/proc/(net/(arp|route|ipv6_route|fib_trie|tcp6?|udp)|(\d+|self)/net/(arp|route))")
+# Code that walks a tree looking for files by a credential's name: the same hunt as find -name.
+_WALK = re.compile(
+    r"os\.walk|\bglob\.|\.rglob\(|\.glob\(|Dir\.glob|File\.Find|readdirSync|filepath\.Walk|\bfind\s"
+)
+_CRED_LITERAL = re.compile(
+    r"[\"'/](credentials|id_rsa|id_dsa|id_ecdsa|id_ed25519|\.netrc|\.git-credentials|\.pgpass|wallet\.dat|\.aws"
+    r"|\.ssh|\.gnupg|\.kdbx|\*\.kdbx|\.vault-token|kubeconfig|accessTokens\.json|\.docker/config\.json)[\"']",
+    re.I,
+)
 _PROXY_VARS = re.compile(
     r"^(https?_proxy|HTTPS?_PROXY|all_proxy|ALL_PROXY|ftp_proxy|FTP_PROXY|socks_proxy)=(.+)$"
 )
@@ -156,6 +166,7 @@ def _operands(argv: tuple[str, ...]) -> list[str]:
     return [a for a in argv[1:] if not a.startswith("-")]
 
 
+_HTTPIE_FILE = re.compile(r"^([\w.-]*(:?=)?@|@)[^\s@]+$")
 _DATA_FLAGS = ("-d", "--data", "--data-binary", "--data-raw", "--data-urlencode", "--json")
 
 
@@ -210,11 +221,15 @@ class _Scan:
             decoder = pipe[0] in ("base64", "xxd", "openssl", "rev", "gunzip", "zcat", "tr")
             if len(pipe) > 1 and decoder and (shell_key(pipe[-1]) or interpreter_key(pipe[-1]) is not None):
                 self.out.add("decode_exec")
-        code = [t for lang, t in a.payloads if lang not in ("shell", "heredoc")] if self.socket else []
-        if self.socket and a.payloads == [] and "\n" in a.text:  # a code tool's text, or a script body
+        code = [t for lang, t in a.payloads if lang not in ("shell", "heredoc")]
+        if a.payloads == [] and "\n" in a.text:  # a code tool's text, or a script body
             code.append(a.text)
         for text in code:
-            if not _SOCKET.search(text):
+            if _WALK.search(text) and _CRED_LITERAL.search(text):
+                self.out.add("search_credential")
+            if any(_PROC_NET.match(m) for m in re.findall(r"[\"'](/proc/[\w/]+)[\"']", text)):
+                self.out.add("discovery")
+            if not (self.socket and _SOCKET.search(text)):
                 continue
             if _SHELL_REF.search(text):
                 self.out.add("socket_shell")
@@ -261,6 +276,8 @@ class _Scan:
             if CREDENTIAL_PATH.search(arg) and name not in ("echo", "printf", "ssh-keygen", "chmod", "ls"):
                 self.out.add("read_credential")
                 self.out.credential_paths.append(arg)
+        if name not in ("echo", "printf") and any(_PROC_NET.match(a) for a in (*args, c.stdin_path or "")):
+            self.out.add("discovery")  # the neighbour and route tables, whatever program reads them
         fed = c.stdin_path if c.stdin_path and not c.stdin_path.startswith("/dev/") else None
         if fed and self.cred and CREDENTIAL_PATH.search(fed):
             self.out.add("read_credential")
@@ -306,6 +323,24 @@ class _Scan:
             self.out.add("proxy")
 
     _wget = _curl
+
+    def _http(self, argv: tuple[str, ...]) -> None:
+        """HTTPie and xh: ``METHOD URL ITEM...``, where ``field@path``, ``field=@path``,
+        ``field:=@path`` and a bare ``@path`` send a file's contents."""
+        ops = _operands(argv)
+        if ops and ops[0].isupper():
+            ops = ops[1:]
+        if not ops:
+            return
+        url = ops[0] if "://" in ops[0] else "http://" + ops[0].lstrip(":")
+        target = _target_of_url(url)
+        if target is None or ops[0].startswith(":"):  # `:8000/x` is localhost's port
+            return
+        self.connect(*target)
+        if any(_HTTPIE_FILE.match(item) for item in ops[1:]) and _remote(target[0]):
+            self.out.add("send")
+
+    _https = _xh = _xhs = _http
 
     @staticmethod
     def _from_file(args: tuple[str, ...]) -> bool:
@@ -536,6 +571,7 @@ class _Scan:
             self.out.add("discovery")
 
     _arp_scan = _nbtscan = _nmblookup = _smbstatus = _showmount = _smbutil = _arp
+    _rpcclient = _enum4linux = _enum4linux_ng = _smbmap = _avahi_browse = _mdns_scan = _netdiscover = _arp
 
     def _smbclient(self, argv: tuple[str, ...]) -> None:
         if "-L" in argv or any(a.startswith("--list") for a in argv):
@@ -560,10 +596,6 @@ class _Scan:
         if any(a.startswith("-") and not a.startswith("--") and ("r" in a or "i" in a) for a in argv[1:]):
             self.out.add("discovery")
         if any(a in ("--route", "--interfaces") for a in argv[1:]):
-            self.out.add("discovery")
-
-    def _cat(self, argv: tuple[str, ...]) -> None:
-        if any(re.match(r"^/proc/(net/(arp|route|fib_trie|tcp6?|udp)|\d+/net/)", a) for a in argv[1:]):
             self.out.add("discovery")
 
     def _unset(self, argv: tuple[str, ...]) -> None:
