@@ -109,6 +109,7 @@ _CLIENT_SOCKET = re.compile(
 )
 _SERVER_CODE = re.compile(r"\.bind\(|\.listen\(|\.accept\(|createServer|TCPServer|stream_socket_server")
 _LOOPBACK_LITERAL = re.compile(r"localhost|127\.0\.0\.1|::1")
+_DIRECTORY_SRV = re.compile(r"^_(ldap|kerberos|kpasswd|gc)\._(tcp|udp)\.|^_ldap\._tcp\.dc\._msdcs\.", re.I)
 _PROC_NET = re.compile(r"^/proc/(net/(arp|route|ipv6_route|fib_trie|tcp6?|udp)|(\d+|self)/net/(arp|route))")
 # Code that walks a tree looking for files by a credential's name: the same hunt as find -name.
 _WALK = re.compile(
@@ -426,6 +427,26 @@ class _Scan:
         for a in argv[1:]:
             if not a.startswith(("-", "@", "+")) and ("${" in a or "$(" in a) and "." in a:
                 self.out.add("dns_encode")
+            if _DIRECTORY_SRV.match(a) or a.lower() in ("axfr", "-type=axfr", "-t=axfr", "-query=axfr"):
+                self.out.add("discovery")  # domain controllers and Kerberos by SRV record, or a zone transfer
+
+    def _whois(self, argv: tuple[str, ...]) -> None:
+        """``whois -h HOST [-p PORT] DATA`` writes DATA to any host's port: an upload (GTFOBins)."""
+        args = argv[1:]
+        host = next((args[i + 1] for i, a in enumerate(args[:-1]) if a == "-h"), None)
+        if host is None:
+            return
+        port = next((args[i + 1] for i, a in enumerate(args[:-1]) if a == "-p"), "43")
+        self.connect(host, port)
+        if _remote(host) and any("$(" in a or "`" in a for a in _operands(argv)):
+            self.out.add("send")
+
+    def _ldapsearch(self, argv: tuple[str, ...]) -> None:
+        args = argv[1:]
+        servers = [args[i + 1] for i, a in enumerate(args[:-1]) if a in ("-H", "-h")]
+        hosts = [(_target_of_url(s) or (s, ""))[0] for s in servers]
+        if any(_remote(h) for h in hosts):
+            self.out.add("discovery")  # accounts and hosts listed from a directory server
 
     _nslookup = _host = _drill = _dig
 
