@@ -14,7 +14,9 @@ DATA = Path(__file__).resolve().parent.parent / "data" / "detect"
 DETECTOR = Detector.builtin()
 
 
-@pytest.mark.parametrize("name", ["eval.jsonl", "holdout.jsonl", "holdout2.jsonl", "holdout3.jsonl"])
+@pytest.mark.parametrize(
+    "name", ["eval.jsonl", "holdout.jsonl", "holdout2.jsonl", "holdout3.jsonl", "holdout4.jsonl"]
+)
 def test_recall_and_false_positives(name: str) -> None:
     items = [json.loads(x) for x in (DATA / name).read_text().splitlines() if x.strip()]
     assert {i["label"] for i in items} == {"malicious", "benign"}
