@@ -15,7 +15,7 @@ import codecs
 import re
 from dataclasses import dataclass, field
 
-from corral.detect._codeparse import code_shell_calls, decode_literals
+from corral.detect._codeparse import code_file_writes, code_shell_calls, decode_literals
 from corral.detect._decode import b64, printf_unescape, unhex
 from corral.detect._fileops import FileOp, file_ops
 from corral.detect._lexer import Word, lex
@@ -464,6 +464,8 @@ class _Analyzer:
             if self.payload("decoded", text):
                 self.shell(text, depth + 1, "decoded", me)
                 self.code(lang, text, depth + 1, me)
+        for path, op in code_file_writes(code):
+            self.out.files.append(FileOp(path, op, me, None))
         for call in code_shell_calls(code):
             if isinstance(call, str):
                 self.shell(call, depth, lang, me)

@@ -97,6 +97,56 @@ def code_shell_calls(code: str) -> Iterator[str | tuple[str, ...]]:
             yield text
 
 
+# Files code writes, appends or deletes by a literal path, in the languages agents reach for.
+# (pattern, operation; ``mode`` groups decide write or append where the call takes one)
+_Q = r"(['\"])(?P<path>[^'\"\n]{1,300})\1"
+_FILE_CALLS: tuple[tuple[re.Pattern[str], str], ...] = (
+    # Python open(path, mode), io/codecs open; Ruby File.open(path, mode)
+    (
+        re.compile(
+            r"\b(?:io\.|codecs\.|File\.)?open\(\s*" + _Q + r"\s*,\s*(['\"])(?P<mode>[rwaxb+t]{1,4})\3"
+        ),
+        "mode",
+    ),
+    (re.compile(r"\bPath\(\s*" + _Q + r"\s*\)\.(write_text|write_bytes)\("), "write"),
+    (re.compile(r"\b(?:fs\.)?(?:writeFileSync|writeFile|promises\.writeFile)\(\s*" + _Q), "write"),
+    (re.compile(r"\b(?:fs\.)?(?:appendFileSync|appendFile)\(\s*" + _Q), "append"),
+    (re.compile(r"\bFile\.(?:write|binwrite)\(\s*" + _Q), "write"),
+    (re.compile(r"\bfile_put_contents\(\s*" + _Q + r"(?P<append>[^;\n]*FILE_APPEND)?"), "write"),
+    # Perl open(FH, ">path") / open(my $fh, '>>', 'path')
+    (
+        re.compile(
+            r"\bopen\s*\(?\s*(?:my\s+)?\$?\w+\s*,\s*(['\"])(?P<mode>>>?)\s*(?P<path>[^'\"\n]{1,300})\1"
+        ),
+        "mode",
+    ),
+    (
+        re.compile(
+            r"\b(?:os\.(?:remove|unlink)|shutil\.rmtree|fs\.(?:unlinkSync|rmSync)|File\.delete|unlink)\(\s*"
+            + _Q
+        ),
+        "delete",
+    ),
+)
+
+
+def code_file_writes(code: str) -> Iterator[tuple[str, str]]:
+    """(path, operation) for each file the code writes, appends, truncates or deletes by a literal."""
+    for rx, op in _FILE_CALLS:
+        for m in rx.finditer(code):
+            path = m.group("path")
+            if op == "mode":
+                mode = m.group("mode")
+                if ">>" in mode or "a" in mode:
+                    yield path, "append"
+                elif ">" in mode or "w" in mode or "x" in mode or "+" in mode:
+                    yield path, "write"
+            elif op == "write" and m.groupdict().get("append"):
+                yield path, "append"
+            else:
+                yield path, op
+
+
 def decode_literals(code: str) -> Iterator[str]:
     """Texts of base64 string literals the code decodes."""
     for rx in (_B64_CALL_RE, _BUFFER_RE):

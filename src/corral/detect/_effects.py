@@ -593,6 +593,17 @@ class _Scan:
 
     _arp_scan = _nbtscan = _nmblookup = _smbstatus = _showmount = _smbutil = _arp
     _rpcclient = _enum4linux = _enum4linux_ng = _smbmap = _avahi_browse = _mdns_scan = _netdiscover = _arp
+    _lldpctl = _lldpcli = _arp
+
+    def _traceroute(self, argv: tuple[str, ...]) -> None:
+        if any(_remote(h) for h in _operands(argv)[:1]):
+            self.out.add("discovery")  # the hops between the node and another host
+
+    _traceroute6 = _tracepath = _mtr = _traceroute
+
+    def _nmcli(self, argv: tuple[str, ...]) -> None:
+        if any(a in ("show", "s") for a in argv[2:3]) and argv[1:2] and argv[1] in ("dev", "device", "d"):
+            self.out.add("discovery")
 
     def _smbclient(self, argv: tuple[str, ...]) -> None:
         if "-L" in argv or any(a.startswith("--list") for a in argv):
