@@ -115,11 +115,7 @@ _PROC_NET = re.compile(r"^/proc/(net/(arp|route|ipv6_route|fib_trie|tcp6?|udp)|(
 _WALK = re.compile(
     r"os\.walk|\bglob\.|\.rglob\(|\.glob\(|Dir\.glob|File\.Find|readdirSync|filepath\.Walk|\bfind\s"
 )
-_CRED_LITERAL = re.compile(
-    r"[\"'/](credentials|id_rsa|id_dsa|id_ecdsa|id_ed25519|\.netrc|\.git-credentials|\.pgpass|wallet\.dat|\.aws"
-    r"|\.ssh|\.gnupg|\.kdbx|\*\.kdbx|\.vault-token|kubeconfig|accessTokens\.json|\.docker/config\.json)[\"']",
-    re.I,
-)
+_QUOTED = re.compile(r"[\"']([^\"'\n]{1,300})[\"']")  # string literals in code
 _PROXY_VARS = re.compile(
     r"^(https?_proxy|HTTPS?_PROXY|all_proxy|ALL_PROXY|ftp_proxy|FTP_PROXY|socks_proxy)=(.+)$"
 )
@@ -226,9 +222,10 @@ class _Scan:
         if a.payloads == [] and "\n" in a.text:  # a code tool's text, or a script body
             code.append(a.text)
         for text in code:
-            if _WALK.search(text) and _CRED_LITERAL.search(text):
-                self.out.add("search_credential")
-            if any(_PROC_NET.match(m) for m in re.findall(r"[\"'](/proc/[\w/]+)[\"']", text)):
+            literals = _QUOTED.findall(text)
+            if _WALK.search(text) and any(_STRONG_CRED_NAMES.match(x.rsplit("/", 1)[-1]) for x in literals):
+                self.out.add("search_credential")  # the names find -name counts as a hunt
+            if any(_PROC_NET.match(x) for x in literals):
                 self.out.add("discovery")
             if not (self.socket and _SOCKET.search(text)):
                 continue
