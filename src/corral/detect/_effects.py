@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from corral.detect._analyze import Analysis, SimpleCommand, basename, ssh_destination
@@ -110,6 +111,10 @@ _CLIENT_SOCKET = re.compile(
 _SERVER_CODE = re.compile(r"\.bind\(|\.listen\(|\.accept\(|createServer|TCPServer|stream_socket_server")
 _LOOPBACK_LITERAL = re.compile(r"localhost|127\.0\.0\.1|::1")
 _DIRECTORY_SRV = re.compile(r"^_(ldap|kerberos|kpasswd|gc)\._(tcp|udp)\.|^_ldap\._tcp\.dc\._msdcs\.", re.I)
+# The key an ssh-family client logs in with (`-i KEY`, `-iKEY`, `IdentityFile=KEY`, also inside an
+# `rsync -e`/`GIT_SSH_COMMAND` string): the key is used there, not read out, so it is no credential read.
+_SSH_IDENTITY = re.compile(r"(?:^|\s)-i\s*['\"]?[^\s'\"]+|(?i:identityfile)[=\s]\s*['\"]?[^\s'\"]+")
+_SSH_CLIENTS = frozenset(("ssh", "scp", "sftp", "autossh", "ssh-copy-id"))
 _PROC_NET = re.compile(r"^/proc/(net/(arp|route|ipv6_route|fib_trie|tcp6?|udp)|(\d+|self)/net/(arp|route))")
 # Code that walks a tree looking for files by a credential's name: the same hunt as find -name.
 _WALK = re.compile(
@@ -270,7 +275,7 @@ class _Scan:
             self.out.add("detach")
         if name == "tmux" and args[:1] and args[0] in ("new", "new-session") and "-d" in args:
             self.out.add("detach")
-        for arg in args if self.cred else ():
+        for arg in _without_identities(name, args) if self.cred else ():
             if CREDENTIAL_PATH.search(arg) and name not in ("echo", "printf", "ssh-keygen", "chmod", "ls"):
                 self.out.add("read_credential")
                 self.out.credential_paths.append(arg)
@@ -652,3 +657,22 @@ def effects(a: Analysis) -> Effects:
 
 def program(argv0: str) -> str:
     return basename(argv0).lower()
+
+
+def _without_identities(name: str, args: Sequence[str]) -> list[str]:
+    """The arguments less the keys that an ssh client is told to log in with (``_SSH_IDENTITY``)."""
+    out: list[str] = []
+    skip = False
+    for a in args:
+        if skip:
+            skip = False
+            continue
+        if name in _SSH_CLIENTS and a == "-i":
+            skip = True
+            continue
+        if name in _SSH_CLIENTS and a.startswith("-i"):
+            continue
+        if "ssh" in a or "dentity" in a.lower():
+            a = _SSH_IDENTITY.sub(" ", a)
+        out.append(a)
+    return out
