@@ -81,6 +81,40 @@ async def _each_call_gets_a_fresh_spare_with_nothing_of_the_last(jail: Jail) -> 
     assert _uid_processes(jail.uid) == []
 
 
+def test_a_call_that_comes_while_its_spare_is_set_up_waits_for_it_and_runs_in_it(
+    policy: Policy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Until a spare says it is ready its cgroup is empty, which a call taking it at once used to
+    # read as a killed spare, turning spares off for the sandbox: calls a model turn apart never
+    # got one on a slow machine. A slower set-up makes that window wide enough to hit every time.
+    made: list[int] = []
+    ready = _spare.Spare.ready
+
+    async def slow_ready(self: _spare.Spare, timeout_s: float = _spare.READY_TIMEOUT_S) -> None:
+        await asyncio.sleep(0.05)
+        await ready(self, timeout_s)
+        made.append(self.cgroup_ino)
+
+    monkeypatch.setattr(_spare.Spare, "ready", slow_ready)
+    _with_jail(policy, _a_call_that_comes_while_its_spare_is_set_up_waits_for_it_and_runs_in_it(made))
+
+
+def _a_call_that_comes_while_its_spare_is_set_up_waits_for_it_and_runs_in_it(
+    made: list[int],
+) -> Callable[[Jail], Awaitable[None]]:
+    async def body(jail: Jail) -> None:
+        await jail.run(["/bin/true"], ctx=CTX)
+        for _ in range(3):
+            await asyncio.sleep(0.01)  # the refill has begun; its process is not ready yet
+            assert jail._spares._filling is not None and not jail._spares._filling.done()
+            r = await jail.run(["/bin/echo", "ran"], ctx=CTX)
+            assert r.raw.stdout == b"ran\n"
+            assert r.scope.cgroup_id == made[-1]  # in the spare it waited for
+        assert jail._spares.enabled
+
+    return body
+
+
 def test_a_spare_that_died_waiting_is_not_used_and_the_call_runs(policy: Policy) -> None:
     _with_jail(policy, _a_spare_that_died_waiting_is_not_used_and_the_call_runs)
 

@@ -461,7 +461,13 @@ class Jail:
         except BaseException:
             await off_loop(lambda: _discard(cg))
             raise
-        return Spare(cg, cg_ino, reply)
+        spare = Spare(cg, cg_ino, reply)
+        try:
+            await spare.ready()  # a call that comes meanwhile waits for it: it is most of the way there
+        except BaseException:
+            await off_loop(spare.discard)
+            raise
+        return spare
 
     async def _release_lingering(self, *, force: bool) -> None:
         """Episode mode: forget the cgroups of earlier calls once their last process is gone."""

@@ -23,11 +23,14 @@ import threading
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
+from corral.errors import SandboxSetupError
 from corral.sandbox._cgroups import CallCgroup
 from corral.sandbox._offloop import Background, off_loop
 from corral.sandbox._zygote import _proto
+from corral.sandbox._zygote_client import recv_async
 
 SPARE_IDLE_S = 10.0
+READY_TIMEOUT_S = 10.0
 # Each spare holds some 1.4 MiB (the pages its setup copied from the zygote), so a process keeps at
 # most this many; calls of the sandboxes beyond it take the ordinary path.
 SPARES_MAX = 256
@@ -83,6 +86,20 @@ class Spare:
         if not self._dead and not self.cgroup.has_process():
             self._dead = True  # killed, and the zygote has not reaped it yet to say so
         return not self._dead
+
+    async def ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
+        """Wait until the process has joined its cgroups and namespaces and waits for its command.
+        Until then its cgroup is empty, which ``alive`` takes for a spare that was killed."""
+        async with asyncio.timeout(timeout_s):
+            while True:
+                msg, fds = await recv_async(self.reply)
+                for fd in fds:
+                    os.close(fd)
+                if msg is None or "exit" in msg or "setup_error" in msg:
+                    self._dead = True
+                    raise SandboxSetupError(f"the next call's process could not be prepared: {msg}")
+                if msg.get("ready"):
+                    return
 
     async def start(self, command: dict[str, object], stdio: Sequence[int]) -> socket.socket:
         """Hand over the call's command and stdio; the reply socket then reports as an ordinary call's."""
