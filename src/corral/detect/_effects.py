@@ -58,7 +58,7 @@ _STRONG_CRED_NAMES = re.compile(
     re.I,
 )
 _WEAK_CRED_NAMES = re.compile(
-    r"^[*]?(\*\.pem|\*\.key|\*\.p12|\*\.pfx|token|\*token\*|\*secret\*|\*\.asc)$", re.I
+    r"^[*]?(\*\.pem|\*\.key|\*\.p12|\*\.pfx|token|\*token\*|\*secret\*|\*\.asc|\*\.tfstate|\*\.tfvars)$", re.I
 )
 _PASSWORD_WORDS = re.compile(
     r"pass(word|wd)?|secret|token|api[_-]?key|aws_secret|private[_ -]key|BEGIN", re.I
@@ -86,13 +86,15 @@ _SOCKET = re.compile(
     r"|createConnection|net\.createServer|socket\.tcp|require\(\s*['\"]socket['\"]\s*\)|/inet/tcp|/inet/udp"
     r"|IO::Socket|new Socket\("
     r"|Socket\.new|java\.net\.Socket|socket\.socket|\bztcp\b|Network\.Socket|net\.dial|net\.Dial|TcpClient|\bsocket\("
-    r"|\bconnect\s*\(\s*[\w\"'.]+\s*,|\.bind\(|\.listen\(|\.accept\(",
+    r"|\bconnect\s*\(\s*[\w\"'.]+\s*,|\.bind\(|\.listen\(|\.accept\(|\[\s*socket\s+[^\]\s]",
     re.I,
 )
 _SHELL_REF = re.compile(
     r"(/bin/|\b)(ba|z|k|da|a|tc|c)?sh\b(\s+-i)?|cmd\.exe|\bpopen\s*\(\s*\w+\s*[,)]|IO\.popen\(\s*\w+|system\s*\$_"
     r"|\|&\s*getline|getline\s+c\b|\bexec\s*\(\s*\$\w+|proc_open|shell_exec|child_process|Runtime\.getRuntime|"
-    r"ProcessBuilder|callCommand|os\.execute\s*\(\s*\w+\s*\)|io\.popen\s*\(\s*\w+",
+    r"ProcessBuilder|callCommand|os\.execute\s*\(\s*\w+\s*\)|io\.popen\s*\(\s*\w+"
+    # PowerShell runs what it received with Invoke-Expression; Tcl with exec or a pipe open.
+    r"|(?i:\biex\b|Invoke-Expression)|\bexec\s+\$\w+|\bopen\s+\"\|",
 )
 # Code that reads a local file and writes to a client socket: the file leaves through that socket.
 _FILE_READ = re.compile(
@@ -105,7 +107,7 @@ _SOCKET_WRITE = re.compile(
 _CLIENT_SOCKET = re.compile(
     r"socket\.socket|create_connection|\bsocket\(|net\.connect|createConnection|new net\.Socket|TCPSocket"
     r"|IO::Socket|fsockopen|stream_socket_client|socket\.tcp|java\.net\.Socket|TcpClient|net\.Dial|\bztcp\b"
-    r"|/inet/tcp|Socket\.new",
+    r"|/inet/tcp|Socket\.new|\[\s*socket\s+[^-\]\s]",
     re.I,
 )
 _SERVER_CODE = re.compile(r"\.bind\(|\.listen\(|\.accept\(|createServer|TCPServer|stream_socket_server")

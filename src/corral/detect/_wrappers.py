@@ -122,6 +122,13 @@ INTERPRETERS: dict[str, tuple[str, frozenset[str], frozenset[str]]] = {
     "php": ("php", frozenset({"-r"}), frozenset({"-c", "-d", "-f", "-z"})),
     "lua": ("lua", frozenset({"-e"}), frozenset({"-l"})),
     "tclsh": ("tcl", frozenset(), frozenset()),
+    "expect": ("tcl", frozenset({"-c"}), frozenset({"-f"})),
+    "pwsh": (
+        "powershell",
+        frozenset({"-c", "-C", "-command", "-Command", "-COMMAND"}),
+        frozenset({"-ExecutionPolicy", "-ep", "-ex", "-WindowStyle", "-w", "-File", "-f"}),
+    ),
+    "julia": ("julia", frozenset({"-e", "--eval", "-E", "--print"}), frozenset({"-p", "-t", "-J"})),
     "awk": ("awk", frozenset(), frozenset({"-F", "-v", "-f", "--field-separator", "--assign"})),
     "jrunscript": ("javascript", frozenset({"-e"}), frozenset({"-cp", "-classpath", "-l"})),
 }
@@ -140,6 +147,8 @@ def interpreter_key(name: str) -> str | None:
         return "lua"
     if base in ("php", "php-cli"):
         return "php"
+    if base in ("pwsh", "powershell", "pwsh-preview"):
+        return "pwsh"
     return base if base in INTERPRETERS else None
 
 
