@@ -161,3 +161,20 @@ def test_workspace_persists_across_calls_and_is_gone_after_destroy(policy: Polic
             assert sb.id not in f.read()
     with Sandbox(policy) as sb2:
         assert sb2.run("ls -A").stdout == ""
+
+
+def test_a_call_holds_only_its_stdio_while_other_calls_and_spares_are_in_flight(policy: Policy) -> None:
+    # The zygote holds a reply socket for every call in flight and every spare waiting on the node;
+    # none of them, nor the zygote's own descriptors, may reach a call (nor is any closed one by one).
+    others = [Sandbox(policy, store=None) for _ in range(3)]
+    try:
+        for o in others:
+            o.run("true")  # each now holds a spare, waiting in the zygote's table
+        with Sandbox(policy, store=None) as sb:
+            r = sb.run("sleep 5 & ls /proc/self/fd; kill %1")
+            bg = sb.run("ls /proc/self/fd")
+        # 0-2, and the directory ls reads; the background sleep changes nothing
+        assert r.stdout.split() == ["0", "1", "2", "3"] and bg.stdout.split() == ["0", "1", "2", "3"]
+    finally:
+        for o in others:
+            o.close()

@@ -51,7 +51,7 @@ def _say(fd: int, text: str) -> None:
         os.write(fd, text.encode(errors="replace"))
 
 
-def run(req: dict[str, Any], fds: list[int], filters: dict[str, bytes], last_cap: int) -> None:
+def run(req: dict[str, Any], fds: list[int], filters: _sys.Filters, last_cap: int) -> None:
     """Never returns: exits with the command's status, or SETUP_FAILED after reporting why."""
     reply = socket.socket(fileno=fds[0])
     spare = bool(req.get("spare"))
@@ -112,7 +112,7 @@ def run(req: dict[str, Any], fds: list[int], filters: dict[str, bytes], last_cap
 
 
 def _enter(
-    req: dict[str, Any], ns: dict[str, int], cgroups: list[int], filters: dict[str, bytes], last_cap: int
+    req: dict[str, Any], ns: dict[str, int], cgroups: list[int], filters: _sys.Filters, last_cap: int
 ) -> None:
     """Join the call's cgroups and the sandbox's namespaces and load the seccomp filter, still as
     host root (kuid 0, with capabilities only inside the sandbox's user namespace, which is what
@@ -135,7 +135,7 @@ def _enter(
         os.close(fd)
     _sys.prctl(_sys.PR_SET_DUMPABLE, 0)
     _sys.prctl(_sys.PR_SET_PDEATHSIG, signal.SIGKILL)  # a spare waiting for a zygote that died
-    _sys.load_seccomp(filters[req["seccomp"]])  # its setup costs most of a millisecond: done ahead
+    _sys.load_seccomp(filters[req["seccomp"]])  # made ready in the zygote: only the syscall is left
 
 
 def _setup_failed(reply: socket.socket, exc: Exception) -> NoReturn:

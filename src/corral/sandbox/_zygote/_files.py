@@ -117,7 +117,7 @@ def _chmod(msg: dict[str, Any]) -> dict[str, Any]:
 _OPS = {"stat": _stat, "list": _list, "mkdir": _mkdir, "symlink": _symlink, "chmod": _chmod}
 
 
-def serve(req: dict[str, Any], fds: list[int], filters: dict[str, bytes], last_cap: int) -> None:
+def serve(req: dict[str, Any], fds: list[int], filters: _sys.Filters, last_cap: int) -> None:
     sock = socket.socket(fileno=fds[0])
     ns = dict(zip(req["ns"], fds[1:], strict=True))
     try:
