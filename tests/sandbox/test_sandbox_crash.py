@@ -26,11 +26,13 @@ def make():  # from a thread that ends: the helpers must still die with the proc
 t = threading.Thread(target=make); t.start(); t.join()
 for sb in sbs:
     sb.run("(sleep 600 &) ; true")
+from corral.sandbox._cgroups import detect_layout
 from corral.sandbox._zygote_client import shared_zygote
 from corral.harness._services import shared_exec
 ident = policy.identity
 tracer = shared_exec((ident.uid_range_start, ident.uid_range_start + ident.uid_range_size)).collector()
-print(json.dumps({"ids": [s.id for s in sbs], "uids": [s.uid for s in sbs], "zygote": shared_zygote().pid,
+zygote = shared_zygote(detect_layout()).pid
+print(json.dumps({"ids": [s.id for s in sbs], "uids": [s.uid for s in sbs], "zygote": zygote,
                   "tracer": tracer._proc.pid}), flush=True)
 sys.stdin.read()
 """

@@ -14,6 +14,8 @@ import pytest
 from corral import Policy, Sandbox, TraceContext
 from corral.errors import CollectorError, InputError, SandboxSetupError
 from corral.sandbox import DEFAULT_STATE_ROOT, CallScope, Jail
+from corral.sandbox._cgroups import PARENT, ZYGOTES, detect_layout
+from corral.sandbox._zygote_client import shared_zygote
 
 CGROUP_ROOTS = [
     Path("/sys/fs/cgroup") / c / "corral" for c in ("memory", "pids", "cpu", "cpuacct", "unified")
@@ -183,3 +185,15 @@ def test_a_call_no_collector_can_follow_does_not_run(policy: Policy) -> None:
 
     assert "ran" not in asyncio.run(scenario())
     assert rec.calls == ["started", "finished", "released"]  # the collector that did start is told it ended
+
+
+def test_the_zygote_runs_in_corrals_own_cpu_cgroup(sb: Sandbox) -> None:
+    # What the zygote forks (each call's first process, until it joins its call's cgroups) must
+    # compete with the trainer for CPU as Corral's group, not as tasks of the trainer's own group.
+    layout = detect_layout()
+    assert sb.run("true").exit_code == 0
+    pid = shared_zygote(layout).pid
+    lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    want = "cpu" if layout.kind == "hybrid" else ""
+    [cpu] = [ln for ln in lines if want in ln.split(":")[1].split(",")]
+    assert cpu.endswith(f"/{PARENT}/{ZYGOTES}")

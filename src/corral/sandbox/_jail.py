@@ -143,7 +143,7 @@ class Jail:
             if state_root not in _reaped_roots:
                 reap_stale(state_root, layout)
                 _reaped_roots.add(state_root)
-        zygote = shared_zygote()
+        zygote = shared_zygote(layout)
         jail = cls(
             policy,
             sandbox_id or new_id("sb"),

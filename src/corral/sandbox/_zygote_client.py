@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from corral.errors import SandboxSetupError, SandboxUnavailableError
+from corral.sandbox._cgroups import Layout, place_zygote
 from corral.sandbox._launcher import in_launcher
 from corral.sandbox._pace import pace
 from corral.sandbox._zygote import _proto
@@ -212,12 +213,15 @@ _shared: tuple[int, Zygote] | None = None
 _shared_lock = threading.Lock()
 
 
-def shared_zygote() -> Zygote:
-    """This process's zygote, started on first use (and again after a fork or if it died)."""
+def shared_zygote(layout: Layout) -> Zygote:
+    """This process's zygote, started on first use (and again after a fork or if it died), in
+    Corral's own CPU cgroup (``place_zygote``)."""
     global _shared
     with _shared_lock:
         if _shared is not None and (_shared[0] != os.getpid() or not _shared[1].alive):
             _shared = None
         if _shared is None:
-            _shared = (os.getpid(), Zygote.start())
+            zygote = Zygote.start()
+            place_zygote(layout, zygote.pid)
+            _shared = (os.getpid(), zygote)
         return _shared[1]
