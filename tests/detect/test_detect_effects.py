@@ -37,3 +37,18 @@ def test_a_key_copied_or_read_is_still_a_credential_read(cmd: str, path: str) ->
     eff = effects(analyze(cmd))
     assert "read_credential" in eff.names
     assert path in eff.credential_paths
+
+
+@pytest.mark.parametrize(
+    ("cmd", "named"),
+    [
+        ("chmod 600 ~/.ssh/id_rsa", False),
+        ("ls -la ~/.ssh/id_rsa ~/.ssh/id_rsa.pub", False),
+        ("ssh -i ~/.ssh/id_rsa host true", False),
+        ("echo ~/.ssh/id_rsa | xargs cat", True),
+        ("python3 - <<'EOF'\nprint(open('/root/.ssh/id_rsa').read())\nEOF", True),
+        ("tar czf k.tgz /home/a/.ssh/id_ed25519", True),
+    ],
+)
+def test_key_mentions_leave_out_metadata_and_identities(cmd: str, named: bool) -> None:
+    assert bool(effects(analyze(cmd)).key_mentions) is named

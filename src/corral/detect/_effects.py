@@ -117,6 +117,7 @@ _DIRECTORY_SRV = re.compile(r"^_(ldap|kerberos|kpasswd|gc)\._(tcp|udp)\.|^_ldap\
 # `rsync -e`/`GIT_SSH_COMMAND` string): the key is used there, not read out, so it is no credential read.
 _SSH_IDENTITY = re.compile(r"(?:^|\s)-i\s*['\"]?[^\s'\"]+|(?i:identityfile)[=\s]\s*['\"]?[^\s'\"]+")
 _SSH_CLIENTS = frozenset(("ssh", "scp", "sftp", "autossh", "ssh-copy-id"))
+_KEY_METADATA = frozenset(("chmod", "chown", "chgrp", "ls", "stat", "test", "[", "ssh-keygen", "setfacl"))
 _PROC_NET = re.compile(r"^/proc/(net/(arp|route|ipv6_route|fib_trie|tcp6?|udp)|(\d+|self)/net/(arp|route))")
 # Code that walks a tree looking for files by a credential's name: the same hunt as find -name.
 _WALK = re.compile(
@@ -146,6 +147,9 @@ class Effects:
     names: set[str] = field(default_factory=set)
     connects: list[str] = field(default_factory=list)
     credential_paths: list[str] = field(default_factory=list)
+    # Arguments naming something under .ssh/, less the keys an ssh client logs in with and the
+    # arguments of programs that only look at or set a file's metadata (chmod 600 KEY).
+    key_mentions: list[str] = field(default_factory=list)
     persistence_paths: list[str] = field(default_factory=list)
 
     def add(self, name: str) -> None:
@@ -229,6 +233,8 @@ class _Scan:
         if a.payloads == [] and "\n" in a.text:  # a code tool's text, or a script body
             code.append(a.text)
         for text in code:
+            if self.cred and "/.ssh/" in text:
+                self.out.key_mentions.append(text)  # code fed from a heredoc or a file names a key
             literals = _QUOTED.findall(text)
             if _WALK.search(text) and any(_STRONG_CRED_NAMES.match(x.rsplit("/", 1)[-1]) for x in literals):
                 self.out.add("search_credential")  # the names find -name counts as a hunt
@@ -281,12 +287,16 @@ class _Scan:
             if CREDENTIAL_PATH.search(arg) and name not in ("echo", "printf", "ssh-keygen", "chmod", "ls"):
                 self.out.add("read_credential")
                 self.out.credential_paths.append(arg)
+            if "/.ssh/" in arg and name not in _KEY_METADATA:
+                self.out.key_mentions.append(arg)
         if name not in ("echo", "printf") and any(_PROC_NET.match(a) for a in (*args, c.stdin_path or "")):
             self.out.add("discovery")  # the neighbour and route tables, whatever program reads them
         fed = c.stdin_path if c.stdin_path and not c.stdin_path.startswith("/dev/") else None
         if fed and self.cred and CREDENTIAL_PATH.search(fed):
             self.out.add("read_credential")
             self.out.credential_paths.append(fed)
+        if fed and self.cred and "/.ssh/" in fed:
+            self.out.key_mentions.append(fed)
         connected = len(self.out.connects)
         for arg in args:
             m = _PROXY_VARS.match(arg) if name in ("export", "env", "declare", "typeset") else None

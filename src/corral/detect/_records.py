@@ -43,7 +43,7 @@ MULTI_FIELDS = frozenset(
         "Connects",
         "CredentialPaths",
     }
-    | {"PersistencePaths"}
+    | {"PersistencePaths", "KeyMentions"}
 )
 
 CANONICAL_FIELDS = (
@@ -87,6 +87,7 @@ CANONICAL_FIELDS = (
     "Connects",
     "CredentialPaths",
     "PersistencePaths",
+    "KeyMentions",
     "ArgvName",
     "Renamed",
     "ScriptFromStdin",
@@ -123,6 +124,7 @@ def records(a: Analysis, envelope: dict[str, Any], language: str) -> dict[str, l
         "Effects": tuple(sorted(eff.names)),
         "Connects": tuple(dict.fromkeys(eff.connects)),
         "CredentialPaths": tuple(dict.fromkeys(eff.credential_paths)),
+        "KeyMentions": tuple(dict.fromkeys(eff.key_mentions)),
         "PersistencePaths": tuple(dict.fromkeys(eff.persistence_paths)),
     }
     procs = []
