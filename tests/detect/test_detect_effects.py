@@ -45,6 +45,7 @@ def test_a_key_copied_or_read_is_still_a_credential_read(cmd: str, path: str) ->
         ("chmod 600 ~/.ssh/id_rsa", False),
         ("ls -la ~/.ssh/id_rsa ~/.ssh/id_rsa.pub", False),
         ("ssh -i ~/.ssh/id_rsa host true", False),
+        ("ssh-add ~/.ssh/id_ed25519", False),
         ("echo ~/.ssh/id_rsa | xargs cat", True),
         ("python3 - <<'EOF'\nprint(open('/root/.ssh/id_rsa').read())\nEOF", True),
         ("tar czf k.tgz /home/a/.ssh/id_ed25519", True),

@@ -117,7 +117,11 @@ _DIRECTORY_SRV = re.compile(r"^_(ldap|kerberos|kpasswd|gc)\._(tcp|udp)\.|^_ldap\
 # `rsync -e`/`GIT_SSH_COMMAND` string): the key is used there, not read out, so it is no credential read.
 _SSH_IDENTITY = re.compile(r"(?:^|\s)-i\s*['\"]?[^\s'\"]+|(?i:identityfile)[=\s]\s*['\"]?[^\s'\"]+")
 _SSH_CLIENTS = frozenset(("ssh", "scp", "sftp", "autossh", "ssh-copy-id"))
-_KEY_METADATA = frozenset(("chmod", "chown", "chgrp", "ls", "stat", "test", "[", "ssh-keygen", "setfacl"))
+# Programs given a key that do not read it out: they set or show its metadata, or (ssh-add) load it
+# into an agent that signs with it but never hands it back.
+_KEY_NOT_READ = frozenset(
+    ("chmod", "chown", "chgrp", "ls", "stat", "test", "[", "ssh-keygen", "setfacl", "ssh-add")
+)
 _PROC_NET = re.compile(r"^/proc/(net/(arp|route|ipv6_route|fib_trie|tcp6?|udp)|(\d+|self)/net/(arp|route))")
 # Code that walks a tree looking for files by a credential's name: the same hunt as find -name.
 _WALK = re.compile(
@@ -148,7 +152,7 @@ class Effects:
     connects: list[str] = field(default_factory=list)
     credential_paths: list[str] = field(default_factory=list)
     # Arguments naming something under .ssh/, less the keys an ssh client logs in with and the
-    # arguments of programs that only look at or set a file's metadata (chmod 600 KEY).
+    # arguments of programs that do not read a key out (chmod 600 KEY, ssh-add KEY).
     key_mentions: list[str] = field(default_factory=list)
     persistence_paths: list[str] = field(default_factory=list)
 
@@ -287,7 +291,7 @@ class _Scan:
             if CREDENTIAL_PATH.search(arg) and name not in ("echo", "printf", "ssh-keygen", "chmod", "ls"):
                 self.out.add("read_credential")
                 self.out.credential_paths.append(arg)
-            if "/.ssh/" in arg and name not in _KEY_METADATA:
+            if "/.ssh/" in arg and name not in _KEY_NOT_READ:
                 self.out.key_mentions.append(arg)
         if name not in ("echo", "printf") and any(_PROC_NET.match(a) for a in (*args, c.stdin_path or "")):
             self.out.add("discovery")  # the neighbour and route tables, whatever program reads them
