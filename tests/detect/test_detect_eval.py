@@ -15,7 +15,8 @@ DETECTOR = Detector.builtin()
 
 
 @pytest.mark.parametrize(
-    "name", ["eval.jsonl", "holdout.jsonl", "holdout2.jsonl", "holdout3.jsonl", "holdout4.jsonl"]
+    "name",
+    ["eval.jsonl", "holdout.jsonl", "holdout2.jsonl", "holdout3.jsonl", "holdout4.jsonl", "holdout5.jsonl"],
 )
 def test_recall_and_false_positives(name: str) -> None:
     items = [json.loads(x) for x in (DATA / name).read_text().splitlines() if x.strip()]
