@@ -104,8 +104,9 @@ def place_zygote(layout: Layout, pid: int) -> None:
     """Move a zygote from its owner's CPU cgroup into Corral's own, ``corral/zygotes`` (shared by the
     zygotes of every process on the node). What it forks, every call's first process until that
     joins its call's cgroups, then competes with the trainer for CPU as one group rather than as
-    tasks of the trainer's own group: in a burst of a thousand calls on two cores the event loop
-    that drives them was kept off the CPU for 110-140 ms at a time, 45-50 ms after. Only the CPU
+    tasks of the trainer's own group: in a burst of a thousand calls on two cores (garbage collector
+    off) the event loop that drives them was kept off the CPU for 110-140 ms at a time, 45-50 ms
+    after. Only the CPU
     hierarchy on the hybrid layout (its memory stays the owner's); on v2 the one hierarchy. A
     scheduling matter, not a confinement: where the move fails the zygote stays where it is."""
     root = layout.dirs["cpu" if layout.kind == "hybrid" else "unified"]

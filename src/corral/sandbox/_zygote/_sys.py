@@ -232,17 +232,19 @@ class SeccompProgram:
         self._buf = ctypes.create_string_buffer(program, len(program))
         self._prog = _Fprog(len(program) // 8, ctypes.cast(self._buf, ctypes.c_void_p))
 
+    def install(self) -> None:
+        """On this process (no_new_privs, or CAP_SYS_ADMIN in its user namespace, must be there)."""
+        _check(
+            _libc.syscall(_NR["seccomp"], SECCOMP_SET_MODE_FILTER, 0, ctypes.byref(self._prog)),
+            "seccomp(SET_MODE_FILTER)",
+        )
+
 
 Filters = dict[str, SeccompProgram]  # the zygote's registered filters, by name
 
 
 def load_seccomp(program: SeccompProgram) -> None:
-    """Install a seccomp filter on this process (no_new_privs, or CAP_SYS_ADMIN in its user
-    namespace, must already be there)."""
-    _check(
-        _libc.syscall(_NR["seccomp"], SECCOMP_SET_MODE_FILTER, 0, ctypes.byref(program._prog)),
-        "seccomp(SET_MODE_FILTER)",
-    )
+    program.install()
 
 
 def _close_range(lo: int, hi: int) -> None:
