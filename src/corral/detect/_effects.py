@@ -380,6 +380,8 @@ class _Scan:
 
     def _nc(self, argv: tuple[str, ...]) -> None:
         args = argv[1:]
+        if any(a == "--proxy" or a.startswith("--proxy=") for a in args):
+            self.out.add("proxy")  # ncat relayed through an HTTP or SOCKS proxy
         if any(a.startswith("-l") or a == "--listen" or (a.startswith("-") and "l" in a[1:4]) for a in args):
             self.serve(argv)
             return
@@ -612,6 +614,10 @@ class _Scan:
     _arp_scan = _nbtscan = _nmblookup = _smbstatus = _showmount = _smbutil = _arp
     _rpcclient = _enum4linux = _enum4linux_ng = _smbmap = _avahi_browse = _mdns_scan = _netdiscover = _arp
     _lldpctl = _lldpcli = _arp
+
+    def _rpcinfo(self, argv: tuple[str, ...]) -> None:
+        if any(_remote(h) for h in _operands(argv)[:1]):
+            self.out.add("discovery")  # the RPC services (NFS, NIS, mountd) another host offers
 
     def _traceroute(self, argv: tuple[str, ...]) -> None:
         if any(_remote(h) for h in _operands(argv)[:1]):
