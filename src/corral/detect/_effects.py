@@ -101,13 +101,13 @@ _FILE_READ = re.compile(
     r"\bio\.open\s*\(|\bopen\s*\(|File\.(read|open|binread)|readFileSync|createReadStream|\bfopen\s*\("
     r"|file_get_contents|\bslurp\b|readFile|\.read_bytes\(|\.read_text\(",
 )
-_SOCKET_WRITE = re.compile(
-    r"\.(send|sendall|write|puts|print|syswrite)\s*\(|\b(send|fwrite)\s*\(|\bsyswrite\b", re.I
+_SOCKET_WRITE = re.compile(  # a method call in any syntax: s.send( (most), t:send( (Lua), $s->send( (Perl)
+    r"(\.|:|->)(send|sendall|write|puts|print|syswrite)\s*\(|\b(send|fwrite)\s*\(|\bsyswrite\b", re.I
 )
 _CLIENT_SOCKET = re.compile(
     r"socket\.socket|create_connection|\bsocket\(|net\.connect|createConnection|new net\.Socket|TCPSocket"
     r"|IO::Socket|fsockopen|stream_socket_client|socket\.tcp|java\.net\.Socket|TcpClient|net\.Dial|\bztcp\b"
-    r"|/inet/tcp|Socket\.new|\[\s*socket\s+[^-\]\s]",
+    r"|/inet/tcp|Socket\.new|\[\s*socket\s+[^-\]\s]|\.tcp\s*\(",  # LuaSocket: (require "socket").tcp()
     re.I,
 )
 _SERVER_CODE = re.compile(r"\.bind\(|\.listen\(|\.accept\(|createServer|TCPServer|stream_socket_server")
