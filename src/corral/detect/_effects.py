@@ -117,6 +117,8 @@ _DIRECTORY_SRV = re.compile(r"^_(ldap|kerberos|kpasswd|gc)\._(tcp|udp)\.|^_ldap\
 # `rsync -e`/`GIT_SSH_COMMAND` string): the key is used there, not read out, so it is no credential read.
 _SSH_IDENTITY = re.compile(r"(?:^|\s)-i\s*['\"]?[^\s'\"]+|(?i:identityfile)[=\s]\s*['\"]?[^\s'\"]+")
 _SSH_CLIENTS = frozenset(("ssh", "scp", "sftp", "autossh", "ssh-copy-id"))
+# Programs whose arguments naming a credential file are no read of it: they print or set the path.
+_CRED_NOT_READ = frozenset(("echo", "printf", "ssh-keygen", "chmod", "ls"))
 # Programs given a key that do not read it out: they set or show its metadata, or (ssh-add) load it
 # into an agent that signs with it but never hands it back.
 _KEY_NOT_READ = frozenset(
@@ -258,6 +260,14 @@ class _Scan:
                 self.out.add("send")
         return self.out
 
+    def _credential(self, path: str, *, read: bool, key_read: bool) -> None:
+        """A path a program is given (or fed): a credential read, a key named, or neither."""
+        if read and CREDENTIAL_PATH.search(path):
+            self.out.add("read_credential")
+            self.out.credential_paths.append(path)
+        if key_read and "/.ssh/" in path:
+            self.out.key_mentions.append(path)
+
     def _piped_to_network(self, pipe: tuple[str, ...]) -> None:
         head = pipe[0]
         if head in (
@@ -287,20 +297,14 @@ class _Scan:
             self.out.add("detach")
         if name == "tmux" and args[:1] and args[0] in ("new", "new-session") and "-d" in args:
             self.out.add("detach")
-        for arg in _without_identities(name, args) if self.cred else ():
-            if CREDENTIAL_PATH.search(arg) and name not in ("echo", "printf", "ssh-keygen", "chmod", "ls"):
-                self.out.add("read_credential")
-                self.out.credential_paths.append(arg)
-            if "/.ssh/" in arg and name not in _KEY_NOT_READ:
-                self.out.key_mentions.append(arg)
         if name not in ("echo", "printf") and any(_PROC_NET.match(a) for a in (*args, c.stdin_path or "")):
             self.out.add("discovery")  # the neighbour and route tables, whatever program reads them
         fed = c.stdin_path if c.stdin_path and not c.stdin_path.startswith("/dev/") else None
-        if fed and self.cred and CREDENTIAL_PATH.search(fed):
-            self.out.add("read_credential")
-            self.out.credential_paths.append(fed)
-        if fed and self.cred and "/.ssh/" in fed:
-            self.out.key_mentions.append(fed)
+        if self.cred:
+            for arg in _without_identities(name, args):
+                self._credential(arg, read=name not in _CRED_NOT_READ, key_read=name not in _KEY_NOT_READ)
+            if fed:  # whatever the program, a file redirected into it is read
+                self._credential(fed, read=True, key_read=True)
         connected = len(self.out.connects)
         for arg in args:
             m = _PROXY_VARS.match(arg) if name in ("export", "env", "declare", "typeset") else None
@@ -615,15 +619,11 @@ class _Scan:
     _rpcclient = _enum4linux = _enum4linux_ng = _smbmap = _avahi_browse = _mdns_scan = _netdiscover = _arp
     _lldpctl = _lldpcli = _arp
 
-    def _rpcinfo(self, argv: tuple[str, ...]) -> None:
-        if any(_remote(h) for h in _operands(argv)[:1]):
-            self.out.add("discovery")  # the RPC services (NFS, NIS, mountd) another host offers
-
     def _traceroute(self, argv: tuple[str, ...]) -> None:
         if any(_remote(h) for h in _operands(argv)[:1]):
-            self.out.add("discovery")  # the hops between the node and another host
+            self.out.add("discovery")  # the hops to another host, or (rpcinfo) the RPC services it offers
 
-    _traceroute6 = _tracepath = _mtr = _traceroute
+    _traceroute6 = _tracepath = _mtr = _rpcinfo = _traceroute
 
     def _nmcli(self, argv: tuple[str, ...]) -> None:
         if any(a in ("show", "s") for a in argv[2:3]) and argv[1:2] and argv[1] in ("dev", "device", "d"):

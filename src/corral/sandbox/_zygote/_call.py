@@ -135,7 +135,7 @@ def _enter(
         os.close(fd)
     _sys.prctl(_sys.PR_SET_DUMPABLE, 0)
     _sys.prctl(_sys.PR_SET_PDEATHSIG, signal.SIGKILL)  # a spare waiting for a zygote that died
-    _sys.load_seccomp(filters[req["seccomp"]])  # made ready in the zygote: only the syscall is left
+    filters[req["seccomp"]].install()  # made ready in the zygote: only the syscall is left
 
 
 def _setup_failed(reply: socket.socket, exc: Exception) -> NoReturn:

@@ -126,7 +126,7 @@ def serve(req: dict[str, Any], fds: list[int], filters: _sys.Filters, last_cap: 
         for fd in ns.values():
             os.close(fd)
         _sys.become(req["inside_id"])
-        _sys.load_seccomp(filters[req["seccomp"]])
+        filters[req["seccomp"]].install()
         os.chdir(req["cwd"])
         os.umask(0o022)
     except OSError as exc:

@@ -243,10 +243,6 @@ class SeccompProgram:
 Filters = dict[str, SeccompProgram]  # the zygote's registered filters, by name
 
 
-def load_seccomp(program: SeccompProgram) -> None:
-    program.install()
-
-
 def _close_range(lo: int, hi: int) -> None:
     if _libc.syscall(_NR["close_range"], ctypes.c_uint(lo), ctypes.c_uint(hi), 0) < 0:
         os.closerange(lo, min(hi, (1 << 20) - 1) + 1)  # a kernel before 5.9
