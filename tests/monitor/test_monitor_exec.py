@@ -9,22 +9,27 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from monitor_cgroups import MakeScope, finish, run_in
 
 from corral.errors import CollectorError
-from corral.events import Event, Health, ProcessExit, ProcessStart
+from corral.events import Event, FileDenied, Health, ProcessExit, ProcessStart
 from corral.monitor import ExecCollector
+from corral.monitor._exec import TracerKind
 from corral.monitor._execrecords import ArgvAssembler, ExecEnter, Lost, Marker
 from corral.sandbox import CallScope
 from corral.sandbox._callers import finish_call
 
+TRACERS = ["libbpf", "bpftrace"]  # every behaviour below holds for both tracers
 
-@pytest.fixture(scope="module")
-def collector() -> Iterator[tuple[ExecCollector, list[Event]]]:
+
+@pytest.fixture(scope="module", params=TRACERS)
+def collector(request: pytest.FixtureRequest) -> Iterator[tuple[ExecCollector, list[Event]]]:
     events: list[Event] = []
-    with ExecCollector(events.append) as c:
+    with ExecCollector(events.append, tracer=request.param) as c:
+        assert c.tracer == request.param
         yield c, events
 
 
@@ -74,6 +79,20 @@ def test_exit_status_signal_and_outsiders(
     assert any(x.exit_code == 3 for x in exits)
     assert any(x.signal == 9 for x in exits)
     assert not any(isinstance(e.data, ProcessStart) and e.sandbox_id is None for e in events)
+
+
+def test_a_denied_exec_is_reported(collector: Collected, make_scope: MakeScope, tmp_path: Path) -> None:
+    c, events = collector
+    scope = make_scope("sbDenied")
+    script = tmp_path / "not-executable.sh"
+    script.write_text("#!/bin/sh\ntrue\n")
+    script.chmod(0o644)
+    c.call_started(scope)
+    run_in(scope, f"{script}; /bin/true after")
+    finish(c, scope)
+    denied = [e.data for e in events if isinstance(e.data, FileDenied) and e.ctx == scope.ctx]
+    assert [(d.TargetFilename, d.operation) for d in denied] == [(str(script), "exec (EACCES)")]
+    assert any(s.argv == ["/bin/true", "after"] for s in _starts(events, scope.ctx.tool_call_id or ""))
 
 
 def test_long_argv_is_complete(collector: tuple[ExecCollector, list[Event]], make_scope: MakeScope) -> None:
@@ -147,17 +166,23 @@ def test_sequence_gaps_are_reported_as_lost_records() -> None:
 
 def test_missing_tool_fails_loudly() -> None:
     events: list[Event] = []
-    c = ExecCollector(events.append, bpftrace="no-such-bpftrace")
+    c = ExecCollector(events.append, bpftrace="no-such-bpftrace", tracer="bpftrace")
     with pytest.raises(CollectorError):
         c.start()
     assert any(isinstance(e.data, Health) and e.data.status == "failed" for e in events)
 
 
-def test_collectors_do_not_answer_each_others_syncs(make_scope: MakeScope) -> None:
-    """Every bpftrace sees every marker syscall: a busy second collector (here or in another
+@pytest.mark.parametrize(("mine_tracer", "other_tracer"), [("libbpf", "libbpf"), ("libbpf", "bpftrace")])
+def test_collectors_do_not_answer_each_others_syncs(
+    make_scope: MakeScope, mine_tracer: TracerKind, other_tracer: TracerKind
+) -> None:
+    """Every tracer sees every marker syscall: a busy second collector (here or in another
     process) must not make this one drain before its own markers arrive."""
     mine: list[Event] = []
-    with ExecCollector(mine.append) as c, ExecCollector(lambda e: None) as other:
+    with (
+        ExecCollector(mine.append, tracer=mine_tracer) as c,
+        ExecCollector(lambda e: None, tracer=other_tracer) as other,
+    ):
         for _ in range(50):  # the other collector's tokens run far ahead of ours
             other._sync(5)
         scope = make_scope("sbSync")

@@ -1,7 +1,8 @@
 """Process-wide collectors shared by every harness.
 
-The exec collector runs one bpftrace process for the whole machine view and costs
-about a second to start, so one instance serves every harness of the process;
+The exec collector traces the whole machine and costs tens of milliseconds to start
+(its BPF object loaded through libbpf; a second where bpftrace stands in), so one
+instance serves every harness of the process;
 its events are routed to the harness that owns the call's sandbox.
 """
 
@@ -41,8 +42,9 @@ class SharedExec:
             route[0](event)
 
     def prestart(self) -> None:
-        """Launch the tracer now without waiting for it: it compiles and attaches its probes (about a
-        second) while the caller loads rules and builds its sandbox; ``collector`` waits for it."""
+        """Launch the tracer now without waiting for its first sync: its probes come up (bpftrace
+        compiles them, about a second) while the caller loads rules and builds its sandbox;
+        ``collector`` waits for them."""
         with self._lock:
             if self._collector is not None or self._launched is not None:
                 return
@@ -60,7 +62,7 @@ class SharedExec:
     def collector(self) -> ExecCollector:
         with self._lock:
             if self._collector is None:
-                # CollectorError if bpftrace cannot trace: calls must not run unobserved
+                # CollectorError if no tracer can trace: calls must not run unobserved
                 c, self._launched = self._launched or self._launch(), None
                 c.wait_ready()
                 self._collector = c

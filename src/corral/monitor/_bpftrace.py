@@ -13,6 +13,7 @@ and is reported, never silently missing.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import fcntl
@@ -22,9 +23,12 @@ import secrets
 import shutil
 import signal
 import subprocess
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from corral.errors import CollectorError
+from corral.monitor._execrecords import ArgvAssembler, Lost, ParseError, Take
 from corral.sandbox._launcher import in_launcher
 
 MARKER_WHICH = 0x7C0A11  # an invalid "which": the syscall fails with EINVAL and has no effect
@@ -162,3 +166,56 @@ def spawn(
         with contextlib.suppress(OSError):
             fcntl.fcntl(proc.stdout.fileno(), fcntl.F_SETPIPE_SZ, 1 << 20)
     return proc
+
+
+class BpftraceTracer:
+    """A running bpftrace with the program; ``pump`` reads its records until it ends."""
+
+    name = "bpftrace"
+
+    def __init__(
+        self,
+        max_args: int,
+        strlen: int,
+        exclude_cgroup: int,
+        bpftrace: str = "bpftrace",
+        uid_range: tuple[int, int] | None = None,
+        marker: int = MARKER_WHICH,
+    ) -> None:
+        self._proc = spawn(max_args, strlen, exclude_cgroup, bpftrace, uid_range, marker)
+        self._stderr: collections.deque[str] = collections.deque(maxlen=50)
+        self._stderr_thread = threading.Thread(
+            target=self._read_stderr, name="corral-exec-stderr", daemon=True
+        )
+        self._stderr_thread.start()
+
+    def _read_stderr(self) -> None:
+        assert self._proc.stderr is not None
+        for line in self._proc.stderr:
+            if "RLIMIT_MEMLOCK" not in line:
+                self._stderr.append(line.strip())
+
+    def pump(self, take: Take, bad: Callable[[str], None], strlen: int) -> str | None:
+        """Read records until bpftrace exits; the reason when it was not stopped."""
+        assert self._proc.stdout is not None
+        asm = ArgvAssembler(strlen)
+        for line in self._proc.stdout:
+            try:
+                rec = asm.feed(line)
+            except ParseError as exc:
+                bad(str(exc))
+                continue
+            if rec is not None:
+                take(rec)
+                if isinstance(rec, Lost) and (pending := asm.take_pending()) is not None:
+                    take(pending)
+        self._stderr_thread.join(1)
+        return f"bpftrace exited: {' | '.join(self._stderr) or 'no message'}"
+
+    def stop(self, *, wait: bool = True) -> None:
+        """Killed, not terminated: every call was drained when it finished, and bpftrace's own
+        shutdown (its END probe) would add another quarter of a second."""
+        if self._proc.poll() is None:
+            self._proc.kill()
+            if wait:
+                self._proc.wait()

@@ -1,6 +1,11 @@
 """The process collector: every exec and exit inside registered call cgroups.
 
-Why bpftrace and not the proc connector: the connector reports pid and event
+Two tracers write the same records: a BPF object compiled once per node and
+loaded through libbpf (``_libbpf``, attached in milliseconds), and bpftrace
+(``_bpftrace``, which compiles its program on every start, about a second).
+``tracer="auto"`` takes the first and falls back to the second, saying why.
+
+Why tracepoints and not the proc connector: the connector reports pid and event
 only; argv, cgroup, cwd and image must then be read from ``/proc`` after the
 fact, and a short-lived process is gone by then (see
 ``benchmarks/bench_monitor.py``, which measures the loss). The tracepoints see
@@ -25,7 +30,6 @@ import heapq
 import itertools
 import os
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -34,13 +38,16 @@ from typing import Literal
 
 from corral.errors import CollectorError
 from corral.events import Event, Health
-from corral.monitor import _bpftrace
-from corral.monitor._execrecords import ArgvAssembler, ExecDone, ExecEnter, Lost, Marker, ParseError, Record
+from corral.monitor import _bpfobject, _bpftrace
+from corral.monitor._execrecords import ExecDone, ExecEnter, Lost, Marker, Record
 from corral.monitor._exectrack import ExecTracker
+from corral.monitor._libbpf import LibbpfTracer
 from corral.sandbox import CallScope, Coalescer
 
 Emit = Callable[[Event], None]
 HealthStatus = Literal["ok", "degraded", "failed", "backpressure"]
+TracerKind = Literal["auto", "libbpf", "bpftrace"]
+Tracer = LibbpfTracer | _bpftrace.BpftraceTracer
 COMPONENT = "monitor.exec"
 # Markers are re-sent this often until every CPU has answered: while the probes attach (about a
 # second for bpftrace to compile and load them) those sent earlier are lost, and a start waits for
@@ -75,16 +82,17 @@ class ExecCollector:
         emit: Emit,
         *,
         host: str | None = None,
-        max_args: int = 64,
-        strlen: int = 200,
+        max_args: int = _bpfobject.MAX_ARGS,
+        strlen: int = _bpfobject.STRLEN,
         interval_s: float = 0.05,
         sync_timeout_s: float = 10.0,
         start_timeout_s: float = 60.0,
         bpftrace: str = "bpftrace",
         uid_range: tuple[int, int] | None = None,
+        tracer: TracerKind = "auto",
     ) -> None:
         """``uid_range``: trace only tasks of these uids (sandboxes run as their own host uids),
-        so the rest of the node's processes cost nothing."""
+        so the rest of the node's processes cost nothing. ``tracer``: see the module's text."""
         self._emit = emit
         self._uid_range = uid_range
         self._marker = _bpftrace.new_marker()
@@ -95,6 +103,8 @@ class ExecCollector:
         self._sync_timeout_s = sync_timeout_s
         self._start_timeout_s = start_timeout_s
         self._bpftrace = bpftrace
+        self._tracer_kind = tracer
+        self._fallback: str | None = None  # why "auto" runs bpftrace
         self._cpus = sorted(os.sched_getaffinity(0))
         self._cond = threading.Condition()
         self._heap: list[tuple[int, int, Record]] = []
@@ -103,12 +113,12 @@ class ExecCollector:
         self._token = 0
         self._drain_lock = threading.Lock()
         self._tracker = ExecTracker()
+        self._truncated: set[int] = set()  # threads whose exec's argv the probe cut (read from /proc)
         # Registrations from the calls' loop, applied by the next drain before it feeds a record: a
         # call never waits for a drain (nor a drain's sync round) to start or end.
         self._changes: collections.deque[tuple[bool, int]] = collections.deque()
         self._scopes: dict[int, CallScope] = {}
-        self._proc: subprocess.Popen[str] | None = None
-        self._stderr: collections.deque[str] = collections.deque(maxlen=50)
+        self._tracer: Tracer | None = None
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
         self._failure: str | None = None
@@ -122,36 +132,55 @@ class ExecCollector:
     # -- lifecycle -------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start bpftrace and wait until its probes demonstrably fire; CollectorError otherwise."""
+        """Start the tracer and wait until its probes demonstrably fire; CollectorError otherwise."""
         self.launch()
         self.wait_ready()
 
     def launch(self) -> None:
-        """Start bpftrace and return while it compiles and attaches its probes (about a second);
-        ``wait_ready`` then waits for them. Calls are refused until it has."""
-        if self._proc is not None:
+        """Start the tracer and return while its probes attach (bpftrace: about a second, while
+        it compiles them); ``wait_ready`` then waits for them. Calls are refused until it has."""
+        if self._tracer is not None:
             return
         try:
-            self._proc = _bpftrace.spawn(
-                self._max_args,
-                self._strlen,
-                _bpftrace.own_cgroup_id(),
-                self._bpftrace,
-                self._uid_range,
-                self._marker,
-            )
+            self._tracer = self._open_tracer()
         except CollectorError as exc:
             self._fail(str(exc))
             raise
-        for target, name in (
-            (self._read_stdout, "reader"),
-            (self._read_stderr, "stderr"),
-            (self._loop, "sync"),
-        ):
+        for target, name in ((self._pump, "reader"), (self._loop, "sync")):
             t = threading.Thread(target=target, name=f"corral-exec-{name}", daemon=True)
             self._threads.append(t)
-            if name != "sync":
-                t.start()
+        self._threads[0].start()
+
+    @property
+    def tracer(self) -> str | None:
+        """Which tracer runs ("libbpf" or "bpftrace"), once launched."""
+        return None if self._tracer is None else self._tracer.name
+
+    def _open_tracer(self) -> Tracer:
+        exclude = _bpftrace.own_cgroup_id()
+        if self._tracer_kind != "bpftrace":
+            try:
+                return self._open_libbpf(exclude)
+            except CollectorError as exc:
+                if self._tracer_kind == "libbpf":
+                    raise
+                self._fallback = str(exc)
+        return _bpftrace.BpftraceTracer(
+            self._max_args, self._strlen, exclude, self._bpftrace, self._uid_range, self._marker
+        )
+
+    def _open_libbpf(self, exclude: int) -> LibbpfTracer:
+        was_cached = _bpfobject.cached(self._strlen, self._max_args) is not None
+        path = _bpfobject.build(self._strlen, self._max_args)
+        try:
+            return LibbpfTracer(path, exclude_cgroup=exclude, marker=self._marker, uid_range=self._uid_range)
+        except CollectorError:
+            if not was_cached or _bpfobject.can_build() is not None:
+                raise
+        # A cached object the kernel would not take (made by another toolchain, say): build it afresh.
+        _bpfobject.discard(path)
+        path = _bpfobject.build(self._strlen, self._max_args)
+        return LibbpfTracer(path, exclude_cgroup=exclude, marker=self._marker, uid_range=self._uid_range)
 
     def wait_ready(self) -> None:
         """Wait until every CPU's probes fire (``launch`` first); CollectorError, and closed, otherwise."""
@@ -164,19 +193,17 @@ class ExecCollector:
             raise
         self._threads[-1].start()
         self._ready = True
-        self._health("ok", f"tracing execs on {len(self._cpus)} CPUs")
+        how = f"{self.tracer}" + (f"; libbpf unavailable: {self._fallback}" if self._fallback else "")
+        self._health("ok", f"tracing execs on {len(self._cpus)} CPUs ({how})")
 
     def close(self, *, wait: bool = True) -> None:
         """Stop tracing. ``wait=False`` (at interpreter exit) does not wait for the kernel to tear
-        bpftrace's probes and buffers down, about a quarter of a second."""
+        the probes and buffers down (bpftrace: about a quarter of a second)."""
         self._stopping.set()
-        if self._proc is not None and self._proc.poll() is None:
-            # Killed, not terminated: every call was drained when it finished, and bpftrace's own
-            # shutdown (its END probe) would add another quarter of a second.
-            self._proc.kill()
-            if not wait:
-                return
-            self._proc.wait()
+        if self._tracer is not None:
+            self._tracer.stop(wait=wait)
+        if not wait:
+            return
         for t in self._threads:
             if t.is_alive() and t is not threading.current_thread():
                 t.join(5)
@@ -224,7 +251,7 @@ class ExecCollector:
     def _check(self) -> None:
         if self._failure is not None:
             raise CollectorError(f"exec collector failed: {self._failure}")
-        if self._proc is None:
+        if self._tracer is None:
             raise CollectorError("exec collector not started")
 
     def _health(self, status: HealthStatus, message: str, count: int = 0) -> None:
@@ -238,48 +265,37 @@ class ExecCollector:
         with self._cond:
             self._cond.notify_all()
 
-    def _read_stdout(self) -> None:
-        assert self._proc is not None and self._proc.stdout is not None
-        asm = ArgvAssembler(self._strlen)
-        truncated: set[int] = set()
-        for line in self._proc.stdout:
-            try:
-                rec = asm.feed(line)
-            except ParseError as exc:
-                self._health("degraded", f"unreadable tracer output: {exc}", 1)
-                continue
-            if rec is None:
-                continue
-            if isinstance(rec, Lost):
-                self.lost += rec.count
-                self._health("failed", f"{rec.count} tracer records lost (ring buffer overflow)", rec.count)
-                rec = asm.take_pending()  # the record whose sequence number revealed the gap
-                if rec is None:
-                    continue
-            if isinstance(rec, ExecEnter) and rec.truncated:
-                truncated.add(rec.tid)
-            elif isinstance(rec, ExecDone):
-                cmd = _cmdline(rec.pid) if rec.old_pid in truncated else None
-                truncated.discard(rec.old_pid)
-                rec = ExecDone(**{**rec.__dict__, "cwd": _readlink(f"/proc/{rec.pid}/cwd"), "cmdline": cmd})
-            with self._cond:
-                self.records += 1
-                if isinstance(rec, Marker):
-                    # Concurrent syncs interleave their markers: keep the highest token answered,
-                    # and the newest marker's time (everything before it on this CPU is read).
-                    token = max(rec.token, self._marks.get(rec.cpu, (0, 0))[0])
-                    self._marks[rec.cpu] = (token, rec.ns)
-                    self._cond.notify_all()
-                else:
-                    heapq.heappush(self._heap, (rec.ns, next(self._order), rec))
+    def _pump(self) -> None:
+        assert self._tracer is not None
+        why = self._tracer.pump(self._take, self._unreadable, self._strlen)
         if not self._stopping.is_set():
-            self._fail(f"bpftrace exited: {' | '.join(self._stderr) or 'no message'}")
+            self._fail(why or f"{self._tracer.name} stopped")
 
-    def _read_stderr(self) -> None:
-        assert self._proc is not None and self._proc.stderr is not None
-        for line in self._proc.stderr:
-            if "RLIMIT_MEMLOCK" not in line:
-                self._stderr.append(line.strip())
+    def _unreadable(self, message: str) -> None:
+        self._health("degraded", f"unreadable tracer output: {message}", 1)
+
+    def _take(self, rec: Record | Lost) -> None:
+        """One record from the tracer (in the reader thread): losses are reported, the rest queued."""
+        if isinstance(rec, Lost):
+            self.lost += rec.count
+            self._health("failed", f"{rec.count} tracer records lost (ring buffer overflow)", rec.count)
+            return
+        if isinstance(rec, ExecEnter) and rec.truncated:
+            self._truncated.add(rec.tid)
+        elif isinstance(rec, ExecDone):
+            cmd = _cmdline(rec.pid) if rec.old_pid in self._truncated else None
+            self._truncated.discard(rec.old_pid)
+            rec = ExecDone(**{**rec.__dict__, "cwd": _readlink(f"/proc/{rec.pid}/cwd"), "cmdline": cmd})
+        with self._cond:
+            self.records += 1
+            if isinstance(rec, Marker):
+                # Concurrent syncs interleave their markers: keep the highest token answered,
+                # and the newest marker's time (everything before it on this CPU is read).
+                token = max(rec.token, self._marks.get(rec.cpu, (0, 0))[0])
+                self._marks[rec.cpu] = (token, rec.ns)
+                self._cond.notify_all()
+            else:
+                heapq.heappush(self._heap, (rec.ns, next(self._order), rec))
 
     def _sync(self, timeout: float) -> None:
         """Make every CPU write a marker now and wait until all are read (re-sent while probes attach)."""

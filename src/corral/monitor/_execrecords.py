@@ -1,7 +1,8 @@
-"""The exec tracer's records, parsed from bpftrace's JSON output lines.
+"""The exec tracer's records: bpftrace's JSON output lines, or the BPF object's structs.
 
-One line per ``printf`` in ``_bpftrace.SCRIPT``. An exec's arguments come as
-``E`` (enter), then ``A`` lines, then ``F``: they are emitted by one probe run
+Both tracers write the same records: one per ``printf`` in ``_bpftrace.SCRIPT``,
+one struct per record from ``exec_tracer.bpf.c``. An exec's arguments come as
+``E`` (enter), then ``A`` records, then ``F``: they are written by one probe run
 on one CPU and so arrive in order, keyed by thread id; ``ArgvAssembler`` joins
 them into one ``ExecEnter``. Every other record is self-contained and carries
 the kernel's monotonic time, so records from different CPUs can be sorted.
@@ -10,6 +11,7 @@ the kernel's monotonic time, so records from different CPUs can be sorted.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -76,23 +78,36 @@ class Lost:
 
 
 Record = ExecEnter | ExecDone | ExecFailed | Fork | Exit | Marker
+Take = Callable[["Record | Lost"], None]  # where a tracer hands its records
 
 
 class ParseError(ValueError):
     pass
 
 
-class ArgvAssembler:
-    """Turns bpftrace output lines into records; holds exec arguments until their ``F`` line."""
+# Each record's fields after its tag, CPU and sequence number: how many numbers, and whether a
+# string follows them (the one field that may hold spaces, so always the last).
+NUMBERS = {"S": 3, "K": 4, "E": 3, "A": 1, "F": 3, "R": 4, "X": 6, "Q": 5}
+WITH_STRING = frozenset("EAX")
+Fields = list[int | str]
 
-    def __init__(self, strlen: int) -> None:
+
+class ArgvAssembler:
+    """Turns tracer records into ``Record``s; holds exec arguments until their ``F`` record.
+
+    ``numbered_args``: argument records carry their own sequence numbers (the BPF object's), so a
+    lost argument shows as a gap too; bpftrace's share their exec's number.
+    """
+
+    def __init__(self, strlen: int, *, numbered_args: bool = False) -> None:
         self._strlen = strlen
+        self._numbered_args = numbered_args
         self._open: dict[int, ExecEnter] = {}
         self._next_seq: dict[int, int] = {}  # cpu -> the sequence number its next probe will carry
         self._pending_record: Record | None = None
 
     def feed(self, line: str) -> Record | Lost | None:
-        """One output line; returns a complete record, or None (argument lines, non-printf output)."""
+        """One bpftrace output line; a complete record, or None (argument lines, non-printf output)."""
         if not line.strip():  # bpftrace writes blank lines when it exits
             return None
         try:
@@ -108,10 +123,18 @@ class ArgvAssembler:
             text = text[:-1]
         try:
             tag, cpu, seq, rest = text.split(" ", 3)
-            gap = self._sequence(int(cpu), int(seq), tag)
-            rec = self._record(f"{tag} {rest}")
-        except (ValueError, IndexError, KeyError) as exc:
+            fields = _fields(tag, rest)
+        except (ValueError, KeyError) as exc:
             raise ParseError(f"bad record {text[:200]!r}: {exc}") from exc
+        return self.accept(tag, int(cpu), int(seq), fields)
+
+    def accept(self, tag: str, cpu: int, seq: int, fields: Fields) -> Record | Lost | None:
+        """One record's parts; a complete record, a gap before it (``Lost``), or None."""
+        try:
+            gap = self._sequence(cpu, seq, tag)
+            rec = self._record(tag, fields)
+        except (ValueError, IndexError, KeyError, TypeError) as exc:
+            raise ParseError(f"bad {tag!r} record {fields!r}: {exc}") from exc
         if gap:
             # Records this CPU wrote before this one never arrived; say so before going on.
             self._pending_record = rec
@@ -119,56 +142,63 @@ class ArgvAssembler:
         return rec
 
     def take_pending(self) -> Record | None:
-        """The record that arrived right after a reported gap (``feed`` returned Lost for it)."""
+        """The record that arrived right after a reported gap (``accept`` returned Lost for it)."""
         rec, self._pending_record = self._pending_record, None
         return rec
 
     def _sequence(self, cpu: int, seq: int, tag: str) -> int:
         """How many probe records of ``cpu`` went missing before this one (0 when none)."""
         expected = self._next_seq.get(cpu)
-        if tag in ("A", "F"):  # lines of the exec whose E line set the sequence
+        if tag in ("A", "F") and not self._numbered_args:  # lines of the exec whose E set the number
             return 0
         self._next_seq[cpu] = seq + 1
         if expected is None or seq < expected:  # first record of a CPU, or a counter restart
             return 0
         return seq - expected
 
-    def _record(self, text: str) -> Record | None:
-        tag = text[:1]
+    def _record(self, tag: str, f: Fields) -> Record | None:
         if tag == "A":
-            _, tid, arg = _split(text, 3)
-            enter = self._open.get(int(tid))
+            tid, arg = int(f[0]), str(f[1])
+            enter = self._open.get(tid)
             if enter is not None:
                 enter.argv.append(arg)
                 # A string of the probe's full length was probably cut short.
-                enter.truncated |= len(arg.encode()) >= self._strlen - 1
+                enter.truncated |= len(arg.encode(errors="surrogateescape")) >= self._strlen - 1
             return None
+        n = [int(x) for x in f[: NUMBERS[tag]]]
         if tag == "F":
-            _, tid, _n, more = text.split(" ")
-            enter = self._open.pop(int(tid), None)
+            enter = self._open.pop(n[0], None)
             if enter is not None:
-                enter.truncated |= more == "1"
+                enter.truncated |= n[2] == 1
             return enter
         if tag == "E":
-            _, ns, tid, cg, filename = _split(text, 5)
-            self._open[int(tid)] = ExecEnter(int(ns), int(tid), int(cg), filename)
+            self._open[n[1]] = ExecEnter(n[0], n[1], n[2], str(f[3]))
             return None
         if tag == "X":
-            _, ns, pid, old, ppid, uid, cg, filename = _split(text, 8)
-            return ExecDone(int(ns), int(pid), int(old), int(ppid), int(uid), int(cg), filename)
+            return ExecDone(n[0], n[1], n[2], n[3], n[4], n[5], str(f[6]))
         if tag == "R":
-            _, ns, tid, cg, ret = text.split(" ")
-            return ExecFailed(int(ns), int(tid), int(cg), -int(ret))
+            return ExecFailed(n[0], n[1], n[2], -n[3])
         if tag == "K":
-            _, ns, parent, child, cg = text.split(" ")
-            return Fork(int(ns), int(parent), int(child), int(cg))
+            return Fork(*n)
         if tag == "Q":
-            _, ns, pid, cg, status, cpu = text.split(" ")
-            return Exit(int(ns), int(pid), int(cg), int(status), int(cpu))
+            return Exit(*n)
         if tag == "S":
-            _, ns, cpu, token = text.split(" ")
-            return Marker(int(ns), int(cpu), int(token))
+            return Marker(*n)
         raise ValueError(f"unknown record tag {tag!r}")
+
+
+def _fields(tag: str, rest: str) -> Fields:
+    """A bpftrace line's fields after tag, CPU and sequence number, numbers parsed."""
+    numbers = NUMBERS.get(tag)
+    if numbers is None:
+        raise ValueError(f"unknown record tag {tag!r}")
+    if tag not in WITH_STRING:
+        parts = rest.split(" ")
+        if len(parts) != numbers:
+            raise ValueError(f"expected {numbers} fields")
+        return [int(p) for p in parts]
+    parts = _split(rest, numbers + 1)
+    return [*(int(p) for p in parts[:-1]), parts[-1]]
 
 
 def _split(text: str, n: int) -> list[str]:

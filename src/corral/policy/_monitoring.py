@@ -10,7 +10,7 @@ from corral.policy._base import Section
 class MonitoringSection(Section):
     process_exec: bool = Field(
         default=True,
-        description="Record every exec of a call (bpftrace on exec tracepoints, attributed by cgroup). "
+        description="Record every exec of a call (BPF on exec tracepoints, attributed by cgroup). "
         "If the collector cannot run, calls fail rather than run unobserved.",
     )
     resources: bool = Field(

@@ -1,0 +1,235 @@
+"""The exec tracer as a compiled BPF object, loaded in this process through libbpf.
+
+bpftrace compiles its program with LLVM on every start (over a second); this
+loads an object compiled once per node (``_bpfobject``) and attaches it in a
+few milliseconds. libbpf (Debian's ``libbpf1``) does the loading, the CO-RE
+relocations and the ring buffer; ctypes is all that stands between. The
+records are those of the bpftrace program, as structs, read from one BPF ring
+buffer. The programs, maps and links are file descriptors of this process:
+they go when it does, so no tracer outlives the collector.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import struct
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from corral.errors import CollectorError
+from corral.monitor._execrecords import NUMBERS, WITH_STRING, ArgvAssembler, Fields, Lost, ParseError, Take
+
+LIBRARY = "libbpf.so.1"
+_SAMPLE_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
+_HEAD = struct.Struct("<IIQ7Q")  # tag, cpu, seq, seven numbers: ``struct record`` up to ``len``
+_LEN = struct.Struct("<I")
+_POLL_MS = 100
+
+
+def ring_bytes(cpus: int) -> int:
+    """The ring buffer's size: 4 MiB a CPU, 8-64 MiB (a power of two). Bursts wait in it while the
+    reader catches up; the kernel keeps it in memory, and it is mapped into this process twice."""
+    size = 8 << 20
+    while size < min(64 << 20, 4 * cpus << 20):
+        size <<= 1
+    return size
+
+
+class _Config(ctypes.Structure):  # ``struct config`` in exec_tracer.bpf.c
+    _fields_ = (
+        ("exclude_cgroup", ctypes.c_uint64),
+        ("marker", ctypes.c_uint64),
+        ("uid_lo", ctypes.c_uint32),
+        ("uid_hi", ctypes.c_uint32),
+        ("use_uid", ctypes.c_uint32),
+        ("pad", ctypes.c_uint32),
+    )
+
+
+_lib: ctypes.CDLL | None = None
+
+
+def library() -> ctypes.CDLL:
+    """libbpf with the signatures used here (CollectorError when it is not installed)."""
+    global _lib
+    if _lib is not None:
+        return _lib
+    try:
+        lib = ctypes.CDLL(LIBRARY, use_errno=True)
+    except OSError as exc:
+        raise CollectorError(
+            f"{LIBRARY} not found: the exec tracer loads through it (apt install libbpf1)"
+        ) from exc
+    vp, i = ctypes.c_void_p, ctypes.c_int
+    for name, res, args in (
+        ("bpf_object__open_mem", vp, (vp, ctypes.c_size_t, vp)),
+        ("bpf_object__load", i, (vp,)),
+        ("bpf_object__close", None, (vp,)),
+        ("bpf_object__find_map_fd_by_name", i, (vp, ctypes.c_char_p)),
+        ("bpf_object__find_map_by_name", vp, (vp, ctypes.c_char_p)),
+        ("bpf_map__set_max_entries", i, (vp, ctypes.c_uint32)),
+        ("bpf_object__next_program", vp, (vp, vp)),
+        ("bpf_program__name", ctypes.c_char_p, (vp,)),
+        ("bpf_program__attach", vp, (vp,)),
+        ("bpf_link__destroy", i, (vp,)),
+        ("bpf_map_update_elem", i, (i, vp, vp, ctypes.c_uint64)),
+        ("ring_buffer__new", vp, (i, _SAMPLE_FN, vp, vp)),
+        ("ring_buffer__poll", i, (vp, i)),
+        ("ring_buffer__free", None, (vp,)),
+    ):
+        fn = getattr(lib, name)
+        fn.restype, fn.argtypes = res, args
+    _lib = lib
+    return lib
+
+
+def _errno_text(code: int) -> str:
+    code = abs(code)
+    hint = " (loading BPF needs root: CAP_BPF and CAP_PERFMON)" if code in (errno.EPERM, errno.EACCES) else ""
+    return f"{os.strerror(code)}{hint}"
+
+
+def decode(raw: bytes) -> tuple[str, int, int, Fields]:
+    """One ring-buffer record as its tag, CPU, sequence number and fields."""
+    if len(raw) < _HEAD.size:
+        raise ParseError(f"short record of {len(raw)} bytes")
+    tag_code, cpu, seq, *numbers = _HEAD.unpack_from(raw)
+    tag = chr(tag_code) if tag_code < 128 else "?"
+    count = NUMBERS.get(tag)
+    if count is None:
+        raise ParseError(f"unknown record tag {tag_code}")
+    fields: Fields = list(numbers[:count])
+    if tag == "R":  # the exec's return value, a negative errno
+        fields[3] = struct.unpack("<q", struct.pack("<Q", numbers[3]))[0]
+    if tag in WITH_STRING:
+        if len(raw) < _HEAD.size + _LEN.size:
+            raise ParseError(f"{tag!r} record of {len(raw)} bytes has no string")
+        (length,) = _LEN.unpack_from(raw, _HEAD.size)
+        start = _HEAD.size + _LEN.size
+        text = raw[start : start + max(0, length - 1)]  # the length counts the NUL
+        fields.append(text.split(b"\0", 1)[0].decode(errors="surrogateescape"))
+    return tag, cpu, seq, fields
+
+
+class LibbpfTracer:
+    """The loaded, attached object; ``pump`` reads its records until ``stop``."""
+
+    name = "libbpf"
+
+    def __init__(
+        self,
+        obj_path: Path,
+        *,
+        exclude_cgroup: int,
+        marker: int,
+        uid_range: tuple[int, int] | None,
+    ) -> None:
+        lib = library()
+        self._lib = lib
+        self._stopped = threading.Event()
+        self._links: list[int] = []
+        self._links_lock = threading.Lock()
+        self._rb: int | None = None
+        self._batch: list[bytes] = []
+        # The callback copies each record out; decoding waits until poll returns.
+        self._callback = _SAMPLE_FN(self._sample)
+        data = obj_path.read_bytes()
+        self._image = ctypes.create_string_buffer(data, len(data))  # libbpf reads it while it loads
+        obj = lib.bpf_object__open_mem(self._image, len(data), None)
+        if not obj:
+            raise CollectorError(f"libbpf cannot open {obj_path}: {_errno_text(ctypes.get_errno())}")
+        self._obj: int | None = obj
+        try:
+            self._load(obj_path, exclude_cgroup, marker, uid_range)
+        except BaseException:
+            self._free()
+            raise
+
+    def _load(
+        self, obj_path: Path, exclude_cgroup: int, marker: int, uid_range: tuple[int, int] | None
+    ) -> None:
+        lib, obj = self._lib, self._obj
+        ring = lib.bpf_object__find_map_by_name(obj, b"records")
+        if not ring or lib.bpf_map__set_max_entries(ring, ring_bytes(os.cpu_count() or 1)) != 0:
+            raise CollectorError(f"{obj_path.name} has no ring buffer named records")
+        rc = lib.bpf_object__load(obj)
+        if rc != 0:
+            raise CollectorError(f"the kernel refused the exec tracer {obj_path.name}: {_errno_text(rc)}")
+        cfg = _Config(exclude_cgroup=exclude_cgroup, marker=marker)
+        if uid_range is not None:
+            cfg.uid_lo, cfg.uid_hi, cfg.use_uid = int(uid_range[0]), int(uid_range[1]), 1
+        key = ctypes.c_uint32(0)
+        fd = lib.bpf_object__find_map_fd_by_name(obj, b"config")
+        if fd < 0 or lib.bpf_map_update_elem(fd, ctypes.byref(key), ctypes.byref(cfg), 0) != 0:
+            raise CollectorError(f"cannot configure the exec tracer: {_errno_text(ctypes.get_errno())}")
+        rb_fd = lib.bpf_object__find_map_fd_by_name(obj, b"records")
+        rb = lib.ring_buffer__new(rb_fd, self._callback, None, None) if rb_fd >= 0 else None
+        if not rb:
+            why = _errno_text(ctypes.get_errno())
+            raise CollectorError(f"cannot open the exec tracer's ring buffer: {why}")
+        self._rb = rb
+        # Attached last, configured: no probe fires with a blank config.
+        prog = lib.bpf_object__next_program(obj, None)
+        while prog:
+            link = lib.bpf_program__attach(prog)
+            if not link:
+                name = (lib.bpf_program__name(prog) or b"?").decode()
+                why = _errno_text(ctypes.get_errno())
+                raise CollectorError(f"cannot attach the exec tracer's {name}: {why}")
+            self._links.append(link)
+            prog = lib.bpf_object__next_program(obj, prog)
+
+    def _sample(self, _ctx: int | None, data: int, size: int) -> int:
+        self._batch.append(ctypes.string_at(data, size))
+        return 0
+
+    def assembler(self, strlen: int) -> ArgvAssembler:
+        return ArgvAssembler(strlen, numbered_args=True)
+
+    def pump(self, take: Take, bad: Callable[[str], None], strlen: int) -> str | None:
+        """Read records until ``stop`` (None) or a failure (its message); frees the object after."""
+        asm = self.assembler(strlen)
+        try:
+            while not self._stopped.is_set():
+                n = self._lib.ring_buffer__poll(self._rb, _POLL_MS)
+                if n < 0 and -n != errno.EINTR:
+                    return f"reading the exec tracer's ring buffer failed: {_errno_text(n)}"
+                batch, self._batch = self._batch, []
+                for raw in batch:
+                    try:
+                        rec = asm.accept(*decode(raw))
+                    except ParseError as exc:
+                        bad(str(exc))
+                        continue
+                    if rec is not None:
+                        take(rec)
+                        if isinstance(rec, Lost) and (pending := asm.take_pending()) is not None:
+                            take(pending)
+            return None
+        finally:
+            self._free()
+
+    def stop(self, *, wait: bool = True) -> None:
+        """Detach the probes (microseconds) and have ``pump`` end within a poll interval; it frees
+        the buffer and the object when it does."""
+        self._stopped.set()
+        self._detach()
+
+    def _detach(self) -> None:
+        with self._links_lock:
+            links, self._links = self._links, []
+        for link in links:
+            self._lib.bpf_link__destroy(link)
+
+    def _free(self) -> None:
+        lib = self._lib
+        self._detach()
+        if self._rb is not None:
+            lib.ring_buffer__free(self._rb)
+            self._rb = None
+        if self._obj is not None:
+            lib.bpf_object__close(self._obj)
+            self._obj = None

@@ -1,0 +1,94 @@
+"""The compiled exec tracer: its cache on the node, its records, and the fallback to bpftrace."""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from corral.errors import CollectorError
+from corral.events import Event, Health
+from corral.monitor import ExecCollector, _bpfobject
+from corral.monitor._execrecords import ArgvAssembler, ExecEnter, ExecFailed, Lost
+from corral.monitor._libbpf import decode
+
+
+def _record(tag: str, cpu: int, seq: int, numbers: list[int], text: bytes | None = None) -> bytes:
+    raw = struct.pack("<IIQ7Q", ord(tag), cpu, seq, *(numbers + [0] * (7 - len(numbers))))
+    if text is not None:
+        raw += struct.pack("<I", len(text) + 1) + text + b"\0" * (200 - len(text))
+    return raw
+
+
+def test_records_decode_like_bpftrace_lines() -> None:
+    asm = ArgvAssembler(200, numbered_args=True)
+    assert asm.accept(*decode(_record("E", 0, 1, [10, 7, 99], b"/bin/echo"))) is None
+    assert asm.accept(*decode(_record("A", 0, 2, [7], b"echo"))) is None
+    assert asm.accept(*decode(_record("A", 0, 3, [7], "h\xe9".encode()))) is None
+    done = asm.accept(*decode(_record("F", 0, 4, [7, 2, 0])))
+    assert done == ExecEnter(10, 7, 99, "/bin/echo", ["echo", "hé"], False)
+    # argument records are numbered too, so a lost one shows as a gap
+    assert asm.accept(*decode(_record("A", 0, 6, [7], b"x"))) == Lost(1)
+    ret = struct.unpack("<Q", struct.pack("<q", -13))[0]
+    assert asm.accept(*decode(_record("R", 1, 0, [11, 7, 99, ret]))) == ExecFailed(11, 7, 99, 13)
+
+
+def test_bad_records_are_parse_errors() -> None:
+    from corral.monitor._execrecords import ParseError
+
+    with pytest.raises(ParseError, match="short record"):
+        decode(b"\x01\x02")
+    with pytest.raises(ParseError, match="unknown record tag"):
+        decode(_record("Z", 0, 0, []))
+    with pytest.raises(ParseError, match="no string"):
+        decode(_record("E", 0, 0, [1, 2, 3]))
+
+
+def test_the_object_is_built_once_and_a_damaged_one_is_rebuilt(tmp_path: Path) -> None:
+    first = _bpfobject.build(200, 64, tmp_path)
+    again = _bpfobject.build(200, 64, tmp_path)
+    assert again == first and first.stat().st_mtime_ns == again.stat().st_mtime_ns
+    assert _bpfobject.build(100, 64, tmp_path) != first  # other limits, another object
+    data = first.read_bytes()
+    first.write_bytes(data[:-100])  # cut short, as by a full disk
+    assert _bpfobject.cached(200, 64, tmp_path) is None
+    rebuilt = _bpfobject.build(200, 64, tmp_path)
+    assert rebuilt.read_bytes() == data  # builds are reproducible: the same bytes again
+    assert not list(tmp_path.glob(".build-*"))
+
+
+def test_without_a_compiler_or_an_object_libbpf_fails_and_auto_falls_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CORRAL_HOME", str(tmp_path))  # an empty cache
+    real_which = _bpfobject.shutil.which
+    monkeypatch.setattr(
+        _bpfobject.shutil, "which", lambda name: None if name == "clang" else real_which(name)
+    )
+    with pytest.raises(CollectorError, match="clang not found"):
+        ExecCollector(lambda e: None, tracer="libbpf").start()
+    events: list[Event] = []
+    monkeypatch.undo()
+    monkeypatch.setenv("CORRAL_HOME", str(tmp_path))
+    monkeypatch.setattr(_bpfobject, "can_build", lambda: "clang not found (apt install clang)")
+    with ExecCollector(events.append) as c:
+        assert c.tracer == "bpftrace"
+        subprocess.run(["true"], check=True)
+        c.settle()
+    ok = [e.data.message for e in events if isinstance(e.data, Health) and e.data.status == "ok"]
+    assert ok and "bpftrace; libbpf unavailable" in ok[0] and "clang not found" in ok[0]
+
+
+def test_an_object_the_kernel_refuses_is_rebuilt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CORRAL_HOME", str(tmp_path))
+    path = _bpfobject.build(200, 64)
+    # An intact file (its digest matches) that is not a BPF object the kernel takes.
+    junk = b"\x7fELF" + b"\0" * 64
+    path.write_bytes(junk)
+    path.with_suffix(".sha256").write_text(hashlib.sha256(junk).hexdigest())
+    with ExecCollector(lambda e: None, tracer="libbpf") as c:
+        assert c.tracer == "libbpf"
+    assert path.read_bytes()[:4] == b"\x7fELF" and path.read_bytes() != junk
