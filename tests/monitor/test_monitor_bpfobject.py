@@ -92,3 +92,23 @@ def test_an_object_the_kernel_refuses_is_rebuilt(tmp_path: Path, monkeypatch: py
     with ExecCollector(lambda e: None, tracer="libbpf") as c:
         assert c.tracer == "libbpf"
     assert path.read_bytes()[:4] == b"\x7fELF" and path.read_bytes() != junk
+
+
+def test_a_cache_others_can_write_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernel runs the object as root: an object another user could have put there (a swapped
+    object could hide their execs) is never loaded; "auto" then runs bpftrace and says why."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with pytest.raises(CollectorError, match="writable by other users"):
+        _bpfobject.build(200, 64, shared / "bpf")
+    monkeypatch.setenv("CORRAL_BPF_CACHE", str(shared / "bpf"))
+    events: list[Event] = []
+    with ExecCollector(events.append) as c:
+        assert c.tracer == "bpftrace"
+    assert not (shared / "bpf").exists()
+    ok = [e.data.message for e in events if isinstance(e.data, Health) and e.data.status == "ok"]
+    assert "not safe to load from" in ok[0]
+    private = tmp_path / "private"
+    assert _bpfobject.build(200, 64, private).parent == private
+    assert private.stat().st_mode & 0o777 == 0o700

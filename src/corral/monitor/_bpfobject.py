@@ -56,12 +56,34 @@ def _key(src: bytes, defines: list[str]) -> str:
 
 def cached(strlen: int, max_args: int, root: Path | None = None) -> Path | None:
     """The cached object for these limits when it is there and intact."""
-    path = (root or cache_dir()) / f"exec-{_key(source(), _defines(strlen, max_args))}.o"
+    root = root or cache_dir()
+    _check_owner(root)
+    path = root / f"exec-{_key(source(), _defines(strlen, max_args))}.o"
     return path if _intact(path) else None
+
+
+def _check_owner(root: Path) -> None:
+    """The kernel runs what is loaded from here, as root: a directory (or any directory above it)
+    that someone else could write is refused, not trusted (CollectorError)."""
+    for d in (root, *root.parents):
+        try:
+            st = d.stat()
+        except FileNotFoundError:
+            continue  # made by ``build``, with mode 0700
+        except OSError as exc:
+            raise CollectorError(f"cannot check the BPF object cache {root}: {exc}") from exc
+        sticky = st.st_mode & 0o1000 and d != root  # /tmp-like parents guard their entries
+        if st.st_uid not in (0, os.geteuid()) or (st.st_mode & 0o022 and not sticky):
+            raise CollectorError(
+                f"the BPF object cache {root} is not safe to load from: {d} is writable by other "
+                f"users or owned by uid {st.st_uid}; set CORRAL_BPF_CACHE to a directory only root can write"
+            )
 
 
 def _intact(path: Path) -> bool:
     try:
+        if path.stat().st_uid not in (0, os.geteuid()):
+            return False
         data = path.read_bytes()
         digest = path.with_suffix(".sha256").read_text().strip()
     except OSError:
@@ -90,7 +112,7 @@ def build(strlen: int, max_args: int, root: Path | None = None) -> Path:
     src = source()
     defines = _defines(strlen, max_args)
     path = root / f"exec-{_key(src, defines)}.o"
-    root.mkdir(parents=True, exist_ok=True)
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
     arch_include = f"/usr/include/{platform.machine()}-linux-gnu"
     with tempfile.TemporaryDirectory(dir=root, prefix=".build-") as tmp:
         c_file = Path(tmp) / SOURCE
