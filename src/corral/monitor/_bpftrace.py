@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from corral.errors import CollectorError
-from corral.monitor._execrecords import ArgvAssembler, Lost, ParseError, Take
+from corral.monitor._execrecords import ArgvAssembler, ParseError, Take
 from corral.sandbox._launcher import in_launcher
 
 MARKER_WHICH = 0x7C0A11  # an invalid "which": the syscall fails with EINVAL and has no effect
@@ -137,7 +137,8 @@ def spawn(
     bpftrace: str = "bpftrace",
     uid_range: tuple[int, int] | None = None,
     marker: int = MARKER_WHICH,
-) -> subprocess.Popen[str]:
+) -> BpftraceTracer:
+    """bpftrace started with the program (CollectorError when it cannot be)."""
     exe = shutil.which(bpftrace)
     if exe is None:
         raise CollectorError(f"{bpftrace} not found: the exec collector needs it (apt install bpftrace)")
@@ -165,24 +166,16 @@ def spawn(
     if proc.stdout is not None:  # a deeper pipe, so a slow reader stalls bpftrace less
         with contextlib.suppress(OSError):
             fcntl.fcntl(proc.stdout.fileno(), fcntl.F_SETPIPE_SZ, 1 << 20)
-    return proc
+    return BpftraceTracer(proc)
 
 
 class BpftraceTracer:
-    """A running bpftrace with the program; ``pump`` reads its records until it ends."""
+    """A running bpftrace with the program (``spawn``); ``pump`` reads its records until it ends."""
 
     name = "bpftrace"
 
-    def __init__(
-        self,
-        max_args: int,
-        strlen: int,
-        exclude_cgroup: int,
-        bpftrace: str = "bpftrace",
-        uid_range: tuple[int, int] | None = None,
-        marker: int = MARKER_WHICH,
-    ) -> None:
-        self._proc = spawn(max_args, strlen, exclude_cgroup, bpftrace, uid_range, marker)
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self._proc = proc
         self._stderr: collections.deque[str] = collections.deque(maxlen=50)
         self._stderr_thread = threading.Thread(
             target=self._read_stderr, name="corral-exec-stderr", daemon=True
@@ -201,14 +194,9 @@ class BpftraceTracer:
         asm = ArgvAssembler(strlen)
         for line in self._proc.stdout:
             try:
-                rec = asm.feed(line)
+                asm.deliver(asm.feed(line), take)
             except ParseError as exc:
                 bad(str(exc))
-                continue
-            if rec is not None:
-                take(rec)
-                if isinstance(rec, Lost) and (pending := asm.take_pending()) is not None:
-                    take(pending)
         self._stderr_thread.join(1)
         return f"bpftrace exited: {' | '.join(self._stderr) or 'no message'}"
 

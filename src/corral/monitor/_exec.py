@@ -165,7 +165,7 @@ class ExecCollector:
                 if self._tracer_kind == "libbpf":
                     raise
                 self._fallback = str(exc)
-        return _bpftrace.BpftraceTracer(
+        return _bpftrace.spawn(
             self._max_args, self._strlen, exclude, self._bpftrace, self._uid_range, self._marker
         )
 

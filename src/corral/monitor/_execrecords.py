@@ -141,6 +141,14 @@ class ArgvAssembler:
             return Lost(gap)
         return rec
 
+    def deliver(self, rec: Record | Lost | None, take: Take) -> None:
+        """Hand what ``feed`` or ``accept`` returned to ``take``: after a gap, the record behind it too."""
+        if rec is None:
+            return
+        take(rec)
+        if isinstance(rec, Lost) and (pending := self.take_pending()) is not None:
+            take(pending)
+
     def take_pending(self) -> Record | None:
         """The record that arrived right after a reported gap (``accept`` returned Lost for it)."""
         rec, self._pending_record = self._pending_record, None
