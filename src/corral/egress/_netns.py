@@ -23,13 +23,15 @@ import re
 import shutil
 import socket
 from dataclasses import dataclass
-
-from pyroute2 import IPRoute
+from typing import TYPE_CHECKING
 
 from corral.egress._nflog import open_nflog
 from corral.egress._nft import host_ruleset, host_table, run_nft, sandbox_ruleset
 from corral.egress._nsutil import NETNS_DIR, create_named_netns, in_netns, remove_named_netns, write_sysctl
 from corral.errors import EgressError
+
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
 
 LOCK_DIR = "/run/corral/egress"
 DEFAULT_BASE = "10.231.0.0/16"
@@ -83,6 +85,14 @@ class Block:
 
 
 MAX_BLOCKS = 100  # names carry the index in two digits
+
+
+def _iproute() -> IPRoute:
+    """Imported on first use: pyroute2 takes 0.1-0.15 s to import, and only a sandbox with an
+    egress slot needs it (``corral run`` on a policy without egress never does)."""
+    from pyroute2 import IPRoute
+
+    return IPRoute()
 
 
 def _try_lock(path: str) -> int | None:
@@ -190,7 +200,7 @@ def sweep_names(index: int) -> None:
     t = host_table(index)
     run_nft(f"add table inet {t}\ndelete table inet {t}\n")
     if_prefix, ns_prefix = f"crv{index:02x}", f"corral-{index:02d}-"
-    with IPRoute() as ip:
+    with _iproute() as ip:
         for link in ip.get_links():
             name = link.get_attr("IFLA_IFNAME") or ""
             if name.startswith(if_prefix):
@@ -239,7 +249,7 @@ def create_slot(block: Block, index: int) -> Slot:
     ns_fd = -1
     try:
         ns_fd = create_named_netns(name)
-        with IPRoute() as ip:
+        with _iproute() as ip:
             ip.link("add", ifname=host_if, kind="veth", peer={"ifname": "eth0", "net_ns_fd": ns_fd})
             idx = ip.link_lookup(ifname=host_if)[0]
             # Defence in depth: even on a node with forwarding on, nothing that arrives from a sandbox
@@ -256,7 +266,7 @@ def create_slot(block: Block, index: int) -> Slot:
                 write_sysctl(f"net.ipv6.conf.{key}.disable_ipv6", "1")
             write_sysctl("net.ipv4.icmp_ratelimit", "0")  # our own rejects, to ourselves: never delay them
             nflog = open_nflog(LOG_GROUP)
-            with IPRoute() as ip:
+            with _iproute() as ip:
                 ip.link("set", index=ip.link_lookup(ifname="lo")[0], state="up")
                 eth = ip.link_lookup(ifname="eth0")[0]
                 write_sysctl("net.ipv6.conf.eth0.disable_ipv6", "1")
@@ -273,7 +283,7 @@ def create_slot(block: Block, index: int) -> Slot:
 
 
 def _remove(host_if: str, name: str, ns_fd: int) -> None:
-    with IPRoute() as ip, contextlib.suppress(Exception):
+    with _iproute() as ip, contextlib.suppress(Exception):
         found = ip.link_lookup(ifname=host_if)
         if found:
             ip.link("del", index=found[0])  # deleting one end removes the pair
