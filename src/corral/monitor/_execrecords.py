@@ -177,7 +177,9 @@ class ArgvAssembler:
         if tag == "F":
             enter = self._open.pop(n[0], None)
             if enter is not None:
-                enter.truncated |= n[2] == 1
+                # More left unread, or fewer arguments here than the probe read: an argument
+                # record was lost (the gap is reported too), so this argv is not the whole.
+                enter.truncated |= n[2] == 1 or len(enter.argv) != n[1]
             return enter
         if tag == "E":
             self._open[n[1]] = ExecEnter(n[0], n[1], n[2], str(f[3]))
