@@ -21,19 +21,19 @@ from pathlib import Path
 
 from corral.errors import CollectorError
 from corral.monitor._execrecords import NUMBERS, WITH_STRING, ArgvAssembler, Fields, ParseError, Take
+from corral.monitor._ringbuf import LibbpfRing, MappedRing, Ring, direct_reads
 
 LIBRARY = "libbpf.so.1"
-_SAMPLE_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
 _HEAD = struct.Struct("<IIQ7Q")  # tag, cpu, seq, seven numbers: ``struct record`` up to ``len``
 _LEN = struct.Struct("<I")
 _POLL_MS = 100
 
 
 def ring_bytes(cpus: int) -> int:
-    """The ring buffer's size: 4 MiB a CPU, 32-64 MiB (a power of two). Bursts wait in it while the
-    reader catches up (8 MiB lost records of a 20,000-exec burst on a loaded 2-CPU machine); the
-    kernel keeps it in memory, and it is mapped into this process twice."""
-    size = 32 << 20
+    """The ring buffer's size: 4 MiB a CPU, 16-64 MiB (a power of two). Bursts wait in it while the
+    reader catches up: on a loaded 2-CPU machine a 20,000-exec burst lost records with 8 MiB and
+    none with 16 MiB read by ``MappedRing``. The kernel keeps it in memory."""
+    size = 16 << 20
     while size < min(64 << 20, 4 * cpus << 20):
         size <<= 1
     return size
@@ -77,7 +77,7 @@ def library() -> ctypes.CDLL:
         ("bpf_program__attach", vp, (vp,)),
         ("bpf_link__destroy", i, (vp,)),
         ("bpf_map_update_elem", i, (i, vp, vp, ctypes.c_uint64)),
-        ("ring_buffer__new", vp, (i, _SAMPLE_FN, vp, vp)),
+        ("ring_buffer__new", vp, (i, vp, vp, vp)),
         ("ring_buffer__poll", i, (vp, i)),
         ("ring_buffer__free", None, (vp,)),
     ):
@@ -127,16 +127,19 @@ class LibbpfTracer:
         exclude_cgroup: int,
         marker: int,
         uid_range: tuple[int, int] | None,
+        ring_size: int | None = None,
+        direct: bool | None = None,
     ) -> None:
+        """``ring_size``: the ring buffer's bytes (``ring_bytes`` by default); ``direct``: read it
+        mapped once (``MappedRing``, the default where ``direct_reads``) or through libbpf."""
         lib = library()
+        self._ring_size = ring_size or ring_bytes(os.cpu_count() or 1)
+        self._direct = direct_reads() if direct is None else direct
         self._lib = lib
         self._stopped = threading.Event()
         self._links: list[int] = []
         self._links_lock = threading.Lock()
-        self._rb: int | None = None
-        self._batch: list[bytes] = []
-        # The callback copies each record out; decoding waits until poll returns.
-        self._callback = _SAMPLE_FN(self._sample)
+        self._ring: Ring | None = None
         data = obj_path.read_bytes()
         self._image = ctypes.create_string_buffer(data, len(data))  # libbpf reads it while it loads
         obj = lib.bpf_object__open_mem(self._image, len(data), None)
@@ -154,7 +157,7 @@ class LibbpfTracer:
     ) -> None:
         lib, obj = self._lib, self._obj
         ring = lib.bpf_object__find_map_by_name(obj, b"records")
-        if not ring or lib.bpf_map__set_max_entries(ring, ring_bytes(os.cpu_count() or 1)) != 0:
+        if not ring or lib.bpf_map__set_max_entries(ring, self._ring_size) != 0:
             raise CollectorError(f"{obj_path.name} has no ring buffer named records")
         rc = lib.bpf_object__load(obj)
         if rc != 0:
@@ -167,11 +170,12 @@ class LibbpfTracer:
         if fd < 0 or lib.bpf_map_update_elem(fd, ctypes.byref(key), ctypes.byref(cfg), 0) != 0:
             raise CollectorError(f"cannot configure the exec tracer: {_errno_text(ctypes.get_errno())}")
         rb_fd = lib.bpf_object__find_map_fd_by_name(obj, b"records")
-        rb = lib.ring_buffer__new(rb_fd, self._callback, None, None) if rb_fd >= 0 else None
-        if not rb:
-            why = _errno_text(ctypes.get_errno())
-            raise CollectorError(f"cannot open the exec tracer's ring buffer: {why}")
-        self._rb = rb
+        try:
+            if rb_fd < 0:
+                raise OSError(-rb_fd, "no map named records")
+            self._ring = MappedRing(rb_fd, self._ring_size) if self._direct else LibbpfRing(lib, rb_fd)
+        except OSError as exc:
+            raise CollectorError(f"cannot open the exec tracer's ring buffer: {exc}") from exc
         # Attached last, configured: no probe fires with a blank config.
         prog = lib.bpf_object__next_program(obj, None)
         while prog:
@@ -183,10 +187,6 @@ class LibbpfTracer:
             self._links.append(link)
             prog = lib.bpf_object__next_program(obj, prog)
 
-    def _sample(self, _ctx: int | None, data: int, size: int) -> int:
-        self._batch.append(ctypes.string_at(data, size))
-        return 0
-
     def assembler(self, strlen: int) -> ArgvAssembler:
         return ArgvAssembler(strlen, numbered_args=True)
 
@@ -195,10 +195,11 @@ class LibbpfTracer:
         asm = self.assembler(strlen)
         try:
             while not self._stopped.is_set():
-                n = self._lib.ring_buffer__poll(self._rb, _POLL_MS)
-                if n < 0 and -n != errno.EINTR:
-                    return f"reading the exec tracer's ring buffer failed: {_errno_text(n)}"
-                batch, self._batch = self._batch, []
+                assert self._ring is not None
+                try:
+                    batch = self._ring.poll(_POLL_MS)
+                except OSError as exc:
+                    return f"reading the exec tracer's ring buffer failed: {exc}"
                 for raw in batch:
                     try:
                         asm.deliver(asm.accept(*decode(raw)), take)
@@ -223,9 +224,9 @@ class LibbpfTracer:
     def _free(self) -> None:
         lib = self._lib
         self._detach()
-        if self._rb is not None:
-            lib.ring_buffer__free(self._rb)
-            self._rb = None
+        if self._ring is not None:
+            self._ring.close()
+            self._ring = None
         if self._obj is not None:
             lib.bpf_object__close(self._obj)
             self._obj = None
