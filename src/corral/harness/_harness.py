@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from corral.detect import Detector
-from corral.egress import Egress
 from corral.errors import InputError, StoreError
 from corral.events import Alert, Event, EventStore, Health, default_store_path
 from corral.harness._gpu import HarnessGpu
@@ -29,6 +28,7 @@ from corral.policy import Policy
 from corral.sandbox import CallObserver, Coalescer, GpuInventory, ImageView
 
 if TYPE_CHECKING:
+    from corral.egress import Egress
     from corral.harness._async_sandbox import AsyncSandbox
     from corral.harness._sync_sandbox import Sandbox
 
@@ -123,6 +123,8 @@ class Harness:
 
     def egress(self) -> Egress:
         """The egress layer, started on first use (only policies that allow egress need it)."""
+        from corral.egress import Egress  # loaded here too: a run without egress never pays for it
+
         with self._lock:
             if self._egress is None:
                 self._egress = Egress.start(self.policy, self.emit, host=self.host)
