@@ -172,7 +172,9 @@ def test_the_report_opens_with_the_story_in_chromium(halted: Run, tmp_path: Path
 
 def test_no_halt_shows_what_the_run_would_have_done(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    r = _demo(out, "--episodes", "8", "--workers", "2", "--seed", "3", "--no-halt")
+    # Twelve episodes: the breaker trips on the run's sixth attributed violation, and with eight
+    # the last of them could be attributed after the last call had started (calls are fast).
+    r = _demo(out, "--episodes", "12", "--workers", "2", "--seed", "3", "--no-halt")
     run = Run(out, r.stdout)
     halt = run.halt_time()  # the breaker tripped ...
     starts = [e.data.start_ns / 1e9 for e in run.calls if isinstance(e.data, ToolCall)]
@@ -181,5 +183,5 @@ def test_no_halt_shows_what_the_run_would_have_done(tmp_path: Path) -> None:
     assert any(t > halt for t in starts), (halt, max(starts))
     assert run.summary["episodes_never_started"] == 0 and run.summary["halt_obeyed"] is False
     assert run.summary["after_trip"]["calls"] > 0 and "after the trip:" in r.stdout
-    assert {e.ctx.episode_id for e in run.calls} == {f"ep-{i:04d}" for i in range(8)}
+    assert {e.ctx.episode_id for e in run.calls} == {f"ep-{i:04d}" for i in range(12)}
     assert "--no-halt" in r.stdout and "--seed 3 --no-halt" not in r.stdout
