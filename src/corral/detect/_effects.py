@@ -112,6 +112,42 @@ _CLIENT_SOCKET = re.compile(
 )
 _SERVER_CODE = re.compile(r"\.bind\(|\.listen\(|\.accept\(|createServer|TCPServer|stream_socket_server")
 _LOOPBACK_LITERAL = re.compile(r"localhost|127\.0\.0\.1|::1")
+
+
+def _rejoined(words: tuple[str, ...]) -> list[str]:
+    """Words with an unquoted command substitution joined again: ``$(cat f | xxd -p).x.example``
+    reaches a handler as several words, the name's data and its domain in different ones."""
+    out: list[str] = []
+    for w in words:
+        if out and (out[-1].count("(") > out[-1].count(")") or out[-1].count("`") % 2):
+            out[-1] += " " + w
+        else:
+            out.append(w)
+    return out
+
+
+def _outside_substitutions(word: str) -> str:
+    """``word`` less what ``$(...)``, ``${...}`` and backticks hold."""
+    out: list[str] = []
+    depth, tick, i = 0, False, 0
+    while i < len(word):
+        c = word[i]
+        if c == "`" and depth == 0:
+            tick = not tick
+        elif tick:
+            pass
+        elif word.startswith(("$(", "${"), i) or (depth and c in "({"):
+            depth += 1
+            i += 1 if c in "({" else 2
+            continue
+        elif depth and c in ")}":
+            depth -= 1
+        elif depth == 0:
+            out.append(c)
+        i += 1
+    return "".join(out)
+
+
 _DIRECTORY_SRV = re.compile(r"^_(ldap|kerberos|kpasswd|gc)\._(tcp|udp)\.|^_ldap\._tcp\.dc\._msdcs\.", re.I)
 # The key an ssh-family client logs in with (`-i KEY`, `-iKEY`, `IdentityFile=KEY`, also inside an
 # `rsync -e`/`GIT_SSH_COMMAND` string): the key is used there, not read out, so it is no credential read.
@@ -448,8 +484,10 @@ class _Scan:
     _rsync = _sftp = _scp
 
     def _dig(self, argv: tuple[str, ...]) -> None:
-        for a in argv[1:]:
-            if not a.startswith(("-", "@", "+")) and ("${" in a or "$(" in a) and "." in a:
+        for a in _rejoined(argv[1:]):
+            # Labels put after data: $(... | xxd -p).x.example.net, not a name a command prints.
+            substituted = "${" in a or "$(" in a or "`" in a
+            if substituted and not a.startswith(("-", "@", "+")) and "." in _outside_substitutions(a):
                 self.out.add("dns_encode")
             if _DIRECTORY_SRV.match(a) or a.lower() in ("axfr", "-type=axfr", "-t=axfr", "-query=axfr"):
                 self.out.add("discovery")  # domain controllers and Kerberos by SRV record, or a zone transfer
