@@ -136,7 +136,12 @@ class _Analyzer:
     # -- words and text --------------------------------------------------------------------------
 
     def resolve(self, w: Word, depth: int) -> str:
+        return self._resolve(w, depth)[0]
+
+    def _resolve(self, w: Word, depth: int) -> tuple[str, bool]:
+        """The word's value, and whether a substitution in it stays as written (its output unknown)."""
         parts = []
+        opaque = False
         for s in w.segs:
             if s.kind == "lit":
                 parts.append(s.text)
@@ -149,8 +154,9 @@ class _Analyzer:
                     parts.append("${" + name + "}")
             else:
                 out = self.shell(s.text, depth + 1, "subst", None)
+                opaque |= out is None
                 parts.append(out if out is not None else "$(" + s.text + ")")
-        return "".join(parts)
+        return "".join(parts), opaque
 
     def payload(self, lang: str, text: str) -> bool:
         if not text or self.budget <= 0:
@@ -206,9 +212,16 @@ class _Analyzer:
             self.env[name] = self.resolve(w, depth)
         argv: list[str] = []
         for w in cmd.words:
-            value = self.resolve(w, depth)
-            if not w.quoted and any(seg.kind != "lit" for seg in w.segs) and value.split() != [value]:
-                argv.extend(value.split())  # unquoted expansions are word-split, as the shell does
+            value, opaque = self._resolve(w, depth)
+            # Unquoted expansions are word-split, as the shell does; a substitution whose output is
+            # unknown stays one word: splitting its command text would split what it is not.
+            if (
+                not w.quoted
+                and not opaque
+                and any(seg.kind != "lit" for seg in w.segs)
+                and value.split() != [value]
+            ):
+                argv.extend(value.split())
             else:
                 argv.append(value)
         stdin = flow

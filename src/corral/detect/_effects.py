@@ -114,18 +114,6 @@ _SERVER_CODE = re.compile(r"\.bind\(|\.listen\(|\.accept\(|createServer|TCPServe
 _LOOPBACK_LITERAL = re.compile(r"localhost|127\.0\.0\.1|::1")
 
 
-def _rejoined(words: tuple[str, ...]) -> list[str]:
-    """Words with an unquoted command substitution joined again: ``$(cat f | xxd -p).x.example``
-    reaches a handler as several words, the name's data and its domain in different ones."""
-    out: list[str] = []
-    for w in words:
-        if out and (out[-1].count("(") > out[-1].count(")") or out[-1].count("`") % 2):
-            out[-1] += " " + w
-        else:
-            out.append(w)
-    return out
-
-
 def _outside_substitutions(word: str) -> str:
     """``word`` less what ``$(...)``, ``${...}`` and backticks hold."""
     out: list[str] = []
@@ -484,7 +472,7 @@ class _Scan:
     _rsync = _sftp = _scp
 
     def _dig(self, argv: tuple[str, ...]) -> None:
-        for a in _rejoined(argv[1:]):
+        for a in argv[1:]:
             # Labels put after data: $(... | xxd -p).x.example.net, not a name a command prints.
             substituted = "${" in a or "$(" in a or "`" in a
             if substituted and not a.startswith(("-", "@", "+")) and "." in _outside_substitutions(a):
