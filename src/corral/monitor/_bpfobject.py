@@ -54,11 +54,15 @@ def _key(src: bytes, defines: list[str]) -> str:
     return hashlib.sha256(src + b"\0" + " ".join(defines).encode()).hexdigest()[:24]
 
 
+def _object_path(root: Path, src: bytes, defines: list[str]) -> Path:
+    return root / f"exec-{_key(src, defines)}.o"
+
+
 def cached(strlen: int, max_args: int, root: Path | None = None) -> Path | None:
     """The cached object for these limits when it is there and intact."""
     root = root or cache_dir()
     _check_owner(root)
-    path = root / f"exec-{_key(source(), _defines(strlen, max_args))}.o"
+    path = _object_path(root, source(), _defines(strlen, max_args))
     return path if _intact(path) else None
 
 
@@ -111,7 +115,7 @@ def build(strlen: int, max_args: int, root: Path | None = None) -> Path:
         raise CollectorError(f"cannot build the exec tracer's BPF object: {why}")
     src = source()
     defines = _defines(strlen, max_args)
-    path = root / f"exec-{_key(src, defines)}.o"
+    path = _object_path(root, src, defines)
     root.mkdir(mode=0o700, parents=True, exist_ok=True)
     arch_include = f"/usr/include/{platform.machine()}-linux-gnu"
     with tempfile.TemporaryDirectory(dir=root, prefix=".build-") as tmp:

@@ -33,6 +33,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
@@ -170,17 +171,20 @@ class ExecCollector:
         )
 
     def _open_libbpf(self, exclude: int) -> LibbpfTracer:
-        was_cached = _bpfobject.cached(self._strlen, self._max_args) is not None
-        path = _bpfobject.build(self._strlen, self._max_args)
-        try:
+        def load(path: Path) -> LibbpfTracer:
             return LibbpfTracer(path, exclude_cgroup=exclude, marker=self._marker, uid_range=self._uid_range)
+
+        path = _bpfobject.cached(self._strlen, self._max_args)
+        if path is None:
+            return load(_bpfobject.build(self._strlen, self._max_args))
+        try:
+            return load(path)
         except CollectorError:
-            if not was_cached or _bpfobject.can_build() is not None:
+            if _bpfobject.can_build() is not None:
                 raise
         # A cached object the kernel would not take (made by another toolchain, say): build it afresh.
         _bpfobject.discard(path)
-        path = _bpfobject.build(self._strlen, self._max_args)
-        return LibbpfTracer(path, exclude_cgroup=exclude, marker=self._marker, uid_range=self._uid_range)
+        return load(_bpfobject.build(self._strlen, self._max_args))
 
     def wait_ready(self) -> None:
         """Wait until every CPU's probes fire (``launch`` first); CollectorError, and closed, otherwise."""

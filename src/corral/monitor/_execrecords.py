@@ -89,7 +89,6 @@ class ParseError(ValueError):
 # string follows them (the one field that may hold spaces, so always the last).
 NUMBERS = {"S": 3, "K": 4, "E": 3, "A": 1, "F": 3, "R": 4, "X": 6, "Q": 5}
 WITH_STRING = frozenset("EAX")
-Fields = list[int | str]
 
 
 class ArgvAssembler:
@@ -123,18 +122,19 @@ class ArgvAssembler:
             text = text[:-1]
         try:
             tag, cpu, seq, rest = text.split(" ", 3)
-            fields = _fields(tag, rest)
+            numbers, string = _fields(tag, rest)
         except (ValueError, KeyError) as exc:
             raise ParseError(f"bad record {text[:200]!r}: {exc}") from exc
-        return self.accept(tag, int(cpu), int(seq), fields)
+        return self.accept(tag, int(cpu), int(seq), numbers, string)
 
-    def accept(self, tag: str, cpu: int, seq: int, fields: Fields) -> Record | Lost | None:
-        """One record's parts; a complete record, a gap before it (``Lost``), or None."""
+    def accept(self, tag: str, cpu: int, seq: int, n: list[int], string: str = "") -> Record | Lost | None:
+        """One record's parts (its numbers, then its string where it has one); a complete record,
+        a gap before it (``Lost``), or None."""
         try:
             gap = self._sequence(cpu, seq, tag)
-            rec = self._record(tag, fields)
+            rec = self._record(tag, n, string)
         except (ValueError, IndexError, KeyError, TypeError) as exc:
-            raise ParseError(f"bad {tag!r} record {fields!r}: {exc}") from exc
+            raise ParseError(f"bad {tag!r} record {n!r} {string[:200]!r}: {exc}") from exc
         if gap:
             # Records this CPU wrote before this one never arrived; say so before going on.
             self._pending_record = rec
@@ -164,16 +164,14 @@ class ArgvAssembler:
             return 0
         return seq - expected
 
-    def _record(self, tag: str, f: Fields) -> Record | None:
+    def _record(self, tag: str, n: list[int], string: str) -> Record | None:
         if tag == "A":
-            tid, arg = int(f[0]), str(f[1])
-            enter = self._open.get(tid)
+            enter = self._open.get(n[0])
             if enter is not None:
-                enter.argv.append(arg)
+                enter.argv.append(string)
                 # A string of the probe's full length was probably cut short.
-                enter.truncated |= len(arg.encode(errors="surrogateescape")) >= self._strlen - 1
+                enter.truncated |= len(string.encode(errors="surrogateescape")) >= self._strlen - 1
             return None
-        n = [int(x) for x in f[: NUMBERS[tag]]]
         if tag == "F":
             enter = self._open.pop(n[0], None)
             if enter is not None:
@@ -182,10 +180,10 @@ class ArgvAssembler:
                 enter.truncated |= n[2] == 1 or len(enter.argv) != n[1]
             return enter
         if tag == "E":
-            self._open[n[1]] = ExecEnter(n[0], n[1], n[2], str(f[3]))
+            self._open[n[1]] = ExecEnter(n[0], n[1], n[2], string)
             return None
         if tag == "X":
-            return ExecDone(n[0], n[1], n[2], n[3], n[4], n[5], str(f[6]))
+            return ExecDone(n[0], n[1], n[2], n[3], n[4], n[5], string)
         if tag == "R":
             return ExecFailed(n[0], n[1], n[2], -n[3])
         if tag == "K":
@@ -197,8 +195,8 @@ class ArgvAssembler:
         raise ValueError(f"unknown record tag {tag!r}")
 
 
-def _fields(tag: str, rest: str) -> Fields:
-    """A bpftrace line's fields after tag, CPU and sequence number, numbers parsed."""
+def _fields(tag: str, rest: str) -> tuple[list[int], str]:
+    """A bpftrace line's numbers after tag, CPU and sequence number, and its string ("" if none)."""
     numbers = NUMBERS.get(tag)
     if numbers is None:
         raise ValueError(f"unknown record tag {tag!r}")
@@ -206,9 +204,9 @@ def _fields(tag: str, rest: str) -> Fields:
         parts = rest.split(" ")
         if len(parts) != numbers:
             raise ValueError(f"expected {numbers} fields")
-        return [int(p) for p in parts]
+        return [int(p) for p in parts], ""
     parts = _split(rest, numbers + 1)
-    return [*(int(p) for p in parts[:-1]), parts[-1]]
+    return [int(p) for p in parts[:-1]], parts[-1]
 
 
 def _split(text: str, n: int) -> list[str]:

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from corral.errors import CollectorError
-from corral.monitor._execrecords import NUMBERS, WITH_STRING, ArgvAssembler, Fields, ParseError, Take
+from corral.monitor._execrecords import NUMBERS, WITH_STRING, ArgvAssembler, ParseError, Take
 from corral.monitor._ringbuf import LibbpfRing, MappedRing, Ring, direct_reads
 
 LIBRARY = "libbpf.so.1"
@@ -93,8 +93,8 @@ def _errno_text(code: int) -> str:
     return f"{os.strerror(code)}{hint}"
 
 
-def decode(raw: bytes) -> tuple[str, int, int, Fields]:
-    """One ring-buffer record as its tag, CPU, sequence number and fields."""
+def decode(raw: bytes) -> tuple[str, int, int, list[int], str]:
+    """One ring-buffer record as its tag, CPU, sequence number, numbers and string ("" if none)."""
     if len(raw) < _HEAD.size:
         raise ParseError(f"short record of {len(raw)} bytes")
     tag_code, cpu, seq, *numbers = _HEAD.unpack_from(raw)
@@ -102,17 +102,18 @@ def decode(raw: bytes) -> tuple[str, int, int, Fields]:
     count = NUMBERS.get(tag)
     if count is None:
         raise ParseError(f"unknown record tag {tag_code}")
-    fields: Fields = list(numbers[:count])
+    fields = list(numbers[:count])
     if tag == "R":  # the exec's return value, a negative errno
         fields[3] = struct.unpack("<q", struct.pack("<Q", numbers[3]))[0]
+    string = ""
     if tag in WITH_STRING:
         if len(raw) < _HEAD.size + _LEN.size:
             raise ParseError(f"{tag!r} record of {len(raw)} bytes has no string")
         (length,) = _LEN.unpack_from(raw, _HEAD.size)
         start = _HEAD.size + _LEN.size
         text = raw[start : start + max(0, length - 1)]  # the length counts the NUL
-        fields.append(text.split(b"\0", 1)[0].decode(errors="surrogateescape"))
-    return tag, cpu, seq, fields
+        string = text.split(b"\0", 1)[0].decode(errors="surrogateescape")
+    return tag, cpu, seq, fields, string
 
 
 class LibbpfTracer:
@@ -187,12 +188,9 @@ class LibbpfTracer:
             self._links.append(link)
             prog = lib.bpf_object__next_program(obj, prog)
 
-    def assembler(self, strlen: int) -> ArgvAssembler:
-        return ArgvAssembler(strlen, numbered_args=True)
-
     def pump(self, take: Take, bad: Callable[[str], None], strlen: int) -> str | None:
         """Read records until ``stop`` (None) or a failure (its message); frees the object after."""
-        asm = self.assembler(strlen)
+        asm = ArgvAssembler(strlen, numbered_args=True)
         try:
             while not self._stopped.is_set():
                 assert self._ring is not None
