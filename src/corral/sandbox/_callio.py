@@ -228,7 +228,9 @@ async def execute(
             cgroup.kill()  # nothing the call started outlives it (its pid namespace is gone already)
         return cgroup.usage()
 
-    usage = await off_loop(settle)
+    # Usually nothing is left to kill: a few reads, then, on the loop (a worker thread's hand-over
+    # cost more). ``kill`` waits for survivors to go, so that is done off the loop.
+    usage = cgroup.usage() if episode or not cgroup.has_process() else await off_loop(settle)
     if run.stop_reason is None and limits.kill_on_pids_limit and usage.pids_limit_hits > run.pids_before:
         run.stop_reason = "pids"  # it hit the limit and ended before the watch came round
     if run.stop_reason is None and usage.oom_kills > 0:
