@@ -119,10 +119,13 @@ def test_a_cache_others_can_write_is_refused(tmp_path: Path, monkeypatch: pytest
     assert private.stat().st_mode & 0o777 == 0o700
 
 
+@pytest.mark.parametrize("callers", [False, True], ids=["reader-thread", "and-read_now"])
 @pytest.mark.parametrize("direct", [True, False], ids=["mapped-once", "libbpf-consumer"])
-def test_both_ring_readers_keep_every_record_across_many_wraps(direct: bool) -> None:
+def test_both_ring_readers_keep_every_record_across_many_wraps(direct: bool, callers: bool) -> None:
     """A 1 MiB ring wraps about seven times under 100,000 marker records: none is lost, torn or
-    doubled, including those that straddle the ring's end (read as two pieces when mapped once)."""
+    doubled, including those that straddle the ring's end (read as two pieces when mapped once).
+    With ``read_now`` called from another thread all the while (a call settling on its loop), the
+    two readers take turns and the records still come out once each, in the order written."""
     marker = new_marker()
     tracer = LibbpfTracer(
         _bpfobject.build(200, 64),
@@ -140,6 +143,16 @@ def test_both_ring_readers_keep_every_record_across_many_wraps(direct: bool) -> 
 
     reader = threading.Thread(target=tracer.pump, args=(take, bad.append, 200))
     reader.start()
+    done = threading.Event()
+    read_here: list[bool] = []
+
+    def call_reads() -> None:
+        while not done.is_set():
+            read_here.append(tracer.read_now())
+
+    other = threading.Thread(target=call_reads)
+    if callers:
+        other.start()
     n, chunk = 100_000, 5_000
     try:
         for first in range(1, n + 1, chunk):
@@ -150,10 +163,14 @@ def test_both_ring_readers_keep_every_record_across_many_wraps(direct: bool) -> 
             while len(got) < first + chunk - 1 and time.monotonic() < deadline:
                 time.sleep(0.002)
     finally:
+        done.set()
+        if callers:
+            other.join(10)
         tracer.stop()
         reader.join(10)
     assert bad == []
-    assert sorted(m.token for m in got) == list(range(1, n + 1))
+    assert [m.token for m in got] == list(range(1, n + 1))
+    assert not callers or any(read_here)
 
 
 def test_an_exec_that_lost_an_argument_record_says_its_argv_is_cut() -> None:

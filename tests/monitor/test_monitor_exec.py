@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -282,3 +284,63 @@ def test_a_call_cancelled_while_collectors_finish_is_still_forgotten(
     asyncio.run(main())
     assert released == ["waits"]
     assert scope.cgroup_id not in c._scopes
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
+def test_one_marker_settles_execs_of_every_cpu_with_the_ordered_ring(
+    make_scope: MakeScope, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """libbpf's ring is read in the order records were reserved on any CPU: a call's settle makes one
+    marker where its thread runs (no walk over the CPUs, milliseconds on a large node), and still
+    every exec that ran on another CPU is emitted when it returns."""
+    first, second = sorted(os.sched_getaffinity(0))[:2]
+    events: list[Event] = []
+    with ExecCollector(events.append, tracer="libbpf") as c:
+        moves: list[object] = []
+        real = os.sched_setaffinity
+
+        def spy(pid: int, cpus: object) -> None:
+            moves.append(cpus)
+            real(pid, cpus)  # type: ignore[arg-type]
+
+        scope = make_scope("sbOrdered")
+        c.call_started(scope)
+        r = run_in(scope, f"for i in 1 2 3 4 5; do taskset -c {second} /bin/true cpu $i; done")
+        assert r.returncode == 0, r.stderr
+        mine = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {first})
+        monkeypatch.setattr(os, "sched_setaffinity", spy)
+        try:
+            finish(c, scope)
+        finally:
+            monkeypatch.undo()
+            os.sched_setaffinity(0, mine)
+        assert moves == []
+        seen = [x.argv[2] for x in _starts(events, scope.ctx.tool_call_id or "") if x.Image == "/bin/true"]
+    assert sorted(seen) == ["1", "2", "3", "4", "5"]
+
+
+def test_a_settle_on_the_loop_fails_when_the_tracer_does(
+    make_scope: MakeScope, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A call waiting for its marker when the collector fails gets the failure at once; one whose
+    marker never comes back fails the collector after the sync timeout. Neither returns as settled."""
+    with ExecCollector(lambda e: None, tracer="libbpf", sync_timeout_s=0.5, interval_s=60) as c:
+        monkeypatch.setattr(c, "_markers", lambda token: None)  # no marker reaches the ring
+        scope = make_scope("sbFails")
+        c.call_started(scope)
+        timer = threading.Timer(0.1, c._fail, args=("the reader stopped",))
+        timer.start()
+        t = time.monotonic()
+        with pytest.raises(CollectorError, match="the reader stopped"):
+            asyncio.run(c.call_finished(scope))
+        assert time.monotonic() - t < 0.4
+        timer.join()
+    with ExecCollector(lambda e: None, tracer="libbpf", sync_timeout_s=0.3, interval_s=60) as c:
+        monkeypatch.setattr(c, "_markers", lambda token: None)
+        scope = make_scope("sbSilent")
+        c.call_started(scope)
+        with pytest.raises(CollectorError, match=r"did not answer a sync within 0\.3s"):
+            asyncio.run(c.call_finished(scope))
+        with pytest.raises(CollectorError):  # failed for good: no call runs unwatched after it
+            c.call_started(make_scope("sbAfter"))

@@ -173,6 +173,11 @@ class BpftraceTracer:
     """A running bpftrace with the program (``spawn``); ``pump`` reads its records until it ends."""
 
     name = "bpftrace"
+    ordered = False  # a perf buffer per CPU: each CPU's records are ordered only among themselves
+
+    def read_now(self) -> bool:
+        """Its records come through a pipe that only ``pump``'s thread reads."""
+        return False
 
     def __init__(self, proc: subprocess.Popen[str]) -> None:
         self._proc = proc

@@ -78,7 +78,8 @@ def library() -> ctypes.CDLL:
         ("bpf_link__destroy", i, (vp,)),
         ("bpf_map_update_elem", i, (i, vp, vp, ctypes.c_uint64)),
         ("ring_buffer__new", vp, (i, vp, vp, vp)),
-        ("ring_buffer__poll", i, (vp, i)),
+        ("ring_buffer__consume", i, (vp,)),
+        ("ring_buffer__epoll_fd", i, (vp,)),
         ("ring_buffer__free", None, (vp,)),
     ):
         fn = getattr(lib, name)
@@ -120,6 +121,9 @@ class LibbpfTracer:
     """The loaded, attached object; ``pump`` reads its records until ``stop``."""
 
     name = "libbpf"
+    # One ring buffer for every CPU, read in the order records were reserved: a marker written on
+    # any CPU comes after every record reserved before it, whichever CPU wrote that.
+    ordered = True
 
     def __init__(
         self,
@@ -141,6 +145,9 @@ class LibbpfTracer:
         self._links: list[int] = []
         self._links_lock = threading.Lock()
         self._ring: Ring | None = None
+        # One reader of the ring at a time: ``pump``'s thread, or a caller of ``read_now``.
+        self._read_lock = threading.Lock()
+        self._reader: tuple[ArgvAssembler, Take, Callable[[str], None]] | None = None
         data = obj_path.read_bytes()
         self._image = ctypes.create_string_buffer(data, len(data))  # libbpf reads it while it loads
         obj = lib.bpf_object__open_mem(self._image, len(data), None)
@@ -190,22 +197,47 @@ class LibbpfTracer:
 
     def pump(self, take: Take, bad: Callable[[str], None], strlen: int) -> str | None:
         """Read records until ``stop`` (None) or a failure (its message); frees the object after."""
-        asm = ArgvAssembler(strlen, numbered_args=True)
+        with self._read_lock:
+            self._reader = (ArgvAssembler(strlen, numbered_args=True), take, bad)
         try:
             while not self._stopped.is_set():
                 assert self._ring is not None
                 try:
-                    batch = self._ring.poll(_POLL_MS)
+                    self._ring.wait(_POLL_MS)
+                    with self._read_lock:
+                        self._deliver()
                 except OSError as exc:
                     return f"reading the exec tracer's ring buffer failed: {exc}"
-                for raw in batch:
-                    try:
-                        asm.deliver(asm.accept(*decode(raw)), take)
-                    except ParseError as exc:
-                        bad(str(exc))
             return None
         finally:
             self._free()
+
+    def read_now(self) -> bool:
+        """Read what the ring holds now on the calling thread, unless ``pump``'s thread is reading
+        it (False then, and that thread delivers it). A marker syscall's record is in the ring once
+        the syscall has returned, so its caller can read it itself instead of waking the reader."""
+        if not self._read_lock.acquire(blocking=False):
+            return False
+        try:
+            if self._ring is None or self._reader is None:
+                return False
+            try:
+                self._deliver()
+            except OSError:
+                return False  # the reader meets it too, and reports it
+            return True
+        finally:
+            self._read_lock.release()
+
+    def _deliver(self) -> None:
+        """Hand every record the ring holds to ``take`` (``_read_lock`` held)."""
+        assert self._ring is not None and self._reader is not None
+        asm, take, bad = self._reader
+        for raw in self._ring.read():
+            try:
+                asm.deliver(asm.accept(*decode(raw)), take)
+            except ParseError as exc:
+                bad(str(exc))
 
     def stop(self, *, wait: bool = True) -> None:
         """Detach the probes (microseconds) and have ``pump`` end within a poll interval; it frees
@@ -222,9 +254,10 @@ class LibbpfTracer:
     def _free(self) -> None:
         lib = self._lib
         self._detach()
-        if self._ring is not None:
-            self._ring.close()
-            self._ring = None
+        with self._read_lock:
+            if self._ring is not None:
+                self._ring.close()
+                self._ring = None
         if self._obj is not None:
             lib.bpf_object__close(self._obj)
             self._obj = None

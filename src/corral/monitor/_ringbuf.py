@@ -27,8 +27,12 @@ _SAMPLE_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ct
 
 
 class Ring(Protocol):
-    def poll(self, timeout_ms: int) -> list[bytes]:
-        """The records committed so far, after waiting up to ``timeout_ms`` for one; OSError on failure."""
+    def wait(self, timeout_ms: int) -> None:
+        """Return once a record may be there to read, or after ``timeout_ms``; OSError on failure."""
+        ...
+
+    def read(self) -> list[bytes]:
+        """The records committed so far, without waiting (one reader at a time); OSError on failure."""
         ...
 
     def close(self) -> None: ...
@@ -72,14 +76,11 @@ class MappedRing:
             raise OSError(code, f"mmap of the ring buffer: {os.strerror(code)}")
         return int(addr)
 
-    def poll(self, timeout_ms: int) -> list[bytes]:
-        out = self._drain()
-        if out:
-            return out
-        self._epoll.poll(timeout_ms / 1000)  # retried on EINTR (PEP 475)
-        return self._drain()
+    def wait(self, timeout_ms: int) -> None:
+        if self._prod.value == self._cons.value:
+            self._epoll.poll(timeout_ms / 1000)  # retried on EINTR (PEP 475)
 
-    def _drain(self) -> list[bytes]:
+    def read(self) -> list[bytes]:
         out: list[bytes] = []
         cons = self._cons.value
         data, mask, size = self._data, self._mask, self._size
@@ -123,19 +124,25 @@ class LibbpfRing:
             code = ctypes.get_errno()
             raise OSError(code, f"ring_buffer__new: {os.strerror(code)}")
         self._rb: int | None = rb
+        self._epoll = select.epoll()
+        self._epoll.register(lib.ring_buffer__epoll_fd(rb), select.EPOLLIN)
 
     def _sample(self, _ctx: int | None, data: int, size: int) -> int:
         self._batch.append(ctypes.string_at(data, size))
         return 0
 
-    def poll(self, timeout_ms: int) -> list[bytes]:
-        n = self._lib.ring_buffer__poll(self._rb, timeout_ms)
+    def wait(self, timeout_ms: int) -> None:
+        self._epoll.poll(timeout_ms / 1000)
+
+    def read(self) -> list[bytes]:
+        n = self._lib.ring_buffer__consume(self._rb)
         if n < 0 and -n != errno.EINTR:
-            raise OSError(-n, f"ring_buffer__poll: {os.strerror(-n)}")
+            raise OSError(-n, f"ring_buffer__consume: {os.strerror(-n)}")
         batch, self._batch = self._batch, []
         return batch
 
     def close(self) -> None:
+        self._epoll.close()
         if self._rb is not None:
             self._lib.ring_buffer__free(self._rb)
             self._rb = None
