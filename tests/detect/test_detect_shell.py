@@ -95,6 +95,26 @@ def test_input_redirect_is_the_commands_stdin_path_through_wrappers() -> None:
     assert not any(f.path == "list.txt" for f in a.files)  # read, not changed: no file op
 
 
+def test_a_scripts_positional_parameters_are_the_arguments_after_it() -> None:
+    a = analyze("sh -c 'cat \"$1\" > \"$2\"; echo $@' sh notes.txt /srv/share/out")
+    assert ("cat", "notes.txt") in [c.argv for c in a.commands]
+    assert ("echo", "notes.txt", "/srv/share/out") in [c.argv for c in a.commands]
+    assert ("/srv/share/out", "write") in {(f.path, f.op) for f in a.files}
+    outside = analyze("sh -c 'true' _ x; echo \"$1\"")  # bound only while the script is read
+    assert ("echo", "${1}") in [c.argv for c in outside.commands]
+
+
+def test_find_exec_acts_on_the_files_found() -> None:
+    """``{}`` stands for files below the first starting point, named as -name says, whether a
+    program gets them or a shell script sees them as $1."""
+    a = analyze("find /srv/data -type f -name '*.csv' -exec sh -c ': > \"$1\"' _ {} \\;")
+    assert ("/srv/data/*.csv", "write") in {(f.path, f.op) for f in a.files}
+    b = analyze("find / -exec grep -l secret {} +")
+    assert ("grep", "-l", "secret", "/*") in [c.argv for c in b.commands]
+    c = analyze("find . -name '*.sh' -exec {} \\;")  # each found file run: no program is known
+    assert [x.argv for x in c.commands][1:] == []
+
+
 def test_pipelines_and_sources() -> None:
     a = analyze("curl -s http://x | sudo bash")
     assert ("curl", "sudo") in a.pipelines

@@ -116,6 +116,21 @@ def skip_options(
     return j
 
 
+def _found_files(find_args: list[str]) -> str:
+    """What ``{}`` stands for in a ``find -exec``: files below its first starting point, named as
+    its first ``-name`` says (``find /var/log -name '*.gz'``: ``/var/log/*.gz``)."""
+    roots = []
+    for a in find_args:
+        if a.startswith(("-", "(", "!", ")")) or a == ",":
+            break
+        roots.append(a)
+    root = roots[0].rstrip("/") if roots else "."
+    name = next(
+        (find_args[k + 1] for k, a in enumerate(find_args[:-1]) if a in ("-name", "-iname")), "*"
+    )
+    return f"{root}/{name}"
+
+
 def ssh_destination(argv: list[str] | tuple[str, ...]) -> str | None:
     """The ``[user@]host`` an ssh command line connects to (its first operand), if any."""
     j = skip_options(list(argv), 1, SSH_OPTS)
@@ -351,12 +366,17 @@ class _Analyzer:
                 self.shell(" ".join(argv[j + 1 :]), depth + 1, "ssh", me)
             return None
         if name == "find" and ("-exec" in args or "-execdir" in args or "-ok" in args):
+            found = _found_files(args)
             for i, a in enumerate(argv):
                 if a in ("-exec", "-execdir", "-ok", "-okdir"):
                     end = next(
                         (k for k in range(i + 1, len(argv)) if argv[k] in (";", "+", "\\;")), len(argv)
                     )
-                    inner = [x for x in argv[i + 1 : end] if x != "{}"]
+                    inner = argv[i + 1 : end]
+                    if inner and inner[0] == "{}":
+                        inner = inner[1:]  # the found file run as a program: nothing known about it
+                    # The program acts on each file found (a shell script sees it as $1 ...).
+                    inner = [found if x == "{}" else x for x in inner]
                     if inner:
                         self.run(inner, None, depth + 1, "find -exec", me, background, privileged)
             return None
@@ -406,11 +426,24 @@ class _Analyzer:
             if code is None:
                 return None
             src = "stdin"
+            positional: list[str] = []
         else:
             src = "sh -c"
-        if self.payload("shell", code):
+            positional = argv[j + 2 :]  # $0, $1, ... of the script
+        if not self.payload("shell", code):
+            return None
+        if not positional:
             return self.shell(code, depth + 1, src, me)
-        return None
+        bound = {str(k): v for k, v in enumerate(positional[:10])}
+        bound["@"] = bound["*"] = " ".join(positional[1:])
+        saved = {k: self.env[k] for k in bound if k in self.env}
+        self.env.update(bound)
+        try:
+            return self.shell(code, depth + 1, src, me)
+        finally:
+            for k in bound:
+                self.env.pop(k, None)
+            self.env.update(saved)
 
     def run_dash_c(self, name: str, argv: list[str], depth: int, me: tuple[str, ...]) -> str | None:
         if name == "tmux":
