@@ -96,7 +96,7 @@ def test_input_redirect_is_the_commands_stdin_path_through_wrappers() -> None:
 
 
 def test_a_scripts_positional_parameters_are_the_arguments_after_it() -> None:
-    a = analyze("sh -c 'cat \"$1\" > \"$2\"; echo $@' sh notes.txt /srv/share/out")
+    a = analyze('sh -c \'cat "$1" > "$2"; echo $@\' sh notes.txt /srv/share/out')
     assert ("cat", "notes.txt") in [c.argv for c in a.commands]
     assert ("echo", "notes.txt", "/srv/share/out") in [c.argv for c in a.commands]
     assert ("/srv/share/out", "write") in {(f.path, f.op) for f in a.files}

@@ -125,9 +125,7 @@ def _found_files(find_args: list[str]) -> str:
             break
         roots.append(a)
     root = roots[0].rstrip("/") if roots else "."
-    name = next(
-        (find_args[k + 1] for k, a in enumerate(find_args[:-1]) if a in ("-name", "-iname")), "*"
-    )
+    name = next((find_args[k + 1] for k, a in enumerate(find_args[:-1]) if a in ("-name", "-iname")), "*")
     return f"{root}/{name}"
 
 

@@ -219,7 +219,9 @@ def _grep_pattern_over_found(find_args: list[str]) -> str | None:
         rest = find_args[k + 2 :]
         pattern = next((rest[i + 1] for i, x in enumerate(rest[:-1]) if x in ("-e", "--regexp")), None)
         if pattern is None:
-            pattern = next((x for x in rest if not x.startswith("-") and x not in ("{}", ";", "+", "\\;")), None)
+            pattern = next(
+                (x for x in rest if not x.startswith("-") and x not in ("{}", ";", "+", "\\;")), None
+            )
         if pattern is not None and _PASSWORD_WORDS.search(pattern):
             return pattern
     return None
