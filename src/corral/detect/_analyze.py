@@ -12,6 +12,7 @@ a hostile command cannot make inspection slow.
 from __future__ import annotations
 
 import codecs
+import posixpath
 import re
 from dataclasses import dataclass, field
 
@@ -116,6 +117,12 @@ def skip_options(
     return j
 
 
+# Programs that run a source file of a language the analyser has no table for; and those that do so
+# with a ``run`` verb. What the file starts is still read (``code_shell_calls``).
+_SCRIPT_RUNNERS = frozenset({"runhaskell", "runghc", "java", "tsx", "ts-node", "kotlin", "scala", "swift"})
+_RUN_VERBS = frozenset({"go", "v", "dart", "crystal", "bun", "deno", "zig", "cargo"})
+
+
 def _found_files(find_args: list[str]) -> str:
     """What ``{}`` stands for in a ``find -exec``: files below its first starting point, named as
     its first ``-name`` says (``find /var/log -name '*.gz'``: ``/var/log/*.gz``)."""
@@ -145,6 +152,48 @@ class _Analyzer:
         self.env: dict[str, str] = {}
         self.budget = MAX_PAYLOAD_CHARS
         self.seen: set[str] = set()  # shell texts already analysed (a decoded chain is seen twice)
+        self.written: dict[str, str] = {}  # path -> the text this command line wrote there
+
+    # -- scripts this command line writes ---------------------------------------------------------
+
+    def wrote(self, path: str, op: str, contents: str) -> None:
+        key = posixpath.normpath(path)
+        before = self.written.get(key, "") if op == "append" else ""
+        if before and not before.endswith("\n"):
+            before += "\n"  # echo's newline, which the text an echo gives here leaves out
+        self.written[key] = before + contents
+
+    def written_script(self, path: str) -> str | None:
+        """The text of a file this command line wrote before running it (``echo ... > x.py; python3
+        x.py``): what runs is known, as for ``-c`` code."""
+        return self.written.get(posixpath.normpath(path)) if self.written else None
+
+    def runner_script(self, name: str, args: list[str]) -> str | None:
+        """The written file that a runner of a language the analyser has no table for runs
+        (``runhaskell x.hs``, ``go run x.go``): read for the commands it starts."""
+        if name in _RUN_VERBS and args[:1] == ["run"]:
+            args = args[1:]
+        elif name not in _SCRIPT_RUNNERS:
+            return None
+        operand = next((a for a in args if not a.startswith("-")), None)
+        return self.written_script(operand) if operand is not None else None
+
+    def run_written(self, text: str, depth: int, me: tuple[str, ...]) -> None:
+        """A written file run as a program: by its ``#!`` interpreter, or by the shell without one
+        (code of a language with no table of its own is read for the commands it starts)."""
+        first = text.split("\n", 1)[0]
+        parts = first[2:].split() if first.startswith("#!") else []
+        prog = basename(parts[0]) if parts else "sh"
+        if prog == "env" and len(parts) > 1:
+            prog = basename(next((x for x in parts[1:] if not x.startswith("-")), "sh"))
+        if shell_key(prog):
+            if self.payload("shell", text):
+                self.shell(text, depth + 1, "script", me)
+            return
+        key = interpreter_key(prog)
+        lang = INTERPRETERS[key][0] if key is not None else "code"
+        if self.payload(lang, text):
+            self.code(lang, text, depth + 1, me)
 
     # -- words and text --------------------------------------------------------------------------
 
@@ -262,6 +311,7 @@ class _Analyzer:
         if not argv:
             for path, op in writes:
                 self.out.files.append(FileOp(path, "truncate" if op == "write" else op, (), ""))
+                self.wrote(path, op, "")
             return argv, None
         output = self.run(argv, stdin, depth, source, parent, background, False, stdin_path)
         for path, op in writes:
@@ -269,6 +319,8 @@ class _Analyzer:
             self.out.files.append(FileOp(path, op, tuple(argv), contents))
             if contents and contents not in self.seen:
                 self.payload("file", contents)
+            if contents is not None:
+                self.wrote(path, op, contents)
         return argv, output
 
     def run(
@@ -321,6 +373,14 @@ class _Analyzer:
     ) -> str | None:
         me = tuple(argv)
         args = argv[1:]
+        if self.written:
+            if "/" in argv[0] and (script := self.written_script(argv[0])) is not None:
+                self.run_written(script, depth, me)
+                return None
+            if (script := self.runner_script(name, args)) is not None:
+                if self.payload("code", script):
+                    self.code("code", script, depth + 1, me)
+                return None
         if name in ("echo", "printf"):
             if name == "echo":
                 words = [a for a in args if a not in ("-n", "-e", "-E", "-ne", "-en")]
@@ -409,6 +469,7 @@ class _Analyzer:
     def run_shell(self, argv: list[str], stdin: str | None, depth: int, me: tuple[str, ...]) -> str | None:
         j = 1
         code: str | None = None
+        script: str | None = None
         while j < len(argv):
             a = argv[j]
             if a in SHELL_OPTS_WITH_ARG:
@@ -423,13 +484,19 @@ class _Analyzer:
             if a.startswith("--"):
                 j += 1
                 continue
-            return None  # a script file: its text is not visible here
-        if code is None:
+            script = self.written_script(a)
+            if script is None:
+                return None  # a script file: its text is not visible here
+            break
+        if script is not None:
+            code, src = script, "script"
+            positional = argv[j:]  # $0 is the script's path, $1 ... its arguments
+        elif code is None:
             code = stdin
             if code is None:
                 return None
             src = "stdin"
-            positional: list[str] = []
+            positional = []
         else:
             src = "sh -c"
             positional = argv[j + 2 :]  # $0, $1, ... of the script
@@ -496,6 +563,8 @@ class _Analyzer:
                 code = a
             elif a == "-" or key == "deno":
                 code = stdin
+            else:
+                code = self.written_script(a)  # a script this command line wrote, or unknown
             break
         else:
             code = stdin if key != "awk" else None

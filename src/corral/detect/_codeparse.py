@@ -19,7 +19,7 @@ _STR_RE = re.compile(_STR)
 _CALLS = (
     r"system|popen[23]?|exec[lv]?p?e?|spawn[lv]?p?e?|spawnSync|execSync|execFile(?:Sync)?|"
     r"call|check_call|check_output|run|Popen|getoutput|getstatusoutput|shell_exec|passthru|proc_open|"
-    r"pcntl_exec|popen3|capture[23]e?|pipeline|execute|spawn"
+    r"pcntl_exec|popen3|capture[23]e?|pipeline|execute|spawn|callCommand|spawnCommand|rawSystem"
 )
 _CALL_RE = re.compile(r"(?<!\w)(?:" + _CALLS + r")\s*(?:\(\s*|\s+(?=['\"]))")
 _BACKTICK_RE = re.compile(r"`([^`\n]{2,})`|\bqx\s*[({\[/]([^)}\]/]+)[)}\]/]|%x\(([^)]+)\)")
