@@ -86,7 +86,8 @@ _SOCKET = re.compile(
     r"|createConnection|net\.createServer|socket\.tcp|require\(\s*['\"]socket['\"]\s*\)|/inet/tcp|/inet/udp"
     r"|IO::Socket|new Socket\("
     r"|Socket\.new|java\.net\.Socket|socket\.socket|\bztcp\b|Network\.Socket|net\.dial|net\.Dial|TcpClient|\bsocket\("
-    r"|\bconnect\s*\(\s*[\w\"'.]+\s*,|\.bind\(|\.listen\(|\.accept\(|\[\s*socket\s+[^\]\s]",
+    r"|\bconnect\s*\(\s*[\w\"'.]+\s*,|\.bind\(|\.listen\(|\.accept\(|\[\s*socket\s+[^\]\s]"
+    r"|socketConnection|gen_tcp[.:]connect",  # R; Erlang and Elixir
     re.I,
 )
 _SHELL_REF = re.compile(
@@ -94,7 +95,9 @@ _SHELL_REF = re.compile(
     r"|\|&\s*getline|getline\s+c\b|\bexec\s*\(\s*\$\w+|proc_open|shell_exec|child_process|Runtime\.getRuntime|"
     r"ProcessBuilder|callCommand|os\.execute\s*\(\s*\w+\s*\)|io\.popen\s*\(\s*\w+"
     # PowerShell runs what it received with Invoke-Expression; Tcl with exec or a pipe open.
-    r"|(?i:\biex\b|Invoke-Expression)|\bexec\s+\$\w+|\bopen\s+\"\|",
+    r"|(?i:\biex\b|Invoke-Expression)|\bexec\s+\$\w+|\bopen\s+\"\|"
+    # R runs what it read through pipe() or system(); Elixir and Erlang through System.cmd, os:cmd.
+    r"|\bpipe\s*\(\s*\w+|\bsystem\s*\(\s*[A-Za-z_]\w*\s*[,)]|System\.cmd\s*\(|:?\bos[.:]cmd\s*\(",
 )
 # Code that reads a local file and writes to a client socket: the file leaves through that socket.
 _FILE_READ = re.compile(
@@ -107,7 +110,8 @@ _SOCKET_WRITE = re.compile(  # a method call in any syntax: s.send( (most), t:se
 _CLIENT_SOCKET = re.compile(
     r"socket\.socket|create_connection|\bsocket\(|net\.connect|createConnection|new net\.Socket|TCPSocket"
     r"|IO::Socket|fsockopen|stream_socket_client|socket\.tcp|java\.net\.Socket|TcpClient|net\.Dial|\bztcp\b"
-    r"|/inet/tcp|Socket\.new|\[\s*socket\s+[^-\]\s]|\.tcp\s*\(",  # LuaSocket: (require "socket").tcp()
+    r"|/inet/tcp|Socket\.new|\[\s*socket\s+[^-\]\s]|\.tcp\s*\("  # LuaSocket: (require "socket").tcp()
+    r"|socketConnection|gen_tcp[.:]connect",
     re.I,
 )
 _SERVER_CODE = re.compile(r"\.bind\(|\.listen\(|\.accept\(|createServer|TCPServer|stream_socket_server")

@@ -131,6 +131,9 @@ INTERPRETERS: dict[str, tuple[str, frozenset[str], frozenset[str]]] = {
     "julia": ("julia", frozenset({"-e", "--eval", "-E", "--print"}), frozenset({"-p", "-t", "-J"})),
     "awk": ("awk", frozenset(), frozenset({"-F", "-v", "-f", "--field-separator", "--assign"})),
     "jrunscript": ("javascript", frozenset({"-e"}), frozenset({"-cp", "-classpath", "-l"})),
+    "rscript": ("r", frozenset({"-e"}), frozenset({"--default-packages"})),
+    "r": ("r", frozenset({"-e"}), frozenset({"-f", "--file"})),
+    "elixir": ("elixir", frozenset({"-e", "--eval"}), frozenset({"-r", "--require", "-pa", "-pz", "--erl"})),
 }
 
 
