@@ -135,13 +135,25 @@ def test_a_script_the_command_line_writes_and_runs_is_read() -> None:
     assert ("id",) in appended and ("uname", "-a") in appended
 
 
+def test_xargs_runs_its_command_on_what_it_reads() -> None:
+    """Items xargs reads are its command's arguments (or take the -I string's place); what a find
+    prints stands for the files it found, for xargs alone."""
+    argvs = [c.argv for c in analyze("find /var/log -type f | xargs shred -u").commands]
+    assert ("shred", "-u", "/var/log/**/*") in argvs
+    assert ("rm", "a.txt", "b.txt") in [c.argv for c in analyze("echo a.txt b.txt | xargs rm").commands]
+    replaced = analyze("find ~ -name id_rsa -print0 | xargs -0 -I{} cp {} /tmp/k").commands
+    assert ("cp", "~/**/id_rsa", "/tmp/k") in [c.argv for c in replaced]
+    piped = analyze("find . -name '*.sh' | sh").commands  # to any other program it is unknown text
+    assert [c.argv for c in piped] == [("find", ".", "-name", "*.sh"), ("sh",)]
+
+
 def test_find_exec_acts_on_the_files_found() -> None:
     """``{}`` stands for files below the first starting point, named as -name says, whether a
     program gets them or a shell script sees them as $1."""
     a = analyze("find /srv/data -type f -name '*.csv' -exec sh -c ': > \"$1\"' _ {} \\;")
-    assert ("/srv/data/*.csv", "write") in {(f.path, f.op) for f in a.files}
+    assert ("/srv/data/**/*.csv", "write") in {(f.path, f.op) for f in a.files}
     b = analyze("find / -exec grep -l secret {} +")
-    assert ("grep", "-l", "secret", "/*") in [c.argv for c in b.commands]
+    assert ("grep", "-l", "secret", "/**/*") in [c.argv for c in b.commands]
     c = analyze("find . -name '*.sh' -exec {} \\;")  # each found file run: no program is known
     assert [x.argv for x in c.commands][1:] == []
 

@@ -123,9 +123,30 @@ _SCRIPT_RUNNERS = frozenset({"runhaskell", "runghc", "java", "tsx", "ts-node", "
 _RUN_VERBS = frozenset({"go", "v", "dart", "crystal", "bun", "deno", "zig", "cargo"})
 
 
+_FIND_ACTS = frozenset({"-exec", "-execdir", "-ok", "-okdir", "-delete", "-fprint", "-fprintf", "-fls"})
+
+
+class _FoundPaths(str):
+    """What a ``find`` prints, piped on: known to stand for the files it finds only to ``xargs``."""
+
+
+def _xargs_command(options: list[str], command: list[str], stdin: str) -> list[str]:
+    """The command xargs runs with what it reads: its items appended, or put in place of the
+    ``-I`` string (the first item: every one is run alike)."""
+    items = stdin.split()
+    if not items:
+        return command
+    for k, o in enumerate(options):
+        rep = options[k + 1] if o in ("-I", "--replace") and k + 1 < len(options) else None
+        rep = rep or (o[2:] if o.startswith("-I") and len(o) > 2 else None)
+        if rep:
+            return [x.replace(rep, items[0]) for x in command]
+    return command + items[:64]
+
+
 def _found_files(find_args: list[str]) -> str:
-    """What ``{}`` stands for in a ``find -exec``: files below its first starting point, named as
-    its first ``-name`` says (``find /var/log -name '*.gz'``: ``/var/log/*.gz``)."""
+    """What ``{}`` stands for in a ``find -exec``, and what find prints: files anywhere below its
+    first starting point, named as its first ``-name`` says (``/var/log/**/*.gz``)."""
     roots = []
     for a in find_args:
         if a.startswith(("-", "(", "!", ")")) or a == ",":
@@ -133,7 +154,7 @@ def _found_files(find_args: list[str]) -> str:
         roots.append(a)
     root = roots[0].rstrip("/") if roots else "."
     name = next((find_args[k + 1] for k, a in enumerate(find_args[:-1]) if a in ("-name", "-iname")), "*")
-    return f"{root}/{name}"
+    return f"{root}/**/{name}"
 
 
 def ssh_destination(argv: list[str] | tuple[str, ...]) -> str | None:
@@ -257,6 +278,8 @@ class _Analyzer:
                 argv, flow = self.command(cmd, flow, depth, source, parent, pipe.background)
                 if argv:
                     names.append(basename(argv[0]))
+                    if flow is None and names[-1] == "find" and not _FIND_ACTS.intersection(argv):
+                        flow = _FoundPaths(_found_files(argv[1:]))  # what it prints, for an xargs
             if names:
                 self.out.pipelines.append(tuple(names))
             last_output = flow
@@ -292,6 +315,8 @@ class _Analyzer:
             else:
                 argv.append(value)
         stdin = flow
+        if isinstance(flow, _FoundPaths) and (not argv or basename(argv[0]) != "xargs"):
+            stdin = None  # only xargs takes find's output for paths; to others it is text unknown
         stdin_path = None
         writes: list[tuple[str, str]] = []
         for r in cmd.redirects:
@@ -356,7 +381,10 @@ class _Analyzer:
                     tail = [rest] if rest else argv[idx + 1 : idx + 2]
                     return self.shell(" ".join(tail + argv[idx + 2 :]), depth + 1, "env -S", tuple(argv))
                 privileged = privileged or name in ("sudo", "doas", "pkexec")
-                parent, argv, source = tuple(argv), argv[j:], "wrapper"
+                inner = argv[j:]
+                if name == "xargs" and stdin is not None and inner:
+                    inner = _xargs_command(argv[1:j], inner, stdin)
+                parent, argv, source = tuple(argv), inner, "wrapper"
                 continue
             return self.special(name, argv, stdin, depth, parent, background, privileged)
         return None

@@ -554,11 +554,12 @@ class _Scan:
             for a in args
         )
         ops = _operands(argv)
+        recursive = recursive or any("/**/" in p for p in ops[1:])  # the files a find found
         if (
             recursive
             and len(ops) >= 2
             and _PASSWORD_WORDS.search(ops[0])
-            and any(_BROAD_ROOT.match(p) for p in ops[1:])
+            and any(_BROAD_ROOT.match(p.split("/**/", 1)[0] or "/") for p in ops[1:])
         ):
             self.out.add("search_credential")
 
