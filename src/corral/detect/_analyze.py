@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 
 from corral.detect._codeparse import code_file_writes, code_shell_calls, decode_literals
-from corral.detect._decode import b64, printf_unescape, unhex
+from corral.detect._decode import b64, printf_format, printf_unescape, unhex
 from corral.detect._fileops import FileOp, file_ops
 from corral.detect._lexer import Word, lex
 from corral.detect._parser import Command, parse
@@ -417,7 +417,8 @@ class _Analyzer:
                     text = printf_unescape(text)
             else:
                 fmt = args[0] if args else ""
-                text = printf_unescape(fmt) if "%" not in fmt else " ".join(args[1:])
+                filled = printf_format(fmt, args[1:]) if "%" in fmt else None
+                text = printf_unescape(fmt) if "%" not in fmt else filled or " ".join(args[1:])
                 if fmt != printf_unescape(fmt):
                     self.out.obfuscation.add("printf_escapes")
             return text
@@ -605,8 +606,8 @@ class _Analyzer:
         if depth > MAX_DEPTH:
             self.out.over("depth")
             return
-        for text in decode_literals(code):
-            self.out.obfuscation.add("base64")
+        for how, text in decode_literals(code):
+            self.out.obfuscation.add(how)
             if self.payload("decoded", text):
                 self.shell(text, depth + 1, "decoded", me)
                 self.code(lang, text, depth + 1, me)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from corral.detect._decode import b64
+from corral.detect._decode import b64, unhex
 
 _STR = r"""(?:'(?:[^'\\\n]|\\.)*'|"(?:[^"\\\n]|\\.)*")"""
 _STR_RE = re.compile(_STR)
@@ -28,6 +28,13 @@ _B64_CALL_RE = re.compile(
     r"Base64\.decode64|Base64\.strict_decode64|from_base64|fromBase64)\s*\(?\s*[\w.]*\(?\s*(" + _STR + r")"
 )
 _BUFFER_RE = re.compile(r"Buffer\.from\s*\(\s*(" + _STR + r")\s*,\s*['\"]base64['\"]")
+# Hex string literals decoded: Ruby ["..."].pack("H*"), Perl pack("H*", "..."), Python
+# bytes.fromhex / binascii.unhexlify, PHP hex2bin, Node Buffer.from(..., "hex").
+_HEX_CALL_RE = re.compile(
+    r"\[\s*(" + _STR + r")\s*\]\s*\.pack\(\s*['\"]H\*['\"]|\bpack\s*\(\s*['\"]H\*['\"]\s*,\s*(" + _STR + r")"
+    r"|(?:bytes\.fromhex|unhexlify|hex2bin)\s*\(\s*b?(" + _STR + r")"
+    r"|Buffer\.from\s*\(\s*(" + _STR + r")\s*,\s*['\"]hex['\"]"
+)
 _ESC = {"n": "\n", "t": "\t", "r": "\r", "0": "\0", "\\": "\\", "'": "'", '"': '"'}
 
 
@@ -147,10 +154,15 @@ def code_file_writes(code: str) -> Iterator[tuple[str, str]]:
                 yield path, op
 
 
-def decode_literals(code: str) -> Iterator[str]:
-    """Texts of base64 string literals the code decodes."""
+def decode_literals(code: str) -> Iterator[tuple[str, str]]:
+    """How and what: the texts of base64 and hex string literals the code decodes."""
     for rx in (_B64_CALL_RE, _BUFFER_RE):
         for m in rx.finditer(code):
             text = b64(unquote(m.group(1)), min_len=4)  # an explicit decode call: short is fine
             if text is not None:
-                yield text
+                yield "base64", text
+    for m in _HEX_CALL_RE.finditer(code):
+        lit = next(g for g in m.groups() if g is not None)
+        text = unhex(unquote(lit))
+        if text is not None:
+            yield "hex", text

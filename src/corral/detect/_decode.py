@@ -54,3 +54,29 @@ def printf_unescape(s: str) -> str:
         return {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}[e]
 
     return _PRINTF_ESC.sub(rep, s)
+
+
+_CONVERSION = re.compile(r"%(%|[sbd])")
+
+
+def printf_format(fmt: str, args: list[str]) -> str | None:
+    """What ``printf FMT ARGS...`` prints for formats with only %s, %b, %d and %% (the format
+    reused while arguments are left, as the shell does); None for any other conversion."""
+    if "%" in _CONVERSION.sub("", fmt):
+        return None
+    slots = sum(1 for m in _CONVERSION.finditer(fmt) if m.group(1) != "%")
+    rounds = max(1, -(-len(args) // slots)) if slots else 1
+    out, queue = [], list(args)
+
+    for _ in range(rounds):
+        at = 0
+        for m in _CONVERSION.finditer(fmt):
+            out.append(printf_unescape(fmt[at : m.start()]))  # escapes are the format's, not %s's
+            if m.group(1) == "%":
+                out.append("%")
+            else:
+                value = queue.pop(0) if queue else ""
+                out.append(printf_unescape(value) if m.group(1) == "b" else value)
+            at = m.end()
+        out.append(printf_unescape(fmt[at:]))
+    return "".join(out)
