@@ -212,25 +212,6 @@ _HTTPIE_FILE = re.compile(r"^([\w.-]*(:?=)?@|@)[^\s@]+$")
 _DATA_FLAGS = ("-d", "--data", "--data-binary", "--data-raw", "--data-urlencode", "--json")
 
 
-_GREPS = frozenset({"grep", "egrep", "fgrep", "rg", "ag", "zgrep"})
-
-
-def _grep_pattern_over_found(find_args: list[str]) -> str | None:
-    """The password-like pattern a grep run by ``find -exec`` looks for in each file found, if any."""
-    for k, a in enumerate(find_args[:-1]):
-        if a not in ("-exec", "-execdir") or basename(find_args[k + 1]) not in _GREPS:
-            continue
-        rest = find_args[k + 2 :]
-        pattern = next((rest[i + 1] for i, x in enumerate(rest[:-1]) if x in ("-e", "--regexp")), None)
-        if pattern is None:
-            pattern = next(
-                (x for x in rest if not x.startswith("-") and x not in ("{}", ";", "+", "\\;")), None
-            )
-        if pattern is not None and _PASSWORD_WORDS.search(pattern):
-            return pattern
-    return None
-
-
 class _Scan:
     def __init__(self, a: Analysis) -> None:
         self.a = a
@@ -539,8 +520,6 @@ class _Scan:
                     self.out.add("search_credential")
         if self.cred and any(CREDENTIAL_PATH.search(r) for r in roots):
             self.out.add("search_credential")
-        if broad and _grep_pattern_over_found(args) is not None:
-            self.out.add("search_credential")  # grepping each file found in a whole tree for secrets
 
     def _locate(self, argv: tuple[str, ...]) -> None:
         if any(_STRONG_CRED_NAMES.match(a.rsplit("/", 1)[-1]) for a in _operands(argv)):
