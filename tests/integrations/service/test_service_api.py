@@ -187,10 +187,14 @@ def test_crashed_client_sandbox_is_reaped(svc: RunningService) -> None:
     assert out.returncode == 9 and sid, out.stderr
     client = ServiceClient(socket_path=svc.sock_path)
     deadline = time.monotonic() + 10
-    while any(s.id == sid for s in client.sandboxes()):
+    # The lease leaves the listing as the reaper takes it; the sandbox is closed, and counted as
+    # reaped, after its teardown: wait for both.
+    while (
+        any(s.id == sid for s in client.sandboxes())
+        or "corral_sandboxes_reaped_total 1.0" not in client.metrics()
+    ):
         assert time.monotonic() < deadline, "crashed client's sandbox was not reaped"
         time.sleep(0.1)
-    assert "corral_sandboxes_reaped_total 1.0" in client.metrics()
     assert not (Path("/run/corral/sandboxes") / sid).exists()
     client.close()
 
