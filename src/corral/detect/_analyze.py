@@ -123,7 +123,8 @@ _SCRIPT_RUNNERS = frozenset({"runhaskell", "runghc", "java", "tsx", "ts-node", "
 _RUN_VERBS = frozenset({"go", "v", "dart", "crystal", "bun", "deno", "zig", "cargo"})
 
 
-_FIND_ACTS = frozenset({"-exec", "-execdir", "-ok", "-okdir", "-delete", "-fprint", "-fprintf", "-fls"})
+FIND_EXECS = frozenset({"-exec", "-execdir", "-ok", "-okdir"})
+_FIND_ACTS = FIND_EXECS | {"-delete", "-fprint", "-fprintf", "-fls"}
 
 
 class _FoundPaths(str):
@@ -144,14 +145,20 @@ def _xargs_command(options: list[str], command: list[str], stdin: str) -> list[s
     return command + items[:64]
 
 
-def _found_files(find_args: list[str]) -> str:
-    """What ``{}`` stands for in a ``find -exec``, and what find prints: files anywhere below its
-    first starting point, named as its first ``-name`` says (``/var/log/**/*.gz``)."""
+def find_roots(find_args: list[str]) -> list[str]:
+    """A find's starting points: its operands before the first expression token."""
     roots = []
     for a in find_args:
         if a.startswith(("-", "(", "!", ")")) or a == ",":
             break
         roots.append(a)
+    return roots
+
+
+def _found_files(find_args: list[str]) -> str:
+    """What ``{}`` stands for in a ``find -exec``, and what find prints: files anywhere below its
+    first starting point, named as its first ``-name`` says (``/var/log/**/*.gz``)."""
+    roots = find_roots(find_args)
     root = roots[0].rstrip("/") if roots else "."
     name = next((find_args[k + 1] for k, a in enumerate(find_args[:-1]) if a in ("-name", "-iname")), "*")
     return f"{root}/**/{name}"
@@ -457,10 +464,10 @@ class _Analyzer:
             if j + 1 < len(argv):
                 self.shell(" ".join(argv[j + 1 :]), depth + 1, "ssh", me)
             return None
-        if name == "find" and ("-exec" in args or "-execdir" in args or "-ok" in args):
+        if name == "find" and FIND_EXECS.intersection(args):
             found = _found_files(args)
             for i, a in enumerate(argv):
-                if a in ("-exec", "-execdir", "-ok", "-okdir"):
+                if a in FIND_EXECS:
                     end = next(
                         (k for k in range(i + 1, len(argv)) if argv[k] in (";", "+", "\\;")), len(argv)
                     )

@@ -26,7 +26,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from corral.detect._analyze import Analysis, SimpleCommand, basename, ssh_destination
+from corral.detect._analyze import Analysis, SimpleCommand, basename, find_roots, ssh_destination
 from corral.detect._prefilter import LiteralGate
 from corral.detect._wrappers import interpreter_key, shell_key
 
@@ -506,11 +506,7 @@ class _Scan:
 
     def _find(self, argv: tuple[str, ...]) -> None:
         args = list(argv[1:])
-        roots = []
-        for a in args:
-            if a.startswith(("-", "(", "!")):
-                break
-            roots.append(a)
+        roots = find_roots(args)
         broad = any(_BROAD_ROOT.match(r) for r in roots) or not roots
         for i, a in enumerate(args):
             if a in ("-name", "-iname", "-path", "-ipath", "-wholename") and i + 1 < len(args):

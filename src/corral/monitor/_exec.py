@@ -291,8 +291,7 @@ class ExecCollector:
     def settle(self) -> None:
         """Block until every record written before now is read and emitted."""
         self._sync(self._sync_timeout_s)
-        with self._drain_lock:
-            self._drain()
+        self._locked_drain()
 
     @property
     def ignored(self) -> int:
@@ -439,8 +438,6 @@ class ExecCollector:
     def _loop(self) -> None:
         while not self._stopping.wait(self._interval_s):
             try:
-                self._sync(self._sync_timeout_s)
-                with self._drain_lock:
-                    self._drain()
+                self.settle()
             except CollectorError:
                 return
